@@ -1,0 +1,199 @@
+"""Typed configuration dataclasses and model-size presets.
+
+Every field carries one comment; every check lives in ``__post_init__`` and raises ``ValueError``
+naming the offending field. Configs round-trip through plain dicts (``to_dict``/``from_dict``),
+which is how they are stored in a run directory's ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+TASKS = ("translate", "summarize", "sentiment")
+SEQ2SEQ_TASKS = ("translate", "summarize")
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    """True when ``value`` fits the annotation ``hint`` (int, float, bool, str, X | None)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:  # ints are accepted for floats (TOML/JSON "0" for 0.0)
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def check_field_types(obj: Any) -> None:
+    """Raise ValueError when a dataclass field holds a value of the wrong type.
+
+    Integers given for ``float`` fields are converted in place.
+    """
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, hint = getattr(obj, f.name), hints[f.name]
+        if not _type_ok(value, hint):
+            raise ValueError(
+                f"{type(obj).__name__}.{f.name} must be of type {_hint_name(hint)}, "
+                f"got {type(value).__name__} {value!r}"
+            )
+        if hint is float and isinstance(value, int):
+            setattr(obj, f.name, float(value))
+
+
+def _hint_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " | ".join(_hint_name(h) for h in typing.get_args(hint))
+    return "None" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+def dataclass_from_dict(cls: type, d: dict[str, Any]) -> Any:
+    """Build dataclass ``cls`` from ``d``, rejecting unknown and missing keys with ValueError."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{cls.__name__} must be built from a dict, got {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"unknown {cls.__name__} field(s): {', '.join(unknown)} "
+            f"(known: {', '.join(fields)})"
+        )
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in d
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ValueError(f"missing {cls.__name__} field(s): {', '.join(missing)}")
+    return cls(**d)
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of one model: an encoder-decoder (translate, summarize) or an encoder
+    with a classification head (sentiment)."""
+
+    task: str  # "translate" | "summarize" | "sentiment"
+    vocab_size: int  # source vocabulary size (the joint vocabulary when tgt_vocab_size is None)
+    tgt_vocab_size: int | None = None  # target vocabulary size; None = joint, shared with source
+    d_model: int = 256  # width of the residual stream (D)
+    n_heads: int = 4  # attention heads per layer (H); must divide d_model
+    n_enc_layers: int = 3  # encoder layers
+    n_dec_layers: int = 3  # decoder layers (0 for sentiment)
+    d_ff: int = 1024  # hidden width of the feed-forward blocks (F)
+    dropout: float = 0.1  # dropout on embeddings and residual branches
+    attn_dropout: float = 0.0  # dropout on attention weights
+    max_len: int = 512  # maximum number of positions (per side) the model accepts
+    num_labels: int = 0  # classes of the sentiment head (>= 2 for sentiment; 0 otherwise)
+    pad_id: int = 0  # padding token id (masked out of attention and pooling)
+    bos_id: int = 2  # beginning-of-sequence id, the first decoder input
+    eos_id: int = 3  # end-of-sequence id, where decoding stops
+    tie_embeddings: bool = True  # output projection shares the target embedding matrix
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        if self.task not in TASKS:
+            raise ValueError(f"ModelConfig.task must be one of {TASKS}, got {self.task!r}")
+        for name in ("vocab_size", "d_model", "n_heads", "n_enc_layers", "d_ff", "max_len"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ModelConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.tgt_vocab_size is not None and self.tgt_vocab_size <= 0:
+            raise ValueError(f"ModelConfig.tgt_vocab_size must be positive or None, "
+                             f"got {self.tgt_vocab_size}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"ModelConfig.d_model ({self.d_model}) must be divisible by "
+                             f"n_heads ({self.n_heads})")
+        for name in ("dropout", "attn_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"ModelConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+        self._check_task_fields()
+        self._check_special_ids()
+
+    def _check_task_fields(self) -> None:
+        if self.is_seq2seq:
+            if self.n_dec_layers <= 0:
+                raise ValueError(f"ModelConfig.n_dec_layers must be positive for task "
+                                 f"{self.task!r}, got {self.n_dec_layers}")
+            return
+        if self.n_dec_layers != 0:
+            raise ValueError(f"ModelConfig.n_dec_layers must be 0 for task 'sentiment', "
+                             f"got {self.n_dec_layers}")
+        if self.num_labels < 2:
+            raise ValueError(f"ModelConfig.num_labels must be >= 2 for task 'sentiment', "
+                             f"got {self.num_labels}")
+        if self.tgt_vocab_size is not None:
+            raise ValueError("ModelConfig.tgt_vocab_size must be None for task 'sentiment'")
+
+    def _check_special_ids(self) -> None:
+        sizes = [("vocab_size", self.vocab_size)]
+        if self.tgt_vocab_size is not None:
+            sizes.append(("tgt_vocab_size", self.tgt_vocab_size))
+        for name in ("pad_id", "bos_id", "eos_id"):
+            value = getattr(self, name)
+            for size_name, size in sizes:
+                if not 0 <= value < size:
+                    raise ValueError(f"ModelConfig.{name} ({value}) must be in "
+                                     f"[0, {size_name}={size})")
+        if self.is_seq2seq and len({self.pad_id, self.bos_id, self.eos_id}) < 3:
+            raise ValueError("ModelConfig.pad_id, bos_id and eos_id must be distinct")
+
+    @property
+    def is_seq2seq(self) -> bool:
+        """True for the encoder-decoder tasks (translate, summarize)."""
+        return self.task in SEQ2SEQ_TASKS
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head (Dh = D / H)."""
+        return self.d_model // self.n_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of all fields."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Inverse of ``to_dict``; unknown keys and wrongly typed values raise ValueError."""
+        return dataclass_from_dict(cls, d)
+
+
+# Model sizes: dims only; the task, vocabulary and labels come from the data.
+PRESETS: dict[str, dict[str, int]] = {
+    "tiny": dict(d_model=64, n_heads=4, n_enc_layers=2, n_dec_layers=2, d_ff=256),
+    "small": dict(d_model=256, n_heads=4, n_enc_layers=3, n_dec_layers=3, d_ff=1024),
+    "base": dict(d_model=512, n_heads=8, n_enc_layers=6, n_dec_layers=6, d_ff=2048),
+    "big": dict(d_model=1024, n_heads=16, n_enc_layers=6, n_dec_layers=6, d_ff=4096),
+}
+
+
+def model_config_from_preset(
+    preset: str,
+    task: str,
+    vocab_size: int,
+    tgt_vocab_size: int | None = None,
+    num_labels: int = 0,
+    **overrides: Any,
+) -> ModelConfig:
+    """A ModelConfig with the dims of ``preset``; sentiment gets no decoder layers.
+
+    ``overrides`` replace any field (e.g. ``dropout=0.3``, ``max_len=1024``).
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    fields: dict[str, Any] = dict(PRESETS[preset])
+    if task == "sentiment":
+        fields["n_dec_layers"] = 0
+    fields.update(task=task, vocab_size=vocab_size, tgt_vocab_size=tgt_vocab_size,
+                  num_labels=num_labels)
+    fields.update(overrides)
+    return ModelConfig.from_dict(fields)

@@ -1,0 +1,33 @@
+"""Test setup: offline Hub, a private datasets cache, and small fixture writers."""
+
+import json
+import os
+import tempfile
+
+# Before anything imports `datasets`: never touch the network, never share the user's cache.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="attn-test-hf-"))
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import pytest  # noqa: E402
+
+DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+
+
+def write_jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return path
+
+
+@pytest.fixture
+def pairs():
+    """Twenty small German/English pairs."""
+    nouns = ["Hund", "Katze", "Mann", "Frau", "Kind"]
+    eng = ["dog", "cat", "man", "woman", "child"]
+    verbs = [("läuft", "runs"), ("schläft", "sleeps"), ("spielt", "plays"), ("isst", "eats")]
+    return [{"de": f"Der {n} {v}.", "en": f"The {e} {w}."}
+            for n, e in zip(nouns, eng) for v, w in verbs]
