@@ -55,11 +55,89 @@ def stage_dir(out: Path) -> Path:
 
 def commit_dir(staged: Path, out: Path) -> None:
     """Move a fully written staging directory to ``out``, replacing what was there."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(staged, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staged, out)
+    replace_dir(staged, out)
+
+
+# ------------------------------------------------------------------ weights and run directories
+
+CONFIG_FILE, WEIGHTS_FILE, TRAIN_CONFIG_FILE = "config.json", "model.safetensors", "train_config.json"
+LAST_DIR, METRICS_FILE, CARD_FILE = "last", "metrics.jsonl", "README.md"
+
+
+def unwrap(model):
+    """The plain nn.Module under DDP and torch.compile wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def save_weights(model, path: Path) -> None:
+    """Atomically write the model's weights as safetensors."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().contiguous().cpu() for k, v in unwrap(model).state_dict().items()}
+    atomic_write_bytes(path, save(state))
+
+
+def load_weights(model, path: Path) -> None:
+    """Load safetensors weights into ``model``; any name or shape mismatch is an AttnError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise AttnError(f"cannot read {path}: {e}", "the file is corrupt; retrain or restore it") from None
+    expected = unwrap(model).state_dict()
+    for name, tensor in expected.items():
+        if name not in state:
+            raise AttnError(f"{path} lacks tensor '{name}'", "the weights do not match config.json")
+        if state[name].shape != tensor.shape:
+            raise AttnError(f"{path}: tensor '{name}' has shape {tuple(state[name].shape)}, config.json "
+                            f"implies {tuple(tensor.shape)}", "the weights do not match config.json")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise AttnError(f"{path} has unexpected tensor '{extra[0]}'", "the weights do not match config.json")
+    unwrap(model).load_state_dict(state)
+
+
+def save_torch_state(obj, path: Path) -> None:
+    """Atomically torch.save tensors/numbers/lists/dicts (loaded back with weights_only=True)."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_torch_state(path: Path):
+    """torch.load with weights_only=True: refuses anything that would run code."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as e:
+        raise AttnError(f"refusing to load {path}: {str(e).splitlines()[0][:160]}",
+                        "it is corrupt or holds more than tensors; restore it or retrain") from None
+
+
+def replace_dir(staged: Path, target: Path) -> None:
+    """Swap a fully written directory into place; a kill between the two renames leaves
+    ``.NAME.old`` behind, which :func:`find_dir` falls back to."""
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staged, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def find_dir(target: Path) -> Path | None:
+    """``target`` if present, else the ``.old`` copy a kill mid-swap may have left."""
+    if target.is_dir():
+        return target
+    old = target.with_name(f".{target.name}.old")
+    return old if old.is_dir() else None

@@ -235,3 +235,7 @@ def tokenizer_encode(
 
 def main() -> None:
     app()
+
+
+# Commands defined in their own modules register themselves on `app` when imported.
+from . import cli_train  # noqa: E402,F401

@@ -197,3 +197,79 @@ def model_config_from_preset(
                   num_labels=num_labels)
     fields.update(overrides)
     return ModelConfig.from_dict(fields)
+
+
+@dataclass
+class TrainConfig:
+    """How to train: every `attn train` option (and key of a --config TOML file) is a field."""
+
+    task: str  # "translate" | "summarize" | "sentiment"
+    preset: str = "small"  # model size: tiny, small, base or big
+    max_tokens: int = 4096  # padded tokens per batch per process (token-budget batching)
+    accum: int = 1  # micro-batches accumulated per optimizer step
+    lr: float = 7e-4  # peak learning rate, reached at the end of warmup
+    warmup: int = 800  # linear warmup steps
+    schedule: str = "inverse_sqrt"  # "inverse_sqrt" or "cosine" (cosine needs --max-steps)
+    min_lr_ratio: float = 0.05  # cosine: the learning rate floor as a fraction of lr
+    weight_decay: float = 0.01  # AdamW weight decay (matrices only)
+    label_smoothing: float | None = None  # None = 0.1 for seq2seq, 0.0 for sentiment
+    clip: float = 1.0  # gradient-norm clipping (0 = off)
+    dropout: float | None = None  # None = the preset's dropout (0.1)
+    epochs: int | None = None  # stop after this many epochs
+    max_steps: int | None = None  # stop after this many optimizer steps
+    time_budget: float | None = None  # stop after this many seconds of training
+    eval_every: int = 500  # evaluate (and save last/) every N optimizer steps
+    eval_samples: int = 500  # validation examples decoded for BLEU/ROUGE at each evaluation
+    patience: int = 0  # stop after N evaluations without improvement (0 = never)
+    max_len: int = 256  # positions per side; longer examples are truncated
+    seed: int = 1  # seed for initialisation, data order and dropout
+    device: str = "auto"  # auto, cpu or cuda
+    precision: str = "auto"  # auto (fp32 on CPU, bf16 on GPU), fp32, bf16 or fp16
+    compile: bool = False  # torch.compile the model
+    log_every: int = 50  # optimizer steps between log lines in metrics.jsonl
+    skip_nonfinite: bool = False  # skip batches whose loss is NaN/inf instead of stopping
+    vocab_size: int = 8000  # tokenizer size when attn trains one (lowered to what the data allows)
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        for name in ("max_tokens", "accum", "eval_every", "eval_samples", "max_len", "log_every",
+                     "vocab_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("epochs", "max_steps", "time_budget"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        for name in ("lr", "clip", "weight_decay", "warmup", "patience"):
+            if getattr(self, name) < 0 or (name == "lr" and self.lr == 0):
+                raise ValueError(f"{name} must be {'positive' if name == 'lr' else '>= 0'}, "
+                                 f"got {getattr(self, name)}")
+        if self.schedule not in ("inverse_sqrt", "cosine"):
+            raise ValueError(f"schedule must be inverse_sqrt or cosine, got {self.schedule!r}")
+        if self.schedule == "cosine" and self.max_steps is None:
+            raise ValueError("schedule cosine needs max_steps (the length of the decay)")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        for name in ("label_smoothing", "dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
+
+    @property
+    def smoothing(self) -> float:
+        if self.label_smoothing is not None:
+            return self.label_smoothing
+        return 0.0 if self.task == "sentiment" else 0.1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        return dataclass_from_dict(cls, d)

@@ -426,3 +426,26 @@ def _check_nonempty(ds: Dataset, spec: str, task: str) -> None:
 def texts_for_tokenizer(data: Dataset, task: str) -> tuple[list[str], list[str]]:
     """Column names whose text trains the tokenizer: (source-side columns, target-side columns)."""
     return (["text"], []) if task == "sentiment" else (["src"], ["tgt"])
+
+
+def encode_examples(ds: Dataset, task: str, toks, max_len: int, batch_size: int = 8192
+                    ) -> tuple[list[tuple], int]:
+    """Tokenize normalized data: seq2seq -> [(src_ids, tgt_ids)], sentiment -> [(ids, label)].
+
+    Sources are cut to ``max_len`` tokens and targets to ``max_len - 1`` (room for BOS/EOS);
+    returns the examples and how many were truncated.
+    """
+    examples: list[tuple] = []
+    cut = 0
+    cols = ["text", "label"] if task == "sentiment" else ["src", "tgt"]
+    for batch in ds.select_columns(cols).iter(batch_size=batch_size):
+        if task == "sentiment":
+            ids = toks.src.encode_batch(batch["text"])
+            cut += sum(len(x) > max_len for x in ids)
+            examples += [(x[:max_len], y) for x, y in zip(ids, batch["label"], strict=True)]
+        else:
+            src = toks.src.encode_batch(batch["src"])
+            tgt = toks.tgt.encode_batch(batch["tgt"])
+            cut += sum(len(s) > max_len or len(t) > max_len - 1 for s, t in zip(src, tgt, strict=True))
+            examples += [(s[:max_len], t[:max_len - 1]) for s, t in zip(src, tgt, strict=True)]
+    return examples, cut

@@ -1,0 +1,228 @@
+"""`attn train TASK`: options -> TrainConfig (defaults < --config TOML < options), progress and
+tables on stderr, the run directory on disk."""
+
+from __future__ import annotations
+
+import re
+import sys
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from . import console as ui
+from .cli import (DataOpt, LabelFieldOpt, SplitOpt, SrcFieldOpt, SrcOpt, SubsetOpt, TextFieldOpt,
+                  TgtFieldOpt, TgtOpt, app, command, make_fields)
+from .errors import AttnError
+
+RUN, MODEL, OPT, STOP, HW = "Run", "Model", "Optimisation", "When to stop", "Hardware"
+
+
+def parse_duration(text: str | None) -> float | None:
+    """'90s', '15m', '1h30m', '2h' or plain seconds -> seconds."""
+    if text is None:
+        return None
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?", text)
+    if not parts or not any(parts.groups()):
+        raise AttnError(f"cannot read the duration '{text}'", "write e.g. 90s, 15m, 1h30m")
+    h, m, s = (float(x) if x else 0.0 for x in parts.groups())
+    return h * 3600 + m * 60 + s
+
+
+def load_toml(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AttnError(f"config file {path} not found", "check --config") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise AttnError(f"{path} is not valid TOML: {e}", "fix the file") from None
+    return {k.replace("-", "_"): v for k, v in raw.items()}
+
+
+def resolve_config(task: str, options: dict, toml: dict, saved: dict | None):
+    """TrainConfig from the saved run (resume) or defaults, then the TOML file, then options."""
+    from .config import TrainConfig
+
+    merged = dict(saved or {"task": task})
+    if "time_budget" in toml and isinstance(toml["time_budget"], str):
+        toml["time_budget"] = parse_duration(toml["time_budget"])
+    merged.update(toml)
+    merged.update({k: v for k, v in options.items() if v is not None})
+    merged["task"] = task
+    if saved and saved.get("task") != task:
+        raise AttnError(f"the run to resume is a {saved.get('task')} run, not {task}",
+                        f"use attn train {saved.get('task')}")
+    try:
+        return TrainConfig.from_dict(merged)
+    except ValueError as e:
+        raise AttnError(f"bad option: {e}", "see attn train --help") from None
+
+
+class RichReporter:
+    """Progress bar and tables on stderr (the bar only on a terminal; log lines otherwise)."""
+
+    def __init__(self, progress, total: int | None, log_every: int):
+        self.progress, self.log_every = progress, log_every
+        self.task = progress.add_task("training", total=total, info="")
+
+    def step(self, s: dict) -> None:
+        best = f" best {s['best']:.4g}" if s["best"] is not None else ""
+        info = (f"epoch {s['epoch']:.2f} loss {s['loss']:.3f} lr {s['lr']:.2e} "
+                f"{s['tokens_per_s']:,.0f} tok/s pad {s['pad_fraction']:.1%}{best}")
+        self.progress.update(self.task, completed=s["step"], description=f"step {s['step']}", info=info)
+        if self.progress.disable and s["step"] % self.log_every == 0:
+            ui.err.print(f"step {s['step']} {info}", markup=False)
+
+    def evaluated(self, m: dict, is_best: bool) -> None:
+        table = Table(title=f"Validation at step {m['step']}" + (" (new best)" if is_best else ""),
+                      title_justify="left")
+        for k in m:
+            if k != "step":
+                table.add_column(k, justify="right")
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for k, v in m.items() if k != "step"))
+        (self.progress.console if not self.progress.disable else ui.err).print(table)
+
+    def note(self, message: str) -> None:
+        ui.note(message)
+
+
+@app.command(epilog="Examples:  attn train translate --data data/translate.it-en.jsonl --src it "
+             "--tgt en --out runs/it-en --preset tiny --max-steps 300  ·  attn train sentiment "
+             "--data ../shared/data/sentiment/sst2 --out runs/sst2 --time-budget 15m  ·  "
+             "torchrun --nproc-per-node 4 -m attn_cli train translate ... (multi-GPU)")
+@command
+def train(
+    task: Annotated[str, typer.Argument(help="translate, summarize or sentiment.", show_default=False)],
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", rich_help_panel=RUN, show_default=False,
+                                      help="Run directory to create (or resume).")],
+    valid: Annotated[str | None, typer.Option("--valid", rich_help_panel="Data", help=(
+        "Validation SPEC [default: the data's validation split, else 1% of train held out]."))] = None,
+    src: SrcOpt = None, tgt: TgtOpt = None, src_field: SrcFieldOpt = None, tgt_field: TgtFieldOpt = None,
+    text_field: TextFieldOpt = None, label_field: LabelFieldOpt = None, subset: SubsetOpt = None,
+    split: SplitOpt = "train",
+    config: Annotated[Path | None, typer.Option("--config", rich_help_panel=RUN, help=(
+        "TOML file whose keys are these options (max-tokens = 8192); options override it."))] = None,
+    resume: Annotated[bool, typer.Option("--resume", rich_help_panel=RUN, help=(
+        "Continue the run in --out from last/ (same data order and RNG).") )] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", rich_help_panel=RUN,
+                                            help="Replace a non-empty --out.")] = False,
+    tokenizer: Annotated[Path | None, typer.Option("--tokenizer", rich_help_panel=RUN, help=(
+        "Use this tokenizer directory [default: train one on the training data]."))] = None,
+    vocab_size: Annotated[int | None, typer.Option("--vocab-size", rich_help_panel=RUN, help=(
+        "Size of the tokenizer trained when --tokenizer is not given [default: 8000]."))] = None,
+    preset: Annotated[str | None, typer.Option("--preset", rich_help_panel=MODEL, help=(
+        "Model size: tiny (0.75M params*), small (7.6M*), base (48M*), big (185M*) "
+        "[default: small]. *joint 8k vocabulary translation model."))] = None,
+    dropout: Annotated[float | None, typer.Option("--dropout", rich_help_panel=MODEL,
+                                                  help="Dropout [default: 0.1].")] = None,
+    max_len: Annotated[int | None, typer.Option("--max-len", rich_help_panel=MODEL, help=(
+        "Positions per side; longer inputs are truncated [default: 256]."))] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", rich_help_panel=OPT, help=(
+        "Padded tokens per batch per process [default: 4096]."))] = None,
+    accum: Annotated[int | None, typer.Option("--accum", rich_help_panel=OPT, help=(
+        "Batches accumulated per optimizer step [default: 1]."))] = None,
+    lr: Annotated[float | None, typer.Option("--lr", rich_help_panel=OPT,
+                                             help="Peak learning rate [default: 7e-4].")] = None,
+    warmup: Annotated[int | None, typer.Option("--warmup", rich_help_panel=OPT,
+                                               help="Warmup steps [default: 800].")] = None,
+    schedule: Annotated[str | None, typer.Option("--schedule", rich_help_panel=OPT, help=(
+        "inverse_sqrt or cosine (cosine needs --max-steps) [default: inverse_sqrt]."))] = None,
+    label_smoothing: Annotated[float | None, typer.Option("--label-smoothing", rich_help_panel=OPT, help=(
+        "[default: 0.1 for translate/summarize, 0 for sentiment]."))] = None,
+    weight_decay: Annotated[float | None, typer.Option("--weight-decay", rich_help_panel=OPT,
+                                                       help="AdamW weight decay [default: 0.01].")] = None,
+    clip: Annotated[float | None, typer.Option("--clip", rich_help_panel=OPT, help=(
+        "Gradient-norm clipping, 0 = off [default: 1.0]."))] = None,
+    seed: Annotated[int | None, typer.Option("--seed", rich_help_panel=OPT, help=(
+        "Seed for init, data order and dropout [default: 1]."))] = None,
+    skip_nonfinite: Annotated[bool | None, typer.Option("--skip-nonfinite", rich_help_panel=OPT, help=(
+        "Skip batches with a NaN/inf loss instead of stopping."), show_default=False)] = None,
+    time_budget: Annotated[str | None, typer.Option("--time-budget", rich_help_panel=STOP, help=(
+        "Stop after this much training time in this session: 90s, 15m, 1h30m."))] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", rich_help_panel=STOP,
+                                                  help="Stop after this many optimizer steps in all.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", rich_help_panel=STOP,
+                                               help="Stop after this many epochs.")] = None,
+    patience: Annotated[int | None, typer.Option("--patience", rich_help_panel=STOP, help=(
+        "Stop after N evaluations without improvement, 0 = never [default: 0]."))] = None,
+    eval_every: Annotated[int | None, typer.Option("--eval-every", rich_help_panel=STOP, help=(
+        "Evaluate and save last/ every N steps [default: 500]."))] = None,
+    eval_samples: Annotated[int | None, typer.Option("--eval-samples", rich_help_panel=STOP, help=(
+        "Validation examples decoded for BLEU/ROUGE per evaluation [default: 500]."))] = None,
+    log_every: Annotated[int | None, typer.Option("--log-every", rich_help_panel=STOP, help=(
+        "Steps between lines in metrics.jsonl [default: 50]."))] = None,
+    device: Annotated[str | None, typer.Option("--device", rich_help_panel=HW, help=(
+        "auto, cpu or cuda [default: auto = cuda when available]."))] = None,
+    precision: Annotated[str | None, typer.Option("--precision", rich_help_panel=HW, help=(
+        "auto (fp32 on CPU, bf16 on GPU), fp32, bf16 or fp16 [default: auto]."))] = None,
+    compile: Annotated[bool | None, typer.Option("--compile", rich_help_panel=HW, show_default=False,
+                                                 help="torch.compile the model.")] = None,
+    nproc: Annotated[int | None, typer.Option("--nproc", rich_help_panel=HW, help=(
+        "Launch N processes on this machine through torch.distributed.run (DDP)."))] = None,
+) -> None:
+    """Train a transformer on your data and write a self-contained run directory."""
+    import json
+
+    from .checkpoint import TRAIN_CONFIG_FILE
+    from .pipeline import RunRequest, train_run
+    from .train import Interrupted
+
+    if nproc is not None and nproc > 1:
+        return launch(nproc)
+    options = dict(preset=preset, dropout=dropout, max_len=max_len, max_tokens=max_tokens, accum=accum,
+                   lr=lr, warmup=warmup, schedule=schedule, label_smoothing=label_smoothing,
+                   weight_decay=weight_decay, clip=clip, seed=seed, skip_nonfinite=skip_nonfinite,
+                   time_budget=parse_duration(time_budget), max_steps=max_steps, epochs=epochs,
+                   patience=patience, eval_every=eval_every, eval_samples=eval_samples,
+                   log_every=log_every, device=device, precision=precision, compile=compile,
+                   vocab_size=vocab_size)
+    saved_path = out / TRAIN_CONFIG_FILE
+    saved = json.loads(saved_path.read_text()) if resume and saved_path.is_file() else None
+    cfg = resolve_config(task, options, load_toml(config), saved)
+    req = RunRequest(data=data, out=out, valid=valid, subset=subset, split=split, tokenizer=tokenizer,
+                     resume=resume, overwrite=overwrite,
+                     fields=make_fields(src, tgt, src_field, tgt_field, text_field, label_field))
+    with ui.progress(total_known=cfg.max_steps is not None) as bar:
+        reporter = RichReporter(bar, cfg.max_steps, cfg.log_every)
+        try:
+            result = train_run(req, cfg, reporter)
+        except Interrupted as e:
+            ui.err.print(f"[yellow]Interrupted:[/] {e.message}. Resume with: attn train {task} --data "
+                         f"{data} --out {out} --resume", soft_wrap=True)
+            raise typer.Exit(130) from None
+    if ui.is_main_process():
+        _summary(result, cfg)
+
+
+def _summary(result, cfg) -> None:
+    from .train import PRIMARY
+
+    st = result.state
+    table = Table(title=f"Training finished: {result.reason}", show_header=False, title_justify="left")
+    table.add_row("run directory", str(result.run_dir))
+    table.add_row("steps", f"{st['step']:,}")
+    table.add_row("time", f"{st['train_seconds'] / 60:.1f} min")
+    unit = "examples" if cfg.task == "sentiment" else "target tokens"
+    table.add_row(unit + "/s", f"{st['tokens'] / max(st['train_seconds'], 1e-9):,.0f}")
+    best = "n/a" if st["best"] is None else f"{st['best']:.4g}"
+    table.add_row(f"best validation {PRIMARY[cfg.task]}", f"{best} (step {st['best_step']})")
+    table.add_row("parameters", f"{result.params:,}")
+    ui.err.print(table)
+
+
+def launch(nproc: int) -> None:
+    """Re-run this command under torch.distributed.run with N local processes."""
+    from torch.distributed.run import main as torchrun_main
+
+    args = sys.argv[1:]
+    i = next(i for i, a in enumerate(args) if a == "--nproc" or a.startswith("--nproc="))
+    args = args[:i] + args[i + (1 if "=" in args[i] else 2):]
+    torchrun_main(["--nproc-per-node", str(nproc), "--module", "attn_cli", *args])

@@ -1,0 +1,219 @@
+"""Set up a training run end to end: data, tokenizer, model and run directory, then the Trainer.
+
+Everything that can fail on bad input (data, fields, tokenizer, options) is checked before the
+run directory is created, so a bad command leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from . import checkpoint as ckpt
+from . import distributed as dd
+from .config import PRESETS, ModelConfig, TrainConfig, model_config_from_preset
+from .data import Fields, TaskData, encode_examples, load_task_data
+from .errors import AttnError
+from .model import build_model, count_parameters
+from .tokenizer import TokenizerConfig, Tokenizers, VocabTooLarge, train_tokenizers
+from .train import PRIMARY, Reporter, Trainer, pick_device
+
+
+@dataclass
+class RunRequest:
+    """What `attn train` was asked to do (besides the TrainConfig)."""
+
+    data: str  # training data SPEC
+    out: Path  # run directory
+    fields: Fields = field(default_factory=Fields)
+    valid: str | None = None  # validation SPEC
+    subset: str | None = None  # Hub configuration
+    split: str = "train"
+    tokenizer: Path | None = None  # an existing tokenizer directory
+    resume: bool = False
+    overwrite: bool = False
+
+
+@dataclass
+class RunResult:
+    reason: str
+    state: dict
+    params: int
+    run_dir: Path
+
+
+def check_run_dir(req: RunRequest) -> None:
+    """Refuse to clobber: a non-empty directory needs --resume or --overwrite."""
+    out = req.out
+    if req.resume:
+        if not (out / ckpt.CONFIG_FILE).is_file():
+            raise AttnError(f"cannot resume: {out} holds no run (missing {ckpt.CONFIG_FILE})",
+                            "check --out, or start a new run without --resume")
+        return
+    ckpt.prepare_out_dir(out, req.overwrite, "run")
+
+
+def load_tokenizers(req: RunRequest, data: TaskData, cfg: TrainConfig, reporter: Reporter) -> Tokenizers:
+    """The given tokenizer, the run's own (resume), or a new one trained on the training data."""
+    if req.resume:
+        return Tokenizers.load(req.out)
+    if req.tokenizer is not None:
+        return Tokenizers.load(req.tokenizer)
+    src_cols, tgt_cols = (["text"], []) if cfg.task == "sentiment" else (["src"], ["tgt"])
+    tcfg = TokenizerConfig(vocab_size=cfg.vocab_size, max_sentences=400_000, seed=cfg.seed)
+    try:
+        return train_tokenizers(data.train, src_cols, tgt_cols, tcfg)
+    except VocabTooLarge as e:
+        reporter.note(f"the data allows at most {e.maximum} pieces; using that vocabulary size")
+        tcfg.vocab_size = e.maximum
+        return train_tokenizers(data.train, src_cols, tgt_cols, tcfg)
+
+
+def build_model_config(cfg: TrainConfig, toks: Tokenizers, data: TaskData) -> ModelConfig:
+    overrides = {"max_len": cfg.max_len}
+    if cfg.dropout is not None:
+        overrides["dropout"] = cfg.dropout
+    labels = len(data.label_names) if cfg.task == "sentiment" else 0
+    tgt_vocab = None if toks.joint or cfg.task == "sentiment" else toks.tgt.vocab_size
+    return model_config_from_preset(cfg.preset, cfg.task, toks.src.vocab_size, tgt_vocab, labels,
+                                    **overrides)
+
+
+def run_meta(req: RunRequest, cfg: TrainConfig, mcfg: ModelConfig, data: TaskData, params: int) -> dict:
+    """config.json: everything inference needs to rebuild the model and read its inputs."""
+    return {"attn_version": __version__, "task": cfg.task, "preset": cfg.preset, "parameters": params,
+            "model": mcfg.to_dict(), "label_names": data.label_names,
+            "languages": {"src": req.fields.src_lang, "tgt": req.fields.tgt_lang},
+            "fields": {k: v for k, v in req.fields.__dict__.items() if v is not None},
+            "data": {"train": req.data, "valid": req.valid, "subset": req.subset,
+                     "train_examples": len(data.train), "valid_examples": len(data.valid)}}
+
+
+def prepare(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist):
+    """Load and check everything; returns what the Trainer needs. Writes nothing."""
+    device = pick_device(cfg.device if cfg.device != "auto" or not dist.enabled else
+                         ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and dist.enabled:
+        device = torch.device("cuda", dist.local_rank)
+    if device.type == "cpu" and cfg.precision in ("bf16", "fp16"):
+        reporter.note(f"{cfg.precision} on this CPU is far slower than fp32 (use --precision auto)")
+    data = load_task_data(req.data, cfg.task, req.fields, valid_spec=req.valid, split=req.split,
+                          subset=req.subset, seed=cfg.seed)
+    for n in data.notes:
+        reporter.note(n)
+    toks = load_tokenizers(req, data, cfg, reporter)
+    train, cut = encode_examples(data.train, cfg.task, toks, cfg.max_len)
+    valid, _ = encode_examples(data.valid, cfg.task, toks, cfg.max_len)
+    if cut:
+        reporter.note(f"{cut} training example(s) longer than --max-len {cfg.max_len} were truncated")
+    refs: list = []
+    if cfg.task != "sentiment":
+        col = "references" if "references" in data.valid.column_names else "tgt"
+        refs = list(data.valid[col])
+    return device, data, toks, train, valid, refs
+
+
+def train_run(req: RunRequest, cfg: TrainConfig, reporter: Reporter) -> RunResult:
+    """The whole of `attn train`: prepare, write the run directory, train, write the card."""
+    dist = dd.from_env()
+    check_run_dir(req)
+    torch.manual_seed(cfg.seed)
+    device, data, toks, train, valid, refs = prepare(req, cfg, reporter, dist)
+    dd.setup(dist, device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    mcfg = build_model_config(cfg, toks, data)
+    torch.manual_seed(cfg.seed)
+    model = build_model(mcfg)
+    params = count_parameters(model)
+    out = req.out
+    if dist.is_main and not req.resume:
+        staged = ckpt.stage_dir(out)
+        toks.save(staged)
+        ckpt.atomic_write_text(staged / ckpt.CONFIG_FILE,
+                               json.dumps(run_meta(req, cfg, mcfg, data, params), indent=2))
+        ckpt.atomic_write_text(staged / ckpt.TRAIN_CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
+        ckpt.commit_dir(staged, out)
+    dd.barrier(dist)
+    trainer = Trainer(cfg, mcfg, model, toks, train, valid, refs, out, reporter, dist, device)
+    if req.resume:
+        trainer.load_last()
+        if dist.is_main:
+            ckpt.atomic_write_text(out / ckpt.TRAIN_CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
+    reporter.note(f"{cfg.task}: {params:,} parameters ({cfg.preset}), {len(train):,} training and "
+                  f"{len(valid):,} validation examples, device {device}"
+                  + (f" x {dist.world_size} processes" if dist.enabled else ""))
+    metrics_log = MetricsLog(out / ckpt.METRICS_FILE, trainer.state.step, dist.is_main)
+    try:
+        reason = trainer.run(metrics_log.write)
+    finally:
+        metrics_log.close()
+        if dist.is_main and (out / ckpt.WEIGHTS_FILE).exists():
+            write_card(out, cfg, data, params, trainer.state.to_dict(), device)
+        dd.teardown()
+    return RunResult(reason, trainer.state.to_dict(), params, out)
+
+
+class MetricsLog:
+    """metrics.jsonl, one JSON object per line; on resume, lines after the resumed step go."""
+
+    def __init__(self, path: Path, resume_step: int, enabled: bool):
+        self.fh = None
+        if not enabled:
+            return
+        if path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and _step_of(line) <= resume_step]
+            ckpt.atomic_write_text(path, "".join(line + "\n" for line in kept))
+        self.fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def write(self, row: dict) -> None:
+        if self.fh:
+            self.fh.write(json.dumps({"time": round(time.time(), 3), **row}) + "\n")
+            self.fh.flush()
+
+    def close(self) -> None:
+        if self.fh:
+            self.fh.close()
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 1 << 62
+
+
+def write_card(out: Path, cfg: TrainConfig, data: TaskData, params: int, state: dict,
+               device: torch.device) -> None:
+    """README.md: a short model card from the run's own records."""
+    rows = [json.loads(x) for x in (out / ckpt.METRICS_FILE).read_text().splitlines() if x.strip()]
+    evals = [r for r in rows if r.get("event") == "eval"]
+    best = max(evals, key=lambda r: r[PRIMARY[cfg.task]], default=None)
+    metric_lines = "".join(f"| {k} | {v:.4g} |\n" for k, v in (best or {}).items()
+                           if isinstance(v, float) and k not in ("time", "best"))
+    meta = json.loads((out / ckpt.CONFIG_FILE).read_text())
+    text = (f"# attn {cfg.task} model\n\n"
+            f"- preset: `{cfg.preset}` ({PRESETS[cfg.preset]}), {params:,} parameters\n"
+            f"- training data: `{meta['data']['train']}` ({meta['data']['train_examples']:,} examples); "
+            f"validation: {meta['data']['valid'] or 'see notes'} ({meta['data']['valid_examples']:,})\n"
+            f"- trained {state['step']:,} steps, {state['train_seconds'] / 60:.1f} min on {device}, "
+            f"{state['tokens']:,} {'examples' if cfg.task == 'sentiment' else 'target tokens'}\n"
+            f"- attn {__version__}; weights in `model.safetensors` (best validation "
+            f"{PRIMARY[cfg.task]}, step {state['best_step']})\n\n"
+            f"## Validation metrics at the best step\n\n| metric | value |\n|---|---|\n{metric_lines}\n"
+            f"Test metrics: run `attn eval --model {out.name} --data SPEC --split test`.\n")
+    ckpt.atomic_write_text(out / ckpt.CARD_FILE, text)
+
+
+def preset_table() -> dict[str, int]:
+    """Parameter counts of each preset for a joint 8,000-piece translation model."""
+    return {name: count_parameters(build_model(model_config_from_preset(name, "translate", 8000)))
+            for name in PRESETS}
+

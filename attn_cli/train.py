@@ -1,0 +1,409 @@
+"""The training loop: token-budget batches, AMP, accumulation, clipping, schedule, evaluation,
+best-weights selection, early stopping, exact resume, DDP. The library never prints: it calls
+a :class:`Reporter`.
+
+Step order (nanoGPT): autocast forward, scaled backward (``no_sync`` on accumulation
+micro-steps), unscale, clip, step, scheduler, ``zero_grad(set_to_none=True)``.
+Losses are summed over tokens (examples for sentiment) and divided by the global count of the
+whole optimizer step, so N processes with split batches compute the same update as one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import checkpoint as ckpt
+from . import distributed as dd
+from .batching import (Batch, DataPosition, classify_lengths, collate_classify, collate_seq2seq,
+                       iterate_epoch, make_batches, seq2seq_lengths)
+from .config import ModelConfig, TrainConfig
+from .decoding import greedy_decode
+from .errors import AttnError, RunFailure
+from .metrics import bleu_chrf, classification, rouge
+from .tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizers
+
+PRIMARY = {"translate": "bleu", "summarize": "rouge1", "sentiment": "accuracy"}
+
+
+class Reporter(Protocol):
+    def step(self, stats: dict) -> None: ...
+    def evaluated(self, metrics: dict, is_best: bool) -> None: ...
+    def note(self, message: str) -> None: ...
+
+
+class Interrupted(AttnError):
+    """Ctrl-C: last/ was saved; exit code 130."""
+
+    exit_code = 130
+
+
+@dataclass
+class TrainState:
+    """Everything besides weights/optimizer that resume needs (saved in last/state.json)."""
+
+    step: int = 0  # optimizer steps done
+    data: DataPosition = field(default_factory=DataPosition)  # next batch to train on
+    best: float | None = None  # best validation metric so far
+    best_step: int = 0
+    bad_evals: int = 0  # evaluations since the last improvement (for --patience)
+    train_seconds: float = 0.0  # wall time spent training, all sessions together
+    tokens: int = 0  # target tokens (examples for sentiment) trained on
+    skipped: int = 0  # non-finite batches skipped (--skip-nonfinite)
+
+    def to_dict(self) -> dict:
+        return {**self.__dict__, "data": self.data.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainState:
+        return cls(**{**d, "data": DataPosition.from_dict(d["data"])})
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise AttnError("--device cuda was asked for, but no CUDA GPU is available",
+                        "use --device cpu or auto")
+    return torch.device(name)
+
+
+def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32. auto: bf16 on CUDA when supported, else fp16."""
+    if name == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of cfg.lr at ``step``: linear warmup, then 1/sqrt decay or cosine."""
+    warm = max(1, cfg.warmup)
+    if step < warm:
+        return (step + 1) / warm
+    if cfg.schedule == "inverse_sqrt":
+        return math.sqrt(warm / (step + 1))
+    progress = min(1.0, (step - warm) / max(1, cfg.max_steps - warm))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW (0.9, 0.98); weight decay on matrices only; fused on CUDA."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-9,
+                             fused=device.type == "cuda")
+
+
+class Trainer:
+    """One training run over encoded examples. Call :meth:`run`."""
+
+    def __init__(self, cfg: TrainConfig, model_cfg: ModelConfig, model: nn.Module, toks: Tokenizers,
+                 train: list[tuple], valid: list[tuple], valid_refs: list, run_dir: Path,
+                 reporter: Reporter, dist: dd.Dist, device: torch.device):
+        self.cfg, self.model_cfg, self.toks = cfg, model_cfg, toks
+        self.train_ex, self.valid_ex, self.valid_refs = train, valid, valid_refs
+        self.run_dir, self.reporter, self.dist, self.device = run_dir, reporter, dist, device
+        self.seq2seq = model_cfg.is_seq2seq
+        self.amp_dtype = pick_precision(cfg.precision, device)
+        self.raw_model = model.to(device)
+        self.optimizer = make_optimizer(self.raw_model, cfg, device)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, functools.partial(lr_factor, cfg=cfg))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        self.model = self.raw_model
+        if dist.enabled:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+        if cfg.compile:
+            self.model = torch.compile(self.model, dynamic=True)
+        self.collate = (functools.partial(collate_seq2seq, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID)
+                        if self.seq2seq else functools.partial(collate_classify, pad_id=PAD_ID))
+        self.lengths = (seq2seq_lengths if self.seq2seq else classify_lengths)(train)
+        self.state = TrainState()
+        self.stop_requested = False
+
+    # ------------------------------------------------------------------ state
+
+    def save_last(self) -> None:
+        """Write last/ (weights, optimizer, scheduler, RNG, data position) atomically; rank 0 only."""
+        if not self.dist.is_main:
+            return
+        staged = ckpt.stage_dir(self.run_dir / ckpt.LAST_DIR)
+        ckpt.save_weights(self.raw_model, staged / ckpt.WEIGHTS_FILE)
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        ckpt.save_torch_state({"optimizer": self.optimizer.state_dict(),
+                               "scheduler": self.scheduler.state_dict(),
+                               "scaler": self.scaler.state_dict(), "rng": rng},
+                              staged / "optimizer.pt")
+        ckpt.atomic_write_text(staged / "state.json", json.dumps(self.state.to_dict(), indent=2))
+        ckpt.replace_dir(staged, self.run_dir / ckpt.LAST_DIR)
+
+    def load_last(self) -> None:
+        last = ckpt.find_dir(self.run_dir / ckpt.LAST_DIR)
+        if last is None:
+            raise AttnError(f"nothing to resume in {self.run_dir} (no last/)",
+                            "start a new run without --resume")
+        ckpt.load_weights(self.raw_model, last / ckpt.WEIGHTS_FILE)
+        extra = ckpt.load_torch_state(last / "optimizer.pt")
+        self.optimizer.load_state_dict(extra["optimizer"])
+        self.scheduler.load_state_dict(extra["scheduler"])
+        self.scaler.load_state_dict(extra["scaler"])
+        torch.set_rng_state(extra["rng"]["torch"])
+        if "cuda" in extra["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(extra["rng"]["cuda"], self.device)
+        self.state = TrainState.from_dict(json.loads((last / "state.json").read_text()))
+
+    # ------------------------------------------------------------------ one optimizer step
+
+    def _loss_sum(self, batch: Batch, smoothing: float, model: nn.Module | None = None) -> torch.Tensor:
+        model = model or self.model
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            if self.seq2seq:
+                logits = model(batch.src, batch.tgt_in)  # (B, T, V)
+                target = batch.tgt_out
+            else:
+                logits = model(batch.src)  # (B, C)
+                target = batch.labels
+        return F.cross_entropy(logits.flatten(0, -2).float(), target.flatten(), ignore_index=PAD_ID
+                               if self.seq2seq else -100, label_smoothing=smoothing, reduction="sum")
+
+    def train_step(self, micro: list[Batch]) -> tuple[float, int]:
+        """One optimizer step over ``micro`` batches; returns (mean loss, global count)."""
+        count = torch.tensor([float(sum(b.n_tokens if self.seq2seq else b.n_examples for b in micro))],
+                             device=self.device)
+        global_count = dd.all_reduce_sum(count, self.dist).item()
+        scale = self.dist.world_size / max(global_count, 1.0)
+        total = torch.zeros((), device=self.device)
+        for i, batch in enumerate(micro):
+            sync = i == len(micro) - 1 or not self.dist.enabled
+            ctx = contextlib.nullcontext() if sync else self.model.no_sync()
+            with ctx:
+                loss = self._loss_sum(batch.to(self.device), self.cfg.smoothing)
+                self.scaler.scale(loss * scale).backward()
+            total += loss.detach()
+        loss_value = dd.all_reduce_sum(total, self.dist).item() / max(global_count, 1.0)
+        if not math.isfinite(loss_value):
+            self.optimizer.zero_grad(set_to_none=True)
+            return loss_value, int(global_count)
+        self.scaler.unscale_(self.optimizer)
+        if self.cfg.clip > 0:
+            nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.cfg.clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_value, int(global_count)
+
+    # ------------------------------------------------------------------ evaluation
+
+    @torch.inference_mode()
+    def evaluate(self) -> dict:
+        """Validation loss (no smoothing) and the task metric, on the unwrapped model."""
+        model = self.raw_model
+        model.eval()
+        plan = make_batches((seq2seq_lengths if self.seq2seq else classify_lengths)(self.valid_ex),
+                            self.cfg.max_tokens, seed=0, epoch=0, shuffle=False)
+        loss, count = 0.0, 0
+        for _, batch in iterate_epoch(self.valid_ex, plan, self.collate):
+            batch = batch.to(self.device)
+            loss += self._loss_sum(batch, 0.0, model).item()
+            count += batch.n_tokens if self.seq2seq else batch.n_examples
+        metrics = {"valid_loss": loss / max(count, 1)}
+        if self.seq2seq:
+            metrics["valid_ppl"] = math.exp(min(metrics["valid_loss"], 50))
+            metrics.update(self._decode_metrics(model))
+        else:
+            preds = predict_labels(model, [x for x, _ in self.valid_ex], self.cfg.max_tokens, self.device)
+            metrics.update(classification(preds, [y for _, y in self.valid_ex], self.model_cfg.num_labels))
+            metrics.pop("confusion", None)
+        model.train()
+        return metrics
+
+    def _decode_metrics(self, model: nn.Module) -> dict:
+        n = min(self.cfg.eval_samples, len(self.valid_ex))
+        srcs = [s for s, _ in self.valid_ex[:n]]
+        hyps = [self.toks.tgt.decode(ids) for ids in
+                greedy_translate(model, srcs, self.cfg.max_tokens, self.device, self.amp_dtype)]
+        refs = self.valid_refs[:n]
+        if self.model_cfg.task == "translate":
+            return {k: v for k, v in bleu_chrf(hyps, refs).items() if k in ("bleu", "chrf")}
+        return rouge(hyps, refs)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _stop_reason(self, started: float, epoch: int) -> str | None:
+        cfg, st = self.cfg, self.state
+        if cfg.max_steps is not None and st.step >= cfg.max_steps:
+            return f"reached --max-steps {cfg.max_steps}"
+        if cfg.epochs is not None and epoch >= cfg.epochs:
+            return f"finished {cfg.epochs} epoch(s)"
+        if cfg.time_budget is not None and time.perf_counter() - started >= cfg.time_budget:
+            return f"time budget of {cfg.time_budget:.0f} s used"
+        if cfg.patience and st.bad_evals >= cfg.patience:
+            return f"no improvement in {cfg.patience} evaluations (--patience)"
+        return None
+
+    def _evaluate_and_save(self, log) -> None:
+        if self.dist.is_main:
+            metrics = self.evaluate()
+            value = metrics[PRIMARY[self.model_cfg.task]]
+            is_best = self.state.best is None or value > self.state.best
+            if is_best:
+                self.state.best, self.state.best_step, self.state.bad_evals = value, self.state.step, 0
+                ckpt.save_weights(self.raw_model, self.run_dir / ckpt.WEIGHTS_FILE)
+            else:
+                self.state.bad_evals += 1
+            log({"event": "eval", "step": self.state.step, **metrics, "best": self.state.best})
+            self.reporter.evaluated({"step": self.state.step, **metrics}, is_best)
+            self.save_last()
+        dd.barrier(self.dist)
+
+    def run(self, log) -> str:
+        """Train until a stop condition; returns why it stopped. ``log(dict)`` appends to metrics."""
+        cfg, st = self.cfg, self.state
+        started, last_eval_step = time.perf_counter(), st.step
+        session_start_seconds = st.train_seconds
+        self.raw_model.train()
+        window = {"tokens": 0, "t": time.perf_counter(), "loss": 0.0, "n": 0, "real": 0, "slots": 0}
+        reason = None
+        previous = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
+        try:
+            while reason is None:
+                epoch = st.data.epoch
+                plan = make_batches(self.lengths, cfg.max_tokens, seed=cfg.seed, epoch=epoch)
+                batches = iterate_epoch(self.train_ex, plan, self.collate, start=st.data.position,
+                                        rank=self.dist.rank, world_size=self.dist.world_size)
+                micro: list[Batch] = []
+                for position, batch in batches:
+                    micro.append(batch)
+                    if len(micro) < cfg.accum and position < len(plan) - 1:
+                        continue
+                    loss, count = self.train_step(micro)
+                    window["real"] += sum(b.n_real for b in micro)
+                    window["slots"] += sum(b.n_slots for b in micro)
+                    micro = []
+                    if not math.isfinite(loss):
+                        if not cfg.skip_nonfinite:
+                            raise RunFailure(
+                                f"the loss became {loss} at step {st.step + 1}; training stopped and "
+                                f"last/ holds step {self._last_saved_step()}",
+                                "lower --lr, raise --warmup, or pass --skip-nonfinite")
+                        st.skipped += 1
+                        log({"event": "skipped_nonfinite", "step": st.step + 1, "skipped": st.skipped})
+                    else:
+                        st.step += 1
+                        st.tokens += count
+                        window["tokens"] += count
+                        window["loss"] += loss
+                        window["n"] += 1
+                    st.data = DataPosition(epoch, position + 1)
+                    st.train_seconds = session_start_seconds + time.perf_counter() - started
+                    self._report_step(window, log, epoch, len(plan), position)
+                    if st.step - last_eval_step >= cfg.eval_every:
+                        self._evaluate_and_save(log)
+                        last_eval_step = st.step
+                    reason = self._shared_stop(self._stop_reason(started, epoch))
+                    if reason:
+                        break
+                if reason is None:
+                    st.data = DataPosition(epoch + 1, 0)
+                    reason = self._shared_stop(self._stop_reason(started, epoch + 1))
+        except Interrupted:
+            self.save_last()
+            raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        if st.step != last_eval_step or st.best is None:
+            self._evaluate_and_save(log)
+        else:
+            self.save_last()
+        return reason
+
+    def _shared_stop(self, reason: str | None) -> str | None:
+        """Rank 0's stop decision for every rank; raises Interrupted after Ctrl-C."""
+        code = 2 if self.stop_requested else (1 if reason else 0)
+        code = dd.broadcast_int(code, self.dist, self.device)
+        if code == 2:
+            raise Interrupted(f"interrupted at step {self.state.step}; last/ saved")
+        return (reason or "stopped by rank 0") if code == 1 else None
+
+    def _last_saved_step(self) -> int:
+        state = ckpt.find_dir(self.run_dir / ckpt.LAST_DIR)
+        if state is None:
+            return 0
+        return json.loads((state / "state.json").read_text())["step"]
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.stop_requested:  # second Ctrl-C: stop at once, last/ keeps the previous save
+            raise KeyboardInterrupt
+        self.stop_requested = True
+
+    def _report_step(self, window: dict, log, epoch: int, n_batches: int, position: int) -> None:
+        st = self.state
+        now = time.perf_counter()
+        stats = {"step": st.step, "epoch": epoch + (position + 1) / n_batches,
+                 "lr": self.scheduler.get_last_lr()[0],
+                 "loss": window["loss"] / max(window["n"], 1),
+                 "tokens_per_s": window["tokens"] / max(now - window["t"], 1e-9) * 1.0,
+                 "pad_fraction": 1 - window["real"] / max(window["slots"], 1),
+                 "best": st.best, "elapsed": st.train_seconds}
+        self.reporter.step(stats)
+        if st.step % self.cfg.log_every == 0 and window["n"]:
+            log({"event": "train", **stats})
+            window.update(tokens=0, t=now, loss=0.0, n=0, real=0, slots=0)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+# ------------------------------------------------------------------ batched inference helpers
+
+
+def _sorted_batches(seqs: list[list[int]], max_tokens: int) -> list[list[int]]:
+    lengths = [len(s) + 1 for s in seqs]
+    return make_batches(lengths, max_tokens, seed=0, epoch=0, shuffle=False)
+
+
+def greedy_translate(model, srcs: list[list[int]], max_tokens: int, device: torch.device,
+                     amp_dtype: torch.dtype | None = None) -> list[list[int]]:
+    """Greedy-decode token lists in length-sorted batches; outputs in input order."""
+    out: list[list[int]] = [[] for _ in srcs]
+    for idx in _sorted_batches(srcs, max_tokens):
+        batch = collate_classify([(srcs[i] or [EOS_ID], 0) for i in idx], PAD_ID).src.to(device)
+        max_len = int(batch.ne(PAD_ID).sum(1).max().item() * 1.5 + 10)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            ids, _ = greedy_decode(model, batch, max_len)
+        for row, i in zip(ids.tolist(), idx, strict=True):
+            out[i] = row[:row.index(EOS_ID)] if EOS_ID in row else row
+    return out
+
+
+def predict_labels(model, seqs: list[list[int]], max_tokens: int, device: torch.device) -> list[int]:
+    """Argmax class of each token list, batched by length; in input order."""
+    out = [0] * len(seqs)
+    for idx in _sorted_batches(seqs, max_tokens):
+        batch = collate_classify([(seqs[i] or [EOS_ID], 0) for i in idx], PAD_ID).src.to(device)
+        for p, i in zip(model(batch).argmax(-1).tolist(), idx, strict=True):
+            out[i] = p
+    return out
