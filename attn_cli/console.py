@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -28,17 +29,17 @@ def is_main_process() -> bool:
 
 def error(message: str) -> None:
     """Print a one-line red error on stderr."""
-    err.print(f"[bold red]Error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    err.print(f"[bold red]Error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:
     if is_main_process():
-        err.print(f"[yellow]Warning:[/] {message}", soft_wrap=True)
+        err.print(f"[yellow]Warning:[/] {escape(message)}", soft_wrap=True)
 
 
 def note(message: str) -> None:
     if is_main_process():
-        err.print(f"[dim]{message}[/]", soft_wrap=True)
+        err.print(f"[dim]{escape(message)}[/]", soft_wrap=True)
 
 
 def progress(*, total_known: bool = True, transient: bool = False) -> Progress:

@@ -151,11 +151,13 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
         self.d_model, self.n_heads, self.cross = d_model, n_heads, cross
         self.attn_dropout = attn_dropout
+        # No biases on q/k/v: a key bias is invisible after the softmax (its gradient is exactly
+        # zero, which Adam would turn into noise-driven updates), and q/v biases add little.
         if cross:
-            self.q_proj = nn.Linear(d_model, d_model)
-            self.kv_proj = nn.Linear(d_model, 2 * d_model)
+            self.q_proj = nn.Linear(d_model, d_model, bias=False)
+            self.kv_proj = nn.Linear(d_model, 2 * d_model, bias=False)
         else:
-            self.qkv_proj = nn.Linear(d_model, 3 * d_model)
+            self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out_proj = nn.Linear(d_model, d_model)
 
     def _split_heads(self, x: Tensor) -> Tensor:
@@ -226,7 +228,8 @@ class MultiHeadAttention(nn.Module):
             assert isinstance(lin, nn.Linear)
             for chunk in lin.weight.split(self.d_model, dim=0):
                 nn.init.xavier_uniform_(chunk)
-            nn.init.zeros_(lin.bias)
+            if lin.bias is not None:
+                nn.init.zeros_(lin.bias)
 
 
 # --------------------------------------------------------------------------- layers

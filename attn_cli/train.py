@@ -27,7 +27,7 @@ from torch import nn
 from . import checkpoint as ckpt
 from . import distributed as dd
 from .batching import (Batch, DataPosition, classify_lengths, collate_classify, collate_seq2seq,
-                       iterate_epoch, make_batches, seq2seq_lengths)
+                       iterate_epoch, make_batches, seq2seq_lengths, split_batch_indices)
 from .config import ModelConfig, TrainConfig
 from .decoding import greedy_decode
 from .errors import AttnError, RunFailure
@@ -184,18 +184,27 @@ class Trainer:
         return F.cross_entropy(logits.flatten(0, -2).float(), target.flatten(), ignore_index=PAD_ID
                                if self.seq2seq else -100, label_smoothing=smoothing, reduction="sum")
 
-    def train_step(self, micro: list[Batch]) -> tuple[float, int]:
-        """One optimizer step over ``micro`` batches; returns (mean loss, global count)."""
-        count = torch.tensor([float(sum(b.n_tokens if self.seq2seq else b.n_examples for b in micro))],
-                             device=self.device)
+    def _local_batch(self, indices: list[int]) -> tuple[Batch, float]:
+        """This process's part of a global batch, and its weight. A rank whose part is empty
+        runs one example with weight 0, so every rank still joins DDP's gradient all-reduce."""
+        weight = 1.0
+        if self.dist.enabled:
+            part = split_batch_indices(indices, self.dist.rank, self.dist.world_size)
+            indices, weight = (part, 1.0) if part else (indices[:1], 0.0)
+        return self.collate([self.train_ex[i] for i in indices]), weight
+
+    def train_step(self, micro: list[tuple[Batch, float]]) -> tuple[float, int]:
+        """One optimizer step over weighted ``micro`` batches; returns (mean loss, global count)."""
+        count = torch.tensor([float(sum(w * (b.n_tokens if self.seq2seq else b.n_examples)
+                                        for b, w in micro))], device=self.device)
         global_count = dd.all_reduce_sum(count, self.dist).item()
         scale = self.dist.world_size / max(global_count, 1.0)
         total = torch.zeros((), device=self.device)
-        for i, batch in enumerate(micro):
+        for i, (batch, weight) in enumerate(micro):
             sync = i == len(micro) - 1 or not self.dist.enabled
             ctx = contextlib.nullcontext() if sync else self.model.no_sync()
             with ctx:
-                loss = self._loss_sum(batch.to(self.device), self.cfg.smoothing)
+                loss = self._loss_sum(batch.to(self.device), self.cfg.smoothing) * weight
                 self.scaler.scale(loss * scale).backward()
             total += loss.detach()
         loss_value = dd.all_reduce_sum(total, self.dist).item() / max(global_count, 1.0)
@@ -288,16 +297,14 @@ class Trainer:
             while reason is None:
                 epoch = st.data.epoch
                 plan = make_batches(self.lengths, cfg.max_tokens, seed=cfg.seed, epoch=epoch)
-                batches = iterate_epoch(self.train_ex, plan, self.collate, start=st.data.position,
-                                        rank=self.dist.rank, world_size=self.dist.world_size)
-                micro: list[Batch] = []
-                for position, batch in batches:
-                    micro.append(batch)
+                micro: list[tuple[Batch, float]] = []
+                for position in range(st.data.position, len(plan)):
+                    micro.append(self._local_batch(plan[position]))
                     if len(micro) < cfg.accum and position < len(plan) - 1:
                         continue
                     loss, count = self.train_step(micro)
-                    window["real"] += sum(b.n_real for b in micro)
-                    window["slots"] += sum(b.n_slots for b in micro)
+                    window["real"] += sum(b.n_real for b, _ in micro)
+                    window["slots"] += sum(b.n_slots for b, _ in micro)
                     micro = []
                     if not math.isfinite(loss):
                         if not cfg.skip_nonfinite:

@@ -1,0 +1,218 @@
+"""attn train end to end on the sample data with tiny models: run directory, exact resume,
+DDP equivalence, kills, and bad options."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import DATA_DIR
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from attn_cli.cli import app
+from attn_cli.config import TrainConfig
+from attn_cli.data import Fields
+from attn_cli.pipeline import RunRequest, train_run
+
+runner = CliRunner()
+IT_EN = f"{DATA_DIR}/translate.it-en.jsonl"
+FIELDS = Fields(src_lang="it", tgt_lang="en")
+BASE = dict(task="translate", preset="tiny", max_tokens=600, eval_every=1000, eval_samples=3,
+            vocab_size=500, warmup=5, log_every=1)
+
+
+class Quiet:
+    def step(self, stats):
+        pass
+
+    def evaluated(self, metrics, is_best):
+        pass
+
+    def note(self, message):
+        pass
+
+
+def train(out, resume=False, **kw):
+    cfg = TrainConfig(**{**BASE, **kw})
+    return train_run(RunRequest(data=IT_EN, out=out, fields=FIELDS, resume=resume), cfg, Quiet())
+
+
+def weights(path):
+    return load_file(str(path))
+
+
+def test_run_directory_layout_and_card(tmp_path):
+    res = train(tmp_path / "run", max_steps=4)
+    run = tmp_path / "run"
+    names = {p.name for p in run.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.model", "metrics.jsonl", "README.md",
+            "last", "train_config.json"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    meta = json.loads((run / "config.json").read_text())
+    assert meta["task"] == "translate" and meta["languages"] == {"src": "it", "tgt": "en"}
+    assert meta["model"]["d_model"] == 64 and meta["parameters"] == res.params
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["event"] == "train"] == [1, 2, 3, 4]
+    assert rows[-1]["event"] == "eval" and "bleu" in rows[-1] and "chrf" in rows[-1]
+    assert "4 steps" in (run / "README.md").read_text()
+    assert json.loads((run / "last" / "state.json").read_text())["step"] == 4
+
+
+def test_stop_and_resume_equals_uninterrupted(tmp_path):
+    k = 6
+    train(tmp_path / "full", max_steps=2 * k)
+    train(tmp_path / "half", max_steps=k)
+    train(tmp_path / "half", resume=True, max_steps=2 * k)
+    a, b = weights(tmp_path / "full/last/model.safetensors"), weights(tmp_path / "half/last/model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+    loss = [[r["loss"] for r in map(json.loads, (tmp_path / d / "metrics.jsonl").read_text().splitlines())
+             if r["event"] == "train"] for d in ("full", "half")]
+    assert loss[0] == pytest.approx(loss[1], abs=1e-6)
+
+
+def test_resume_crosses_epochs_and_accumulation(tmp_path):
+    kw = dict(accum=2, max_tokens=300)
+    train(tmp_path / "full", max_steps=14, **kw)
+    train(tmp_path / "half", max_steps=7, **kw)
+    train(tmp_path / "half", resume=True, max_steps=14, **kw)
+    a, b = weights(tmp_path / "full/last/model.safetensors"), weights(tmp_path / "half/last/model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+
+
+def test_sentiment_and_summarize_train(tmp_path):
+    for task, data in (("sentiment", "sentiment.jsonl"), ("summarize", "summarize.jsonl")):
+        cfg = TrainConfig(**{**BASE, "task": task, "max_steps": 3, "eval_samples": 2})
+        res = train_run(RunRequest(data=f"{DATA_DIR}/{data}", out=tmp_path / task), cfg, Quiet())
+        rows = [json.loads(x) for x in (tmp_path / task / "metrics.jsonl").read_text().splitlines()]
+        key = "accuracy" if task == "sentiment" else "rouge1"
+        assert key in rows[-1] and res.state["step"] == 3
+
+
+def test_nan_loss_stops_and_keeps_last_good(tmp_path, monkeypatch):
+    from attn_cli import train as T
+    from attn_cli.errors import RunFailure
+
+    train(tmp_path / "r", max_steps=3)
+    good = weights(tmp_path / "r/last/model.safetensors")
+    real = T.Trainer._loss_sum
+
+    def poisoned(self, batch, smoothing, model=None):
+        loss = real(self, batch, smoothing, model)
+        return loss * float("nan") if self.state.step >= 4 and model is None else loss
+
+    monkeypatch.setattr(T.Trainer, "_loss_sum", poisoned)
+    with pytest.raises(RunFailure, match="loss became nan at step 5.*last/ holds step 3"):
+        train(tmp_path / "r", resume=True, max_steps=8)
+    after = weights(tmp_path / "r/last/model.safetensors")
+    for name in good:
+        assert torch.equal(good[name], after[name])
+
+
+# ----------------------------------------------------------------- CLI
+
+
+def cli(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_cli_train_and_refuse_existing(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "translate", "--data", IT_EN, "--src", "it", "--tgt", "en", "--out", out,
+            "--preset", "tiny", "--max-steps", 2, "--vocab-size", 500, "--max-tokens", 600]
+    r = cli(*args)
+    assert r.exit_code == 0, r.output
+    assert "Training finished: reached --max-steps 2" in r.stderr
+    r = cli(*args)
+    assert r.exit_code == 2 and "exists and is not empty" in r.stderr and "--overwrite" in r.stderr
+    r = cli(*args[:-6], "--resume", "--max-steps", 3)
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "last/state.json").read_text())["step"] == 3
+
+
+def test_cli_config_toml_and_option_override(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('preset = "tiny"\nmax-tokens = 500\nmax_steps = 2\nvocab-size = 400\nlr = 0.002\n')
+    r = cli("train", "translate", "--data", IT_EN, "--src", "it", "--tgt", "en", "--out", tmp_path / "r",
+            "--config", toml, "--lr", "0.001")
+    assert r.exit_code == 0, r.output
+    saved = json.loads((tmp_path / "r/train_config.json").read_text())
+    assert saved["max_tokens"] == 500 and saved["lr"] == 0.001 and saved["preset"] == "tiny"
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--max-steps", "0"], "max_steps must be positive"),
+    (["--preset", "huge"], "preset must be one of"),
+    (["--time-budget", "soon"], "cannot read the duration 'soon'"),
+    (["--device", "cuda"], "no CUDA GPU is available"),
+    (["--resume"], "cannot resume"),
+    (["--lr", "-1"], "lr must be positive"),
+])
+def test_cli_bad_options(tmp_path, args, fragment):
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    r = cli("train", "translate", "--data", IT_EN, "--src", "it", "--tgt", "en", "--out", tmp_path / "r",
+            "--preset", "tiny", *args)
+    assert r.exit_code == 2, r.output
+    assert fragment in r.stderr and r.stderr.count("\n") == 1 and "Traceback" not in r.output
+    assert not (tmp_path / "r").exists()
+
+
+# ----------------------------------------------------------------- processes
+
+
+def _train_cmd(out, *extra):
+    return [sys.executable, "-m", "attn_cli", "train", "translate", "--data", IT_EN, "--src", "it",
+            "--tgt", "en", "--out", str(out), "--preset", "tiny", "--vocab-size", "500",
+            "--max-tokens", "600", "--warmup", "5", "--eval-samples", "3", *extra]
+
+
+@pytest.mark.slow
+def test_two_process_gloo_equals_one_process(tmp_path):
+    common = ["--max-steps", "4", "--dropout", "0", "--eval-every", "1000"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run(_train_cmd(tmp_path / "one", *common), capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert one.returncode == 0, one.stderr
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+           str(random.randint(20000, 40000)), "-m", "attn_cli"] + _train_cmd(tmp_path / "two", *common)[3:]
+    two = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = weights(tmp_path / "one/last/model.safetensors"), weights(tmp_path / "two/last/model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=0)
+    assert "x 2 processes" in two.stderr
+    assert two.stderr.count("Training finished") == 1  # only rank 0 prints
+    assert not list((tmp_path / "two").glob(".*tmp")) and not list(tmp_path.glob(".two*"))
+
+
+@pytest.mark.slow
+def test_sigkill_leaves_a_loadable_run(tmp_path):
+    from attn_cli.checkpoint import find_dir, load_weights
+    from attn_cli.config import ModelConfig
+    from attn_cli.model import build_model
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_train_cmd(out, "--max-steps", "100000", "--eval-every", "3"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "last").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(random.uniform(0.0, 2.0))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    meta = json.loads((out / "config.json").read_text())
+    model = build_model(ModelConfig.from_dict(meta["model"]))
+    load_weights(model, out / "model.safetensors")
+    load_weights(model, find_dir(out / "last") / "model.safetensors")
+    r = subprocess.run(_train_cmd(out, "--resume", "--max-steps", "1", "--eval-every", "3"),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
