@@ -136,7 +136,8 @@ def make_batches(
     ``bucket_size=None`` sorts globally (least padding). With ``bucket_size=N`` the shuffled
     indices are sorted only within windows of N examples: more variety in which examples
     share a batch, but more padding unless a window spans many batches (on lengths 5..60 with
-    ~160 examples a batch, N = 1000 pads ~20%, N = 2500 ~8%, a global sort ~4%). ``shuffle=False`` gives a fixed, length-sorted plan
+    ~160 examples a batch, N = 1000 pads ~20%, N = 2500 ~8%, a global sort ~4%).
+    ``shuffle=False`` gives a fixed, length-sorted plan
     independent of seed and epoch (for evaluation).
     """
     if max_tokens <= 0:

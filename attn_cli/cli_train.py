@@ -68,14 +68,14 @@ def resolve_config(task: str, options: dict, toml: dict, saved: dict | None):
 class RichReporter:
     """Progress bar and tables on stderr (the bar only on a terminal; log lines otherwise)."""
 
-    def __init__(self, progress, total: int | None, log_every: int):
-        self.progress, self.log_every = progress, log_every
+    def __init__(self, progress, total: int | None, log_every: int, unit: str):
+        self.progress, self.log_every, self.unit = progress, log_every, unit
         self.task = progress.add_task("training", total=total, info="")
 
     def step(self, s: dict) -> None:
         best = f" best {s['best']:.4g}" if s["best"] is not None else ""
         info = (f"epoch {s['epoch']:.2f} loss {s['loss']:.3f} lr {s['lr']:.2e} "
-                f"{s['tokens_per_s']:,.0f} tok/s pad {s['pad_fraction']:.1%}{best}")
+                f"{s['tokens_per_s']:,.0f} {self.unit}/s pad {s['pad_fraction']:.1%}{best}")
         self.progress.update(self.task, completed=s["step"], description=f"step {s['step']}", info=info)
         if self.progress.disable and s["step"] % self.log_every == 0:
             ui.err.print(f"step {s['step']} {info}", markup=False)
@@ -126,7 +126,7 @@ def train(
     max_len: Annotated[int | None, typer.Option("--max-len", rich_help_panel=MODEL, help=(
         "Positions per side; longer inputs are truncated [default: 256]."))] = None,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", rich_help_panel=OPT, help=(
-        "Padded tokens per batch per process [default: 4096]."))] = None,
+        "Padded tokens per batch (all processes together) [default: 4096]."))] = None,
     accum: Annotated[int | None, typer.Option("--accum", rich_help_panel=OPT, help=(
         "Batches accumulated per optimizer step [default: 1]."))] = None,
     lr: Annotated[float | None, typer.Option("--lr", rich_help_panel=OPT,
@@ -191,7 +191,7 @@ def train(
                      resume=resume, overwrite=overwrite,
                      fields=make_fields(src, tgt, src_field, tgt_field, text_field, label_field))
     with ui.progress(total_known=cfg.max_steps is not None) as bar:
-        reporter = RichReporter(bar, cfg.max_steps, cfg.log_every)
+        reporter = RichReporter(bar, cfg.max_steps, cfg.log_every, "ex" if task == "sentiment" else "tok")
         try:
             result = train_run(req, cfg, reporter)
         except Interrupted as e:

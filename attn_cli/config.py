@@ -205,7 +205,7 @@ class TrainConfig:
 
     task: str  # "translate" | "summarize" | "sentiment"
     preset: str = "small"  # model size: tiny, small, base or big
-    max_tokens: int = 4096  # padded tokens per batch per process (token-budget batching)
+    max_tokens: int = 4096  # padded tokens per batch, all processes together (split under DDP)
     accum: int = 1  # micro-batches accumulated per optimizer step
     lr: float = 7e-4  # peak learning rate, reached at the end of warmup
     warmup: int = 800  # linear warmup steps

@@ -30,4 +30,4 @@ def pairs():
     eng = ["dog", "cat", "man", "woman", "child"]
     verbs = [("läuft", "runs"), ("schläft", "sleeps"), ("spielt", "plays"), ("isst", "eats")]
     return [{"de": f"Der {n} {v}.", "en": f"The {e} {w}."}
-            for n, e in zip(nouns, eng) for v, w in verbs]
+            for n, e in zip(nouns, eng, strict=True) for v, w in verbs]

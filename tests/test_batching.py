@@ -230,7 +230,7 @@ def test_resume_mid_epoch_matches_uninterrupted():
     resumed_plan = make_batches(lengths, 300, seed=4, epoch=state.epoch)  # rebuilt after restart
     resumed = list(iterate_epoch(examples, resumed_plan, collate, start=state.position))
     assert len(resumed) == len(full) - p
-    for (pa, a), (pb, b) in zip(full[p:], resumed):
+    for (pa, a), (pb, b) in zip(full[p:], resumed, strict=True):
         assert pa == pb
         assert torch.equal(a.src, b.src) and torch.equal(a.tgt_out, b.tgt_out)
     assert list(iterate_epoch(examples, plan, collate, start=len(plan))) == []

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import DATA_DIR, write_jsonl
+from conftest import DATA_DIR
 from typer.testing import CliRunner
 
 from attn_cli.cli import app

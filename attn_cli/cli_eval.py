@@ -1,0 +1,129 @@
+"""`attn eval` (score a model on a dataset split) and `attn info` (what a run directory holds)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from . import console as ui
+from .cli import DataOpt, SubsetOpt, app, command
+from .cli_infer import DEC, ModelOpt, _decode_cfg, write_outputs
+
+
+@app.command("eval", epilog="Examples:  attn eval -m runs/de-en --data ../shared/data/translation/"
+             "multi30k --split test_2016_flickr  ·  attn eval -m runs/sst2 --data ../shared/data/"
+             "sentiment/sst2 --json")
+@command
+def evaluate(
+    model: ModelOpt,
+    data: DataOpt,
+    split: Annotated[str, typer.Option("--split", help="Which split of the SPEC to score.")] = "test",
+    subset: SubsetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object.")] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help=(
+        "Keep the hypotheses (or predicted labels), one per line, in FILE."))] = None,
+    beam: Annotated[int, typer.Option("--beam", rich_help_panel=DEC, help=(
+        "Beam size for translate/summarize; 1 = greedy [default: 5 translate, 4 summarize]."))] = 0,
+    length_penalty: Annotated[float | None, typer.Option("--length-penalty", rich_help_panel=DEC, help=(
+        "GNMT alpha [default: 0.6 translate, 1.0 summarize]."))] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Source tokens per batch.")] = 6000,
+) -> None:
+    """Score a model on a dataset split: BLEU/chrF, ROUGE, or accuracy/macro-F1/confusion."""
+    from .data import Fields, load_eval_data
+    from .infer import classify, encode_inputs, generate, load_run
+    from .metrics import bleu_chrf, classification, rouge
+
+    run = load_run(model, device=device)
+    task, meta = run.task, run.meta
+    fields = Fields(**{k: v for k, v in meta.get("fields", {}).items() if k in Fields.__dataclass_fields__})
+    ds = load_eval_data(data, task, fields, split=split, subset=subset, label_names=meta.get("label_names"))
+    start = time.perf_counter()
+    inputs = ds["text"] if task == "sentiment" else ds["src"]
+    ids, _ = encode_inputs(run, list(inputs))
+    with ui.progress() as bar:
+        job = bar.add_task(f"eval {task} on {split}", total=len(ids), info="")
+        advance = lambda n: bar.advance(job, n)  # noqa: E731
+        if task == "sentiment":
+            probs = classify(run, ids, on_batch=advance)
+            preds = [max(range(len(p)), key=p.__getitem__) for p in probs]
+            metrics = classification(preds, list(ds["label"]), run.model_cfg.num_labels)
+            hyps = [meta["label_names"][p] for p in preds]
+        else:
+            summ = task == "summarize"
+            dcfg = _decode_cfg(beam or (4 if summ else 5), length_penalty if length_penalty is not None
+                               else (1.0 if summ else 0.6), 0.0 if summ else 1.5, 80 if summ else 10,
+                               5 if summ else 0, 3 if summ else 0)
+            hyps = [run.toks.tgt.decode(o) for o, _ in generate(run, ids, dcfg, max_tokens, advance)]
+            refs = list(ds["references"]) if "references" in ds.column_names else list(ds["tgt"])
+            metrics = bleu_chrf(hyps, refs) if task == "translate" else rouge(hyps, refs)
+            metrics["beam"] = dcfg.beam
+    seconds = time.perf_counter() - start
+    metrics.update(examples=len(ids), seconds=round(seconds, 2), per_second=round(len(ids) / seconds, 2))
+    if output is not None:
+        write_outputs([h.replace("\n", " ") for h in hyps], output)
+    if as_json:
+        ui.out.print(json.dumps({"model": str(model), "data": data, "split": split, **metrics}), markup=False)
+        return
+    _metrics_table(metrics, f"{task} on {data} [{split}]")
+
+
+def _metrics_table(metrics: dict, title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in metrics.items():
+        if k not in ("confusion", "bleu_signature"):
+            table.add_row(k, f"{v:.2f}" if isinstance(v, float) else str(v))
+    ui.out.print(table)
+    if "confusion" in metrics:
+        conf = Table(title="confusion (rows = gold, columns = predicted)", title_justify="left")
+        conf.add_column("")
+        for j in range(len(metrics["confusion"])):
+            conf.add_column(str(j), justify="right")
+        for i, row in enumerate(metrics["confusion"]):
+            conf.add_row(str(i), *map(str, row))
+        ui.out.print(conf)
+    if "bleu_signature" in metrics:
+        ui.out.print(f"sacreBLEU: {metrics['bleu_signature']}", markup=False)
+
+
+@app.command(epilog="Example:  attn info runs/it-en")
+@command
+def info(run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_default=False)]) -> None:
+    """Show what a run directory holds: task, size, vocabulary, data, training, best metric."""
+    from .checkpoint import LAST_DIR, find_dir
+    from .infer import read_meta
+    from .tokenizer import Tokenizers
+
+    meta = read_meta(run_dir)
+    m = meta["model"]
+    toks = Tokenizers.load(run_dir)
+    table = Table(title=f"attn model {run_dir}", show_header=False, title_justify="left")
+    table.add_row("task", meta["task"])
+    table.add_row("preset", f"{meta.get('preset')}: d_model {m['d_model']}, heads {m['n_heads']}, "
+                  f"layers {m['n_enc_layers']}+{m['n_dec_layers']}, ffn {m['d_ff']}, max_len {m['max_len']}")
+    table.add_row("parameters", f"{meta.get('parameters', 0):,}")
+    table.add_row("vocabulary", f"{toks.src.vocab_size:,} " + ("joint" if toks.joint else
+                                                               f"/ {toks.tgt.vocab_size:,} separate"))
+    if meta["task"] == "sentiment":
+        table.add_row("labels", ", ".join(meta.get("label_names") or []))
+    elif meta.get("languages", {}).get("src"):
+        table.add_row("languages", f"{meta['languages']['src']} -> {meta['languages']['tgt']}")
+    d = meta.get("data", {})
+    table.add_row("training data", f"{d.get('train')} ({d.get('train_examples', 0):,} examples), "
+                  f"validation {d.get('valid') or 'held out'} ({d.get('valid_examples', 0):,})")
+    last = find_dir(run_dir / LAST_DIR)
+    if last is not None and (last / "state.json").is_file():
+        st = json.loads((last / "state.json").read_text())
+        table.add_row("training", f"{st['step']:,} steps, {st['train_seconds'] / 60:.1f} min")
+        if st.get("best") is not None:
+            from .train import PRIMARY
+
+            table.add_row("best validation", f"{PRIMARY[meta['task']]} {st['best']:.2f} (step {st['best_step']})")
+    ui.out.print(table)

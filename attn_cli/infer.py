@@ -1,0 +1,139 @@
+"""Load a run directory for inference and run batched generation / classification.
+
+Inputs are sorted by length into token-budget batches and the outputs restored to input order.
+Loading checks everything a stranger's run directory could get wrong: config.json fields and
+types, the tokenizer's size, and every tensor of model.safetensors against the config.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .batching import collate_classify, make_batches
+from .config import ModelConfig
+from .decoding import DecodeConfig, decode
+from .errors import AttnError
+from .model import build_model
+from .tokenizer import EOS_ID, PAD_ID, Tokenizers
+
+META_KEYS = {"attn_version": str, "task": str, "preset": str, "parameters": int, "model": dict,
+             "label_names": (list, type(None)), "languages": dict, "fields": dict, "data": dict}
+
+
+@dataclass
+class LoadedRun:
+    path: Path
+    meta: dict  # config.json
+    model_cfg: ModelConfig
+    model: torch.nn.Module
+    toks: Tokenizers
+    device: torch.device
+
+    @property
+    def task(self) -> str:
+        return self.model_cfg.task
+
+
+def read_meta(run_dir: Path) -> dict:
+    """config.json, checked key by key (a wrong type or unknown key names the field)."""
+    path = run_dir / ckpt.CONFIG_FILE
+    if not run_dir.is_dir():
+        raise AttnError(f"model directory {run_dir} does not exist", "pass a run directory made by attn train")
+    if not path.is_file():
+        raise AttnError(f"{run_dir} is not a model directory (no {ckpt.CONFIG_FILE})",
+                        "pass a run directory made by attn train")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise AttnError(f"{path} is not valid JSON: {e}", "restore the file or retrain") from None
+    if not isinstance(meta, dict):
+        raise AttnError(f"{path} must hold a JSON object", "restore the file or retrain")
+    for key, value in meta.items():
+        if key not in META_KEYS:
+            raise AttnError(f"{path}: unknown field '{key}'", "remove it or retrain")
+        if not isinstance(value, META_KEYS[key]):
+            raise AttnError(f"{path}: field '{key}' has the wrong type ({type(value).__name__})",
+                            "restore the file or retrain")
+    for key in ("task", "model"):
+        if key not in meta:
+            raise AttnError(f"{path}: missing field '{key}'", "restore the file or retrain")
+    return meta
+
+
+def load_run(run_dir: str | Path, *, task: str | None = None, device: str = "auto") -> LoadedRun:
+    """Rebuild the model of a run directory, with its best weights, ready for inference."""
+    from .train import pick_device
+
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    try:
+        model_cfg = ModelConfig.from_dict(meta["model"])
+    except (ValueError, TypeError) as e:
+        raise AttnError(f"{run_dir / ckpt.CONFIG_FILE}: model.{str(e).removeprefix('ModelConfig.')}",
+                        "the file is damaged; retrain or restore it") from None
+    if task is not None and model_cfg.task != task:
+        raise AttnError(f"{run_dir} is a {model_cfg.task} model, not a {task} model",
+                        f"use attn {model_cfg.task} with it, or pass a {task} model")
+    if model_cfg.task == "sentiment" and len(meta.get("label_names") or []) != model_cfg.num_labels:
+        raise AttnError(f"{run_dir / ckpt.CONFIG_FILE}: label_names do not match model.num_labels",
+                        "restore the file or retrain")
+    toks = Tokenizers.load(run_dir)
+    tgt_size = model_cfg.tgt_vocab_size or model_cfg.vocab_size
+    if toks.src.vocab_size != model_cfg.vocab_size or (model_cfg.is_seq2seq and toks.tgt.vocab_size != tgt_size):
+        raise AttnError(f"the tokenizer in {run_dir} has {toks.src.vocab_size} pieces but the model "
+                        f"expects {model_cfg.vocab_size}", "the tokenizer and model do not belong together")
+    if not (run_dir / ckpt.WEIGHTS_FILE).is_file():
+        raise AttnError(f"{run_dir} has no {ckpt.WEIGHTS_FILE} yet", "train until the first evaluation")
+    model = build_model(model_cfg)
+    ckpt.load_weights(model, run_dir / ckpt.WEIGHTS_FILE)
+    dev = pick_device(device)
+    return LoadedRun(run_dir, meta, model_cfg, model.to(dev).eval(), toks, dev)
+
+
+def _batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    return make_batches([n + 1 for n in lengths], max_tokens, seed=0, epoch=0, shuffle=False)
+
+
+def encode_inputs(run: LoadedRun, texts: list[str]) -> tuple[list[list[int]], int]:
+    """Token ids per text, cut to the model's positions; returns (ids, how many were cut)."""
+    ids = run.toks.src.encode_batch(texts) if texts else []
+    limit = run.model_cfg.max_len
+    cut = sum(len(x) > limit for x in ids)
+    return [x[:limit] for x in ids], cut
+
+
+@torch.inference_mode()
+def generate(run: LoadedRun, ids: list[list[int]], cfg: DecodeConfig, max_tokens: int = 6000,
+             on_batch: Callable[[int], None] | None = None) -> list[tuple[list[int], float]]:
+    """(output ids, score) per input, in input order; empty inputs give empty outputs."""
+    results: list[tuple[list[int], float]] = [([], 0.0)] * len(ids)
+    todo = [i for i, x in enumerate(ids) if x]
+    for batch in _batches([len(ids[i]) for i in todo], max(1, max_tokens // max(1, cfg.beam))):
+        idx = [todo[j] for j in batch]
+        src = collate_classify([(ids[i], 0) for i in idx], PAD_ID).src.to(run.device)
+        outs, scores = decode(run.model, src, cfg)
+        for i, out, score in zip(idx, outs, scores.tolist(), strict=True):
+            results[i] = (out, score)
+        if on_batch:
+            on_batch(len(idx))
+    return results
+
+
+@torch.inference_mode()
+def classify(run: LoadedRun, ids: list[list[int]], max_tokens: int = 16000,
+             on_batch: Callable[[int], None] | None = None) -> list[list[float]]:
+    """Class probabilities per input, in input order (empty inputs are classified as a lone EOS)."""
+    probs: list[list[float]] = [[] for _ in ids]
+    for idx in _batches([len(x) for x in ids], max_tokens):
+        src = collate_classify([(ids[i] or [EOS_ID], 0) for i in idx], PAD_ID).src.to(run.device)
+        for i, p in zip(idx, run.model(src).float().softmax(-1).tolist(), strict=True):
+            probs[i] = p
+        if on_batch:
+            on_batch(len(idx))
+    return probs
