@@ -80,7 +80,7 @@ def root(
                                         help="Show full tracebacks on errors.")] = False,
 ) -> None:
     """Train and run your own transformer."""
-    _state["debug"] = debug or _state["debug"]
+    _state["debug"] = debug  # set on every invocation (ATTN_DEBUG arrives through envvar)
 
 
 # ------------------------------------------------------------------ shared data options
