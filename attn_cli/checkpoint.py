@@ -141,3 +141,61 @@ def find_dir(target: Path) -> Path | None:
         return target
     old = target.with_name(f".{target.name}.old")
     return old if old.is_dir() else None
+
+
+LOCK_FILE = ".lock"
+
+
+class RunLock:
+    """One writer per run directory: a lock file holding the owner's pid and host.
+
+    A lock whose process is gone (same host, pid not alive) is stale and taken over.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_FILE
+        self.held = False
+
+    def acquire(self) -> None:
+        import socket
+
+        me = f"{os.getpid()} {socket.gethostname()}"
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None:
+                    raise AttnError(f"{self.path.parent} is being trained by another process (pid {owner})",
+                                    "wait for it to finish, or use another --out") from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(me + "\n")
+            self.held = True
+            return
+        raise AttnError(f"cannot lock {self.path.parent}", "remove its .lock file if no run is active")
+
+    def _owner(self) -> int | None:
+        """The live owner's pid, or None when the lock is stale or unreadable."""
+        import socket
+
+        try:
+            pid_text, host = self.path.read_text().split()[:2]
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            return None
+        if host != socket.gethostname():
+            return pid  # another machine's process: assume alive
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        return pid
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False

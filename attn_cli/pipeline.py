@@ -7,6 +7,7 @@ run directory is created, so a bad command leaves nothing behind.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,9 +120,29 @@ def prepare(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist
 
 
 def train_run(req: RunRequest, cfg: TrainConfig, reporter: Reporter) -> RunResult:
-    """The whole of `attn train`: prepare, write the run directory, train, write the card."""
+    """The whole of `attn train`: lock the run directory, prepare, train, write the card.
+
+    A new run directory that fails before its first file is written is removed again.
+    """
     dist = dd.from_env()
     check_run_dir(req)
+    out, created = req.out, not req.out.exists()
+    lock = ckpt.RunLock(out)
+    if dist.is_main:
+        out.mkdir(exist_ok=True)
+        lock.acquire()
+    try:
+        return _train_locked(req, cfg, reporter, dist)
+    except BaseException:
+        if created and dist.is_main and not (out / ckpt.CONFIG_FILE).exists():
+            lock.release()
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        lock.release()
+
+
+def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist) -> RunResult:
     torch.manual_seed(cfg.seed)
     device, data, toks, train, valid, refs = prepare(req, cfg, reporter, dist)
     dd.setup(dist, device)
@@ -134,12 +155,12 @@ def train_run(req: RunRequest, cfg: TrainConfig, reporter: Reporter) -> RunResul
     params = count_parameters(model)
     out = req.out
     if dist.is_main and not req.resume:
-        staged = ckpt.stage_dir(out)
-        toks.save(staged)
-        ckpt.atomic_write_text(staged / ckpt.CONFIG_FILE,
-                               json.dumps(run_meta(req, cfg, mcfg, data, params), indent=2))
-        ckpt.atomic_write_text(staged / ckpt.TRAIN_CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
-        ckpt.commit_dir(staged, out)
+        for p in out.iterdir():  # --overwrite: the old run goes only now that the new one is ready
+            if p.name != ckpt.LOCK_FILE:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        toks.save(out)
+        ckpt.atomic_write_text(out / ckpt.TRAIN_CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
+        ckpt.atomic_write_text(out / ckpt.CONFIG_FILE, json.dumps(run_meta(req, cfg, mcfg, data, params), indent=2))
     dd.barrier(dist)
     trainer = Trainer(cfg, mcfg, model, toks, train, valid, refs, out, reporter, dist, device)
     if req.resume:

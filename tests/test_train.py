@@ -216,3 +216,30 @@ def test_sigkill_leaves_a_loadable_run(tmp_path):
     r = subprocess.run(_train_cmd(out, "--resume", "--max-steps", "1", "--eval-every", "3"),
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_live_lock_refuses_second_writer_and_stale_lock_is_taken_over(tmp_path):
+    import socket
+
+    out = tmp_path / "run"
+    train(out, max_steps=2)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".lock").write_text(f"{sleeper.pid} {socket.gethostname()}\n")
+        r = cli("train", "translate", "--data", IT_EN, "--src", "it", "--tgt", "en", "--out", out,
+                "--resume", "--max-steps", 3)
+        assert r.exit_code == 2 and f"being trained by another process (pid {sleeper.pid})" in r.stderr
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    r = cli("train", "translate", "--data", IT_EN, "--src", "it", "--tgt", "en", "--out", out,
+            "--resume", "--max-steps", 3)
+    assert r.exit_code == 0, r.output
+    assert not (out / ".lock").exists()
+
+
+def test_failed_new_run_leaves_no_directory(tmp_path):
+    r = cli("train", "translate", "--data", IT_EN, "--src", "fr", "--tgt", "en", "--out", tmp_path / "r",
+            "--preset", "tiny")
+    assert r.exit_code == 2 and "field 'fr' not found" in r.stderr
+    assert not (tmp_path / "r").exists()
