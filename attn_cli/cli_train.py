@@ -225,4 +225,13 @@ def launch(nproc: int) -> None:
     args = sys.argv[1:]
     i = next(i for i, a in enumerate(args) if a == "--nproc" or a.startswith("--nproc="))
     args = args[:i] + args[i + (1 if "=" in args[i] else 2):]
-    torchrun_main(["--nproc-per-node", str(nproc), "--module", "attn_cli", *args])
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    try:
+        torchrun_main(["--nproc-per-node", str(nproc), "--module", "attn_cli", *args])
+    except ChildFailedError as e:  # the failing rank has printed its own one-line error
+        codes = [f.exitcode for f in e.failures.values()]
+        raise typer.Exit(next((c for c in codes if c > 0), 1)) from None

@@ -125,7 +125,8 @@ def train_run(req: RunRequest, cfg: TrainConfig, reporter: Reporter) -> RunResul
     A new run directory that fails before its first file is written is removed again.
     """
     dist = dd.from_env()
-    check_run_dir(req)
+    if dist.is_main:  # the other ranks would see rank 0's fresh directory and lock
+        check_run_dir(req)
     out, created = req.out, not req.out.exists()
     lock = ckpt.RunLock(out)
     if dist.is_main:

@@ -291,7 +291,7 @@ class Trainer:
         session_start_seconds = st.train_seconds
         self.raw_model.train()
         window = {"tokens": 0, "t": time.perf_counter(), "loss": 0.0, "n": 0, "real": 0, "slots": 0}
-        reason = None
+        reason = self._stop_reason(started, st.data.epoch)  # e.g. resumed at --max-steps already
         previous = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
         try:
             while reason is None:
