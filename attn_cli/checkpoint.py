@@ -6,6 +6,7 @@ Every write goes to a temporary name in the same directory and is then moved int
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -13,19 +14,35 @@ from pathlib import Path
 
 from .errors import AttnError, RunFailure
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: mkstemp/mkdtemp create 0600/0700; finished files get the usual modes
+_NOT_ALLOWED = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT)
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + os.replace)."""
+    """Write ``data`` to ``path`` atomically (temp file + fsync + os.replace).
+
+    A SIGKILL before the rename leaves the previous ``path`` untouched and at most a hidden
+    ``.NAME.XXXXXXXX.tmp`` beside it (removed by :func:`remove_stale_temps` in run directories).
+    A directory that cannot be written to is a usage error (exit 2); a write that fails midway
+    (disk full, I/O error) is a runtime failure (exit 1).
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if tmp is None and e.errno in _NOT_ALLOWED:
+            raise AttnError(f"cannot write to {path.parent}: {e.strerror or e}",
+                            "choose a writable location") from None
         raise RunFailure(f"could not write {path}: {e.strerror or e}",
                          "check free disk space and permissions") from None
 
@@ -44,13 +61,17 @@ def prepare_out_dir(out: Path, overwrite: bool, what: str = "output") -> None:
     parent = out.resolve().parent
     if not parent.exists():
         raise AttnError(f"parent directory {parent} does not exist", "create it first")
-    if not os.access(parent, os.W_OK):
-        raise AttnError(f"cannot write to {parent}", "choose a writable --out")
+    try:  # os.access is not enough: root, read-only mounts, /proc
+        os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    except OSError as e:
+        raise AttnError(f"cannot write to {parent}: {e.strerror or e}", "choose a writable --out") from None
 
 
 def stage_dir(out: Path) -> Path:
     """A fresh temporary directory beside ``out`` to build it in (see :func:`commit_dir`)."""
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.resolve().parent))
+    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.resolve().parent))
+    os.chmod(staged, 0o777 & ~_UMASK)
+    return staged
 
 
 def commit_dir(staged: Path, out: Path) -> None:
@@ -114,14 +135,25 @@ def save_torch_state(obj, path: Path) -> None:
 def load_torch_state(path: Path):
     """torch.load with weights_only=True: refuses anything that would run code."""
     import pickle
+    import warnings
 
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as e:
-        raise AttnError(f"refusing to load {path}: {str(e).splitlines()[0][:160]}",
-                        "it is corrupt or holds more than tensors; restore it or retrain") from None
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error says enough
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as e:
+        raise AttnError(f"refusing to load {path}: {_unpickle_reason(e)}",
+                        "it is corrupt or holds more than tensors (which could run code); "
+                        "only resume runs you trust, restore last/ or retrain") from None
+
+
+def _unpickle_reason(e: Exception) -> str:
+    """The informative line of torch.load's long weights_only message."""
+    boiler = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [x.strip() for x in str(e).splitlines() if x.strip() and not x.strip().startswith(boiler)]
+    return (lines[0] if lines else type(e).__name__)[:200]
 
 
 def replace_dir(staged: Path, target: Path) -> None:
@@ -173,6 +205,7 @@ class RunLock:
             with os.fdopen(fd, "w") as fh:
                 fh.write(me + "\n")
             self.held = True
+            remove_stale_temps(self.path.parent)
             return
         raise AttnError(f"cannot lock {self.path.parent}", "remove its .lock file if no run is active")
 
@@ -199,3 +232,13 @@ class RunLock:
         if self.held:
             self.path.unlink(missing_ok=True)
             self.held = False
+
+
+def remove_stale_temps(run_dir: Path) -> None:
+    """Delete the ``.NAME.XXXXXXXX.tmp`` files and staging directories a killed writer left in
+    ``run_dir``. Call only while holding its :class:`RunLock` (no other writer is active)."""
+    for p in Path(run_dir).glob(".*.tmp"):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)

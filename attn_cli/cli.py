@@ -96,14 +96,14 @@ TgtOpt = Annotated[str | None, typer.Option(
     "--tgt", rich_help_panel=DATA_PANEL, help="translate: target language code.")]
 SrcFieldOpt = Annotated[str | None, typer.Option(
     "--src-field", rich_help_panel=DATA_PANEL,
-    help="summarize: document column [default: document/article/dialogue/text].")]
+    help="summarize: document column (default: document/article/dialogue/text).")]
 TgtFieldOpt = Annotated[str | None, typer.Option(
     "--tgt-field", rich_help_panel=DATA_PANEL,
-    help="summarize: summary column [default: summary/highlights/title].")]
+    help="summarize: summary column (default: summary/highlights/title).")]
 TextFieldOpt = Annotated[str | None, typer.Option(
-    "--text-field", rich_help_panel=DATA_PANEL, help="sentiment: text column [default: text/sentence/review].")]
+    "--text-field", rich_help_panel=DATA_PANEL, help="sentiment: text column (default: text/sentence/review).")]
 LabelFieldOpt = Annotated[str | None, typer.Option(
-    "--label-field", rich_help_panel=DATA_PANEL, help="sentiment: label column [default: label].")]
+    "--label-field", rich_help_panel=DATA_PANEL, help="sentiment: label column (default: label).")]
 SubsetOpt = Annotated[str | None, typer.Option(
     "--subset", rich_help_panel=DATA_PANEL, help="Hub dataset configuration, e.g. de-en.")]
 SplitOpt = Annotated[str, typer.Option(

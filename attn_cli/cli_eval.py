@@ -11,8 +11,9 @@ import typer
 from rich.table import Table
 
 from . import console as ui
-from .cli import DataOpt, SubsetOpt, app, command
-from .cli_infer import DEC, ModelOpt, _decode_cfg, write_outputs
+from .cli import (DataOpt, LabelFieldOpt, SrcFieldOpt, SrcOpt, SubsetOpt, TextFieldOpt, TgtFieldOpt,
+                  TgtOpt, app, command, make_fields)
+from .cli_infer import DEC, ModelOpt, _decode_cfg, check_max_tokens, check_output, write_outputs
 
 
 @app.command("eval", epilog="Examples:  attn eval -m runs/de-en --data ../shared/data/translation/"
@@ -24,13 +25,15 @@ def evaluate(
     data: DataOpt,
     split: Annotated[str, typer.Option("--split", help="Which split of the SPEC to score.")] = "test",
     subset: SubsetOpt = None,
+    src: SrcOpt = None, tgt: TgtOpt = None, src_field: SrcFieldOpt = None, tgt_field: TgtFieldOpt = None,
+    text_field: TextFieldOpt = None, label_field: LabelFieldOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object.")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help=(
         "Keep the hypotheses (or predicted labels), one per line, in FILE."))] = None,
     beam: Annotated[int, typer.Option("--beam", rich_help_panel=DEC, help=(
-        "Beam size for translate/summarize; 1 = greedy [default: 5 translate, 4 summarize]."))] = 0,
+        "Beam size for translate/summarize; 1 = greedy (default: 5 translate, 4 summarize)."))] = 0,
     length_penalty: Annotated[float | None, typer.Option("--length-penalty", rich_help_panel=DEC, help=(
-        "GNMT alpha [default: 0.6 translate, 1.0 summarize]."))] = None,
+        "GNMT alpha (default: 0.6 translate, 1.0 summarize)."))] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Source tokens per batch.")] = 6000,
 ) -> None:
@@ -39,9 +42,13 @@ def evaluate(
     from .infer import classify, encode_inputs, generate, load_run
     from .metrics import bleu_chrf, classification, rouge
 
+    check_max_tokens(max_tokens)
+    check_output(output)
     run = load_run(model, device=device)
     task, meta = run.task, run.meta
     fields = Fields(**{k: v for k, v in meta.get("fields", {}).items() if k in Fields.__dataclass_fields__})
+    given = make_fields(src, tgt, src_field, tgt_field, text_field, label_field)  # this data's names
+    fields = Fields(**{k: getattr(given, k) or getattr(fields, k) for k in Fields.__dataclass_fields__})
     ds = load_eval_data(data, task, fields, split=split, subset=subset, label_names=meta.get("label_names"))
     start = time.perf_counter()
     inputs = ds["text"] if task == "sentiment" else ds["src"]
@@ -120,10 +127,16 @@ def info(run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_def
                   f"validation {d.get('valid') or 'held out'} ({d.get('valid_examples', 0):,})")
     last = find_dir(run_dir / LAST_DIR)
     if last is not None and (last / "state.json").is_file():
-        st = json.loads((last / "state.json").read_text())
-        table.add_row("training", f"{st['step']:,} steps, {st['train_seconds'] / 60:.1f} min")
-        if st.get("best") is not None:
-            from .train import PRIMARY
-
-            table.add_row("best validation", f"{PRIMARY[meta['task']]} {st['best']:.2f} (step {st['best_step']})")
+        try:
+            _training_rows(table, json.loads((last / "state.json").read_text()), meta["task"])
+        except (ValueError, KeyError, TypeError, OSError):
+            table.add_row("training", "last/state.json is unreadable")
     ui.out.print(table)
+
+
+def _training_rows(table: Table, st: dict, task: str) -> None:
+    from .train import PRIMARY
+
+    table.add_row("training", f"{st['step']:,} steps, {st['train_seconds'] / 60:.1f} min")
+    if st.get("best") is not None:
+        table.add_row("best validation", f"{PRIMARY[task]} {st['best']:.2f} (step {st['best_step']})")

@@ -7,6 +7,7 @@ messages, progress and attention pictures go to stderr, so the commands compose 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -22,7 +23,8 @@ ModelOpt = Annotated[Path, typer.Option("--model", "-m", show_default=False,
                                         help="Run directory written by attn train.")]
 TextsArg = Annotated[list[str] | None, typer.Argument(
     show_default=False, help="Input text(s); without them, -i FILE or standard input is read.")]
-InOpt = Annotated[Path | None, typer.Option("--input", "-i", help="Read inputs from FILE.")]
+InOpt = Annotated[Path | None, typer.Option("--input", "-i", help="Read inputs from FILE.",
+                                            readable=False)]  # checked by read_inputs: one-line errors
 OutOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write outputs to FILE (atomically).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON lines with input, output and score.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
@@ -35,12 +37,16 @@ def read_inputs(texts: list[str] | None, path: Path | None, paragraphs: bool = F
     if texts:
         return list(texts)
     if path is not None:
+        if path.is_dir():
+            raise AttnError(f"input {path} is a directory", "give a text file to -i")
         if not path.is_file():
             raise AttnError(f"input file {path} not found", "check -i")
         try:
             raw = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise AttnError(f"{path} is not UTF-8 text", "convert it, e.g. iconv -t utf-8") from None
+        except OSError as e:
+            raise AttnError(f"cannot read {path}: {e.strerror or e}", "check its permissions") from None
     else:
         raw = sys.stdin.read()
     if not paragraphs:
@@ -64,6 +70,24 @@ def _document(line: str, number: int) -> str:
     raise AttnError(f"input line {number} has no document field", f"use one of {', '.join(SRC_FIELDS)}")
 
 
+def check_output(path: Path | None) -> None:
+    """Refuse an unusable -o before any work is done (the write itself is atomic)."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise AttnError(f"output {path} is a directory", "give a file name to -o")
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise AttnError(f"the directory of {path} does not exist", "create it first")
+    if not os.access(parent, os.W_OK):  # (root passes this; the atomic write still checks)
+        raise AttnError(f"cannot write to {parent}", "choose a writable -o")
+
+
+def check_max_tokens(max_tokens: int) -> None:
+    if max_tokens <= 0:
+        raise AttnError(f"--max-tokens must be positive, got {max_tokens}", "e.g. --max-tokens 6000")
+
+
 def write_outputs(lines: list[str], path: Path | None) -> None:
     text = "".join(line + "\n" for line in lines)
     if path is None:
@@ -72,10 +96,7 @@ def write_outputs(lines: list[str], path: Path | None) -> None:
         return
     from .checkpoint import atomic_write_text
 
-    if path.is_dir():
-        raise AttnError(f"output {path} is a directory", "give a file name to -o")
-    if not path.resolve().parent.is_dir():
-        raise AttnError(f"the directory of {path} does not exist", "create it first")
+    check_output(path)
     atomic_write_text(path, text)
 
 
@@ -94,6 +115,8 @@ def _decode_cfg(beam, length_penalty, max_len_a, max_len_b, min_len, no_repeat_n
 def _generate(task, model, texts, input_file, output, as_json, dcfg, device, max_tokens, show, plot):
     from .infer import encode_inputs, generate, load_run
 
+    check_max_tokens(max_tokens)
+    check_output(output)
     run = load_run(model, task=task, device=device)
     inputs = read_inputs(texts, input_file, paragraphs=task == "summarize")
     ids, cut = encode_inputs(run, inputs)
@@ -212,6 +235,8 @@ def sentiment(
     """Classify the sentiment of text with a trained sentiment model."""
     from .infer import classify, encode_inputs, load_run
 
+    check_max_tokens(max_tokens)
+    check_output(output)
     run = load_run(model, task="sentiment", device=device)
     inputs = read_inputs(texts, input_file)
     ids, cut = encode_inputs(run, inputs)

@@ -3,13 +3,16 @@ tables on stderr, the run directory on disk."""
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import sys
 import tomllib
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from . import console as ui
@@ -41,9 +44,24 @@ def load_toml(path: Path | None) -> dict:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise AttnError(f"config file {path} not found", "check --config") from None
+    except OSError as e:
+        raise AttnError(f"cannot read config file {path}: {e.strerror or e}", "give a TOML file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise AttnError(f"{path} is not valid TOML: {e}", "fix the file") from None
     return {k.replace("-", "_"): v for k, v in raw.items()}
+
+
+def read_json(path: Path) -> dict | None:
+    """A run's JSON file as a dict (None if absent); damage is a one-line error naming it."""
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, OSError) as e:
+        raise AttnError(f"{path} is damaged: {e}", "restore it, or start a new run") from None
+    if not isinstance(value, dict):
+        raise AttnError(f"{path} is damaged: not a JSON object", "restore it, or start a new run")
+    return value
 
 
 def resolve_config(task: str, options: dict, toml: dict, saved: dict | None):
@@ -61,7 +79,7 @@ def resolve_config(task: str, options: dict, toml: dict, saved: dict | None):
                         f"use attn train {saved.get('task')}")
     try:
         return TrainConfig.from_dict(merged)
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         raise AttnError(f"bad option: {e}", "see attn train --help") from None
 
 
@@ -104,7 +122,7 @@ def train(
     out: Annotated[Path, typer.Option("--out", "-o", rich_help_panel=RUN, show_default=False,
                                       help="Run directory to create (or resume).")],
     valid: Annotated[str | None, typer.Option("--valid", rich_help_panel="Data", help=(
-        "Validation SPEC [default: the data's validation split, else 1% of train held out]."))] = None,
+        "Validation SPEC (default: the data's validation split, else 1% of train held out)."))] = None,
     src: SrcOpt = None, tgt: TgtOpt = None, src_field: SrcFieldOpt = None, tgt_field: TgtFieldOpt = None,
     text_field: TextFieldOpt = None, label_field: LabelFieldOpt = None, subset: SubsetOpt = None,
     split: SplitOpt = "train",
@@ -115,34 +133,34 @@ def train(
     overwrite: Annotated[bool, typer.Option("--overwrite", rich_help_panel=RUN,
                                             help="Replace a non-empty --out.")] = False,
     tokenizer: Annotated[Path | None, typer.Option("--tokenizer", rich_help_panel=RUN, help=(
-        "Use this tokenizer directory [default: train one on the training data]."))] = None,
+        "Use this tokenizer directory (default: train one on the training data)."))] = None,
     vocab_size: Annotated[int | None, typer.Option("--vocab-size", rich_help_panel=RUN, help=(
-        "Size of the tokenizer trained when --tokenizer is not given [default: 8000]."))] = None,
+        "Size of the tokenizer trained when --tokenizer is not given (default: 8000)."))] = None,
     preset: Annotated[str | None, typer.Option("--preset", rich_help_panel=MODEL, help=(
         "Model size: tiny (0.75M params*), small (7.6M*), base (48M*), big (185M*) "
-        "[default: small]. *joint 8k vocabulary translation model."))] = None,
+        "(default: small). *joint 8k vocabulary translation model."))] = None,
     dropout: Annotated[float | None, typer.Option("--dropout", rich_help_panel=MODEL,
-                                                  help="Dropout [default: 0.1].")] = None,
+                                                  help="Dropout (default: 0.1).")] = None,
     max_len: Annotated[int | None, typer.Option("--max-len", rich_help_panel=MODEL, help=(
-        "Positions per side; longer inputs are truncated [default: 256]."))] = None,
+        "Positions per side; longer inputs are truncated (default: 256)."))] = None,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", rich_help_panel=OPT, help=(
-        "Padded tokens per batch (all processes together) [default: 4096]."))] = None,
+        "Padded tokens per batch (all processes together) (default: 4096)."))] = None,
     accum: Annotated[int | None, typer.Option("--accum", rich_help_panel=OPT, help=(
-        "Batches accumulated per optimizer step [default: 1]."))] = None,
+        "Batches accumulated per optimizer step (default: 1)."))] = None,
     lr: Annotated[float | None, typer.Option("--lr", rich_help_panel=OPT,
-                                             help="Peak learning rate [default: 7e-4].")] = None,
+                                             help="Peak learning rate (default: 7e-4).")] = None,
     warmup: Annotated[int | None, typer.Option("--warmup", rich_help_panel=OPT,
-                                               help="Warmup steps [default: 800].")] = None,
+                                               help="Warmup steps (default: 800).")] = None,
     schedule: Annotated[str | None, typer.Option("--schedule", rich_help_panel=OPT, help=(
-        "inverse_sqrt or cosine (cosine needs --max-steps) [default: inverse_sqrt]."))] = None,
+        "inverse_sqrt or cosine (cosine needs --max-steps) (default: inverse_sqrt)."))] = None,
     label_smoothing: Annotated[float | None, typer.Option("--label-smoothing", rich_help_panel=OPT, help=(
-        "[default: 0.1 for translate/summarize, 0 for sentiment]."))] = None,
+        "(default: 0.1 for translate/summarize, 0 for sentiment)."))] = None,
     weight_decay: Annotated[float | None, typer.Option("--weight-decay", rich_help_panel=OPT,
-                                                       help="AdamW weight decay [default: 0.01].")] = None,
+                                                       help="AdamW weight decay (default: 0.01).")] = None,
     clip: Annotated[float | None, typer.Option("--clip", rich_help_panel=OPT, help=(
-        "Gradient-norm clipping, 0 = off [default: 1.0]."))] = None,
+        "Gradient-norm clipping, 0 = off (default: 1.0)."))] = None,
     seed: Annotated[int | None, typer.Option("--seed", rich_help_panel=OPT, help=(
-        "Seed for init, data order and dropout [default: 1]."))] = None,
+        "Seed for init, data order and dropout (default: 1)."))] = None,
     skip_nonfinite: Annotated[bool | None, typer.Option("--skip-nonfinite", rich_help_panel=OPT, help=(
         "Skip batches with a NaN/inf loss instead of stopping."), show_default=False)] = None,
     time_budget: Annotated[str | None, typer.Option("--time-budget", rich_help_panel=STOP, help=(
@@ -152,25 +170,23 @@ def train(
     epochs: Annotated[int | None, typer.Option("--epochs", rich_help_panel=STOP,
                                                help="Stop after this many epochs.")] = None,
     patience: Annotated[int | None, typer.Option("--patience", rich_help_panel=STOP, help=(
-        "Stop after N evaluations without improvement, 0 = never [default: 0]."))] = None,
+        "Stop after N evaluations without improvement, 0 = never (default: 0)."))] = None,
     eval_every: Annotated[int | None, typer.Option("--eval-every", rich_help_panel=STOP, help=(
-        "Evaluate and save last/ every N steps [default: 500]."))] = None,
+        "Evaluate and save last/ every N steps (default: 500)."))] = None,
     eval_samples: Annotated[int | None, typer.Option("--eval-samples", rich_help_panel=STOP, help=(
-        "Validation examples decoded for BLEU/ROUGE per evaluation [default: 500]."))] = None,
+        "Validation examples decoded for BLEU/ROUGE per evaluation (default: 500)."))] = None,
     log_every: Annotated[int | None, typer.Option("--log-every", rich_help_panel=STOP, help=(
-        "Steps between lines in metrics.jsonl [default: 50]."))] = None,
+        "Steps between lines in metrics.jsonl (default: 50)."))] = None,
     device: Annotated[str | None, typer.Option("--device", rich_help_panel=HW, help=(
-        "auto, cpu or cuda [default: auto = cuda when available]."))] = None,
+        "auto, cpu or cuda (default: auto = cuda when available)."))] = None,
     precision: Annotated[str | None, typer.Option("--precision", rich_help_panel=HW, help=(
-        "auto (fp32 on CPU, bf16 on GPU), fp32, bf16 or fp16 [default: auto]."))] = None,
+        "auto (fp32 on CPU, bf16 on GPU), fp32, bf16 or fp16 (default: auto)."))] = None,
     compile: Annotated[bool | None, typer.Option("--compile", rich_help_panel=HW, show_default=False,
                                                  help="torch.compile the model.")] = None,
     nproc: Annotated[int | None, typer.Option("--nproc", rich_help_panel=HW, help=(
         "Launch N processes on this machine through torch.distributed.run (DDP)."))] = None,
 ) -> None:
     """Train a transformer on your data and write a self-contained run directory."""
-    import json
-
     from .checkpoint import TRAIN_CONFIG_FILE
     from .pipeline import RunRequest, train_run
     from .train import Interrupted
@@ -184,19 +200,24 @@ def train(
                    patience=patience, eval_every=eval_every, eval_samples=eval_samples,
                    log_every=log_every, device=device, precision=precision, compile=compile,
                    vocab_size=vocab_size)
-    saved_path = out / TRAIN_CONFIG_FILE
-    saved = json.loads(saved_path.read_text()) if resume and saved_path.is_file() else None
+    saved, fields = None, make_fields(src, tgt, src_field, tgt_field, text_field, label_field)
+    if resume:
+        saved = read_json(out / TRAIN_CONFIG_FILE)
+        meta = read_json(out / "config.json") or {}
+        given = {k: v for k, v in fields.__dict__.items() if v is not None}
+        fields = type(fields)(**{**meta.get("fields", {}), **given})  # the run's own field names
+        valid = valid or (meta.get("data") or {}).get("valid")
     cfg = resolve_config(task, options, load_toml(config), saved)
     req = RunRequest(data=data, out=out, valid=valid, subset=subset, split=split, tokenizer=tokenizer,
-                     resume=resume, overwrite=overwrite,
-                     fields=make_fields(src, tgt, src_field, tgt_field, text_field, label_field))
+                     resume=resume, overwrite=overwrite, fields=fields)
     with ui.progress(total_known=cfg.max_steps is not None) as bar:
         reporter = RichReporter(bar, cfg.max_steps, cfg.log_every, "ex" if task == "sentiment" else "tok")
         try:
             result = train_run(req, cfg, reporter)
         except Interrupted as e:
-            ui.err.print(f"[yellow]Interrupted:[/] {e.message}. Resume with: attn train {task} --data "
-                         f"{data} --out {out} --resume", soft_wrap=True)
+            again = shlex.join(["attn", "train", task, "--data", data, "--out", str(out), "--resume"])
+            ui.err.print(f"[yellow]Interrupted:[/] {escape(e.message)}. Resume with: {escape(again)}",
+                         soft_wrap=True)
             raise typer.Exit(130) from None
     if ui.is_main_process():
         _summary(result, cfg)

@@ -26,10 +26,11 @@ from datasets import Dataset
 from .errors import DataError
 
 datasets.disable_progress_bars()
-datasets.logging.set_verbosity_error()
+datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its parse errors reach the user as DataError
 logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 
 TASKS = ("translate", "summarize", "sentiment")
+TEXT_DTYPES = ("string", "large_string")  # CSV/TSV columns load as large_string (pandas >= 3)
 BUILDERS = {"jsonl": "json", "json": "json", "csv": "csv", "tsv": "csv", "parquet": "parquet",
             "txt": "text"}
 SPLIT_NAMES = {
@@ -300,7 +301,7 @@ def normalize_seq2seq(ds: Dataset, task: str, fields: Fields) -> Dataset:
     keep = [src, tgt] + (["references"] if "references" in cols else [])
     ds = ds.select_columns(keep).rename_columns({src: "src", tgt: "tgt"})
     for col in ("src", "tgt"):
-        if ds.features[col].dtype != "string":
+        if ds.features[col].dtype not in TEXT_DTYPES:
             raise DataError(f"field '{src if col == 'src' else tgt}' holds {ds.features[col].dtype}, not text",
                             "point the field option at a text column")
     ds = ds.filter(lambda s, t: bool(s and s.strip()) and bool(t and t.strip()),
@@ -322,8 +323,9 @@ def normalize_sentiment(ds: Dataset, fields: Fields, label_names: list[str] | No
     ds = ds.select_columns([text, label]).rename_columns({text: "text", label: "label"})
     feat = ds.features["label"]
     dtype = getattr(feat, "dtype", "")
-    if not isinstance(feat, datasets.ClassLabel) and not (dtype.startswith("int") or dtype == "string"):
-        raise DataError(f"labels in '{label}' must be all integers or all strings (found {dtype or feat})",
+    if not isinstance(feat, datasets.ClassLabel) and not (dtype.startswith("int") or dtype in TEXT_DTYPES):
+        found = dtype or ("a mix of types" if type(feat).__name__ == "Json" else type(feat).__name__)
+        raise DataError(f"labels in '{label}' must be all integers or all strings (found {found})",
                         "use 0/1/... or names like positive/negative")
     values = ds.unique("label")
     if any(v is None for v in values):

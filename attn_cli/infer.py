@@ -24,6 +24,11 @@ from .tokenizer import EOS_ID, PAD_ID, Tokenizers
 
 META_KEYS = {"attn_version": str, "task": str, "preset": str, "parameters": int, "model": dict,
              "label_names": (list, type(None)), "languages": dict, "fields": dict, "data": dict}
+# Inside the dicts above: what each value may be. Nothing in config.json is ever opened as a path
+# (data.train/valid are shown by `attn info`, never read); every file comes from a fixed name.
+_STR = (str, type(None))
+META_VALUES = {"label_names": str, "languages": _STR, "fields": _STR, "data": {
+    "train": _STR, "valid": _STR, "subset": _STR, "train_examples": int, "valid_examples": int}}
 
 
 @dataclass
@@ -43,6 +48,9 @@ class LoadedRun:
 def read_meta(run_dir: Path) -> dict:
     """config.json, checked key by key (a wrong type or unknown key names the field)."""
     path = run_dir / ckpt.CONFIG_FILE
+    if run_dir.exists() and not run_dir.is_dir():
+        raise AttnError(f"model directory {run_dir} is a file, not a directory",
+                        "pass a run directory made by attn train")
     if not run_dir.is_dir():
         raise AttnError(f"model directory {run_dir} does not exist", "pass a run directory made by attn train")
     if not path.is_file():
@@ -52,6 +60,8 @@ def read_meta(run_dir: Path) -> dict:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise AttnError(f"{path} is not valid JSON: {e}", "restore the file or retrain") from None
+    except OSError as e:
+        raise AttnError(f"cannot read {path}: {e.strerror or e}", "check its permissions") from None
     if not isinstance(meta, dict):
         raise AttnError(f"{path} must hold a JSON object", "restore the file or retrain")
     for key, value in meta.items():
@@ -60,10 +70,24 @@ def read_meta(run_dir: Path) -> dict:
         if not isinstance(value, META_KEYS[key]):
             raise AttnError(f"{path}: field '{key}' has the wrong type ({type(value).__name__})",
                             "restore the file or retrain")
+        _check_values(path, key, value)
     for key in ("task", "model"):
         if key not in meta:
             raise AttnError(f"{path}: missing field '{key}'", "restore the file or retrain")
     return meta
+
+
+def _check_values(path: Path, key: str, value) -> None:
+    """The values inside config.json's lists and dicts (see META_VALUES)."""
+    want = META_VALUES.get(key)
+    if want is None or value is None:
+        return
+    items = enumerate(value) if isinstance(value, list) else value.items()
+    for name, item in items:
+        kind = want.get(name) if isinstance(want, dict) else want
+        if kind is not None and (not isinstance(item, kind) or isinstance(item, bool)):
+            raise AttnError(f"{path}: field '{key}.{name}' has the wrong type ({type(item).__name__})",
+                            "restore the file or retrain")
 
 
 def load_run(run_dir: str | Path, *, task: str | None = None, device: str = "auto") -> LoadedRun:

@@ -19,7 +19,8 @@ from . import checkpoint as ckpt
 from . import distributed as dd
 from .config import PRESETS, ModelConfig, TrainConfig, model_config_from_preset
 from .data import Fields, TaskData, encode_examples, load_task_data
-from .errors import AttnError
+from .batching import classify_lengths, seq2seq_lengths
+from .errors import AttnError, RunFailure
 from .model import build_model, count_parameters
 from .tokenizer import TokenizerConfig, Tokenizers, VocabTooLarge, train_tokenizers
 from .train import PRIMARY, Reporter, Trainer, pick_device
@@ -112,6 +113,11 @@ def prepare(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist
     valid, _ = encode_examples(data.valid, cfg.task, toks, cfg.max_len)
     if cut:
         reporter.note(f"{cut} training example(s) longer than --max-len {cfg.max_len} were truncated")
+    lengths = (seq2seq_lengths if cfg.task != "sentiment" else classify_lengths)(train)
+    if max(lengths) > cfg.max_tokens:
+        raise AttnError(f"--max-tokens {cfg.max_tokens} is smaller than the longest training example "
+                        f"({max(lengths)} tokens after --max-len {cfg.max_len})",
+                        "raise --max-tokens or lower --max-len")
     refs: list = []
     if cfg.task != "sentiment":
         col = "references" if "references" in data.valid.column_names else "tgt"
@@ -197,8 +203,12 @@ class MetricsLog:
 
     def write(self, row: dict) -> None:
         if self.fh:
-            self.fh.write(json.dumps({"time": round(time.time(), 3), **row}) + "\n")
-            self.fh.flush()
+            try:
+                self.fh.write(json.dumps({"time": round(time.time(), 3), **row}) + "\n")
+                self.fh.flush()
+            except OSError as e:
+                raise RunFailure(f"could not write {self.fh.name}: {e.strerror or e}",
+                                 "check free disk space; last/ holds the last saved state") from None
 
     def close(self) -> None:
         if self.fh:

@@ -112,8 +112,14 @@ class Tokenizers:
                             "retrain it with `attn tokenizer train`") from None
         config = TokenizerConfig()
         if (directory / INFO_FILE).is_file():
-            info = json.loads((directory / INFO_FILE).read_text())
-            config = TokenizerConfig(**{k: info[k] for k in asdict(config) if k in info})
+            try:
+                info = json.loads((directory / INFO_FILE).read_text(encoding="utf-8"))
+                if not isinstance(info, dict):
+                    raise ValueError("it must hold a JSON object")
+                config = TokenizerConfig(**{k: info[k] for k in asdict(config) if k in info})
+            except (ValueError, TypeError, AttributeError, OSError, DataError) as e:
+                raise DataError(f"{directory / INFO_FILE} is damaged: {first_line(e)}",
+                                "restore it, or retrain with `attn tokenizer train`") from None
         return cls(src=src, tgt=tgt, config=config)
 
 

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import json
 import math
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from . import checkpoint as ckpt
 from . import distributed as dd
 from .batching import (Batch, DataPosition, classify_lengths, collate_classify, collate_seq2seq,
                        iterate_epoch, make_batches, seq2seq_lengths, split_batch_indices)
-from .config import ModelConfig, TrainConfig
+from .config import ModelConfig, TrainConfig, check_field_types
 from .decoding import greedy_decode
 from .errors import AttnError, RunFailure
 from .metrics import bleu_chrf, classification, rouge
@@ -143,6 +144,14 @@ class Trainer:
         if not self.dist.is_main:
             return
         staged = ckpt.stage_dir(self.run_dir / ckpt.LAST_DIR)
+        try:
+            self._write_last(staged)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+        ckpt.replace_dir(staged, self.run_dir / ckpt.LAST_DIR)
+
+    def _write_last(self, staged: Path) -> None:
         ckpt.save_weights(self.raw_model, staged / ckpt.WEIGHTS_FILE)
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
@@ -152,7 +161,6 @@ class Trainer:
                                "scaler": self.scaler.state_dict(), "rng": rng},
                               staged / "optimizer.pt")
         ckpt.atomic_write_text(staged / "state.json", json.dumps(self.state.to_dict(), indent=2))
-        ckpt.replace_dir(staged, self.run_dir / ckpt.LAST_DIR)
 
     def load_last(self) -> None:
         last = ckpt.find_dir(self.run_dir / ckpt.LAST_DIR)
@@ -167,7 +175,12 @@ class Trainer:
         torch.set_rng_state(extra["rng"]["torch"])
         if "cuda" in extra["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(extra["rng"]["cuda"], self.device)
-        self.state = TrainState.from_dict(json.loads((last / "state.json").read_text()))
+        try:
+            self.state = TrainState.from_dict(json.loads((last / "state.json").read_text()))
+            check_field_types(self.state)
+        except (ValueError, TypeError, KeyError, AttributeError, OSError) as e:
+            raise AttnError(f"{last / 'state.json'} is damaged ({e})",
+                            "restore it, or start a new run without --resume") from None
 
     # ------------------------------------------------------------------ one optimizer step
 

@@ -266,8 +266,16 @@ def step_fn(spec: dict, model, batch: dict, device):
 def preload(side: str) -> None:
     """Import everything a side needs before the memory baseline is taken (imports are not the
     model's memory)."""
+    import torch
+    import torch._dynamo  # noqa: F401  (transformers imports it; the optimizer would lazily)
+
     import attn_cli.config  # noqa: F401
     import attn_cli.train  # noqa: F401
+
+    w = torch.nn.Parameter(torch.zeros(4))  # AdamW's first construction and step import more
+    opt = torch.optim.AdamW([w])
+    w.grad = torch.ones(4)
+    opt.step()
 
     if side == "attn":
         import attn_cli.decoding  # noqa: F401
@@ -279,6 +287,12 @@ def preload(side: str) -> None:
     from transformers.models.marian.modeling_marian import MarianEncoder  # noqa: F401
 
     transformers.logging.set_verbosity_error()
+    # generate() imports its machinery lazily: do it once on a throwaway 1-layer model.
+    tiny = {"vocab": 16, "max_len": 8, "dims": {"d_model": 8, "n_enc_layers": 1, "n_dec_layers": 1,
+                                                "n_heads": 1, "d_ff": 8}}
+    ids = torch.full((1, 2), FIRST_REAL)
+    gc = GenerationConfig(decoder_start_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD, max_new_tokens=2)
+    MarianMTModel(marian_config(tiny)).eval().generate(input_ids=ids, generation_config=gc)
 
 
 def worker(spec: dict) -> dict:
@@ -303,25 +317,43 @@ def worker(spec: dict) -> dict:
     model.to(device)
     run = step_fn(spec, model, batch, device)
     times = []
-    for i in range(spec["warmup"] + spec["iters"]):
+    warmup = max(spec["warmup"], 3) if spec["compile"] else spec["warmup"]  # compile happens here
+    for i in range(warmup + spec["iters"]):
         if cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         run()
         if cuda:
             torch.cuda.synchronize()
-        if i >= spec["warmup"]:
+        if i >= warmup:
             times.append(time.perf_counter() - t0)
     if cuda:
         peak = torch.cuda.max_memory_allocated()
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if spec.get("profile"):  # after the timing and the memory reading, which it would distort
+        profile(run, spec, cuda)
     med = statistics.median(times)
     return {"side": spec["side"], "preset": spec["preset"], "measure": spec["measure"],
             "variant": spec["variant"], "params": params, "frozen_params": frozen,
             "batch_checksum": checksum, "units": batch["units"], "times": times, "median_s": med,
             "throughput": batch["units"] / med, "peak_mem_mb": (peak - base) / 2**20,
             "peak_abs_mb": peak / 2**20, "threads": torch.get_num_threads()}
+
+
+def profile(run, spec: dict, cuda: bool) -> None:
+    """Run ``spec['iters']`` more iterations under torch.profiler; print the top ops to stderr."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch_profile(activities=acts) as prof:
+        for _ in range(spec["iters"]):
+            run()
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    print(f"== profile: {spec['side']} {spec['preset']} {spec['variant']} {spec['measure']} "
+          f"({spec['iters']} iterations)", file=sys.stderr)
+    print(prof.key_averages().table(sort_by=key, row_limit=spec["profile"]), file=sys.stderr)
 
 
 # =========================================================================== driver side
@@ -354,6 +386,8 @@ def run_worker(spec: dict, nice: int) -> dict:
     if nice:
         cmd = ["nice", "-n", str(nice), *cmd]
     proc = subprocess.run(cmd, capture_output=True, text=True)
+    if spec.get("profile") and proc.returncode == 0:
+        print("\n".join(ln for ln in proc.stderr.splitlines() if "Warning" not in ln), file=sys.stderr)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
         raise RuntimeError(f"worker {spec['side']} {spec['preset']} {spec['measure']} failed:\n{tail}")
@@ -402,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hf-classifier", default="marian", choices=("marian", "bert"),
                     help="HF sentiment model: Marian encoder + attn's head, or BERT [marian]")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, 1 round: a smoke test")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="also profile each worker (torch.profiler, top N ops to stderr); 1 round")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="JSON results [runs/bench/speed-DEVICE.json]")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -426,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
                      ("tgt_len", args.seq_len), ("cls_batch", args.cls_batch), ("cls_len", args.cls_len)):
         if opt is not None:
             sizes[key] = opt
+    if args.profile:
+        sizes["rounds"] = 1
     presets = (args.presets or ("small" if args.quick else "small,base")).split(",")
     measures = args.measures.split(",")
     for m in measures:
@@ -451,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
                             variant=var["name"], precision=var["precision"], compile=var["compile"],
                             vocab=args.vocab, max_len=args.max_len, threads=args.threads,
                             seed=args.seed, hf_classifier=args.hf_classifier,
-                            dims=PRESETS[preset])
+                            dims=PRESETS[preset], profile=args.profile)
                 res = run_worker(spec, args.nice)
                 raw.setdefault((preset, var["name"], m), {}).setdefault(side, []).append(res)
                 print(f"[{time.time() - started:6.0f}s] round {r + 1}/{sizes['rounds']} {preset:5s} "
@@ -517,6 +555,8 @@ def print_tables(rows: list[dict], meta: dict) -> None:
     from rich.table import Table
 
     con = Console()
+    if con.width < 110:  # not a terminal (a pipe, a log file): do not squeeze the tables
+        con = Console(width=110)
     con.print(f"attn vs Hugging Face transformers {meta['transformers']}: {meta['machine']}, "
               f"torch {meta['torch']}, {meta['threads']} threads, {meta['date']}")
     t = Table(title="Throughput (higher is better; attn/HF > 1: attn faster)", title_justify="left")
