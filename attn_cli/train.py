@@ -36,6 +36,7 @@ from .metrics import bleu_chrf, classification, rouge
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizers
 
 PRIMARY = {"translate": "bleu", "summarize": "rouge1", "sentiment": "accuracy"}
+SUMMARY_MAX_LEN = 96  # output cap when decoding validation summaries
 
 
 class Reporter(Protocol):
@@ -261,8 +262,9 @@ class Trainer:
     def _decode_metrics(self, model: nn.Module) -> dict:
         n = min(self.cfg.eval_samples, len(self.valid_ex))
         srcs = [s for s, _ in self.valid_ex[:n]]
+        cap = SUMMARY_MAX_LEN if self.model_cfg.task == "summarize" else None
         hyps = [self.toks.tgt.decode(ids) for ids in
-                greedy_translate(model, srcs, self.cfg.max_tokens, self.device, self.amp_dtype)]
+                greedy_translate(model, srcs, self.cfg.max_tokens, self.device, self.amp_dtype, cap)]
         refs = self.valid_refs[:n]
         if self.model_cfg.task == "translate":
             return {k: v for k, v in bleu_chrf(hyps, refs).items() if k in ("bleu", "chrf")}
@@ -406,12 +408,14 @@ def _sorted_batches(seqs: list[list[int]], max_tokens: int) -> list[list[int]]:
 
 
 def greedy_translate(model, srcs: list[list[int]], max_tokens: int, device: torch.device,
-                     amp_dtype: torch.dtype | None = None) -> list[list[int]]:
-    """Greedy-decode token lists in length-sorted batches; outputs in input order."""
+                     amp_dtype: torch.dtype | None = None, cap: int | None = None) -> list[list[int]]:
+    """Greedy-decode token lists in length-sorted batches; outputs in input order. Outputs are
+    at most 1.5 x source + 10 tokens, and at most ``cap``."""
     out: list[list[int]] = [[] for _ in srcs]
     for idx in _sorted_batches(srcs, max_tokens):
         batch = collate_classify([(srcs[i] or [EOS_ID], 0) for i in idx], PAD_ID).src.to(device)
         max_len = int(batch.ne(PAD_ID).sum(1).max().item() * 1.5 + 10)
+        max_len = min(max_len, cap) if cap else max_len
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             ids, _ = greedy_decode(model, batch, max_len)
         for row, i in zip(ids.tolist(), idx, strict=True):
