@@ -52,15 +52,18 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def prepare_out_dir(out: Path, overwrite: bool, what: str = "output") -> None:
-    """Refuse an existing non-empty directory unless ``overwrite``; check it can be created."""
+    """Refuse an existing non-empty directory unless ``overwrite``; create missing parents and
+    check the directory can be written."""
     if out.exists() and not out.is_dir():
         raise AttnError(f"{what} path {out} exists and is not a directory", "choose another --out")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise AttnError(f"{what} directory {out} exists and is not empty",
                         "choose another --out, or pass --overwrite")
     parent = out.resolve().parent
-    if not parent.exists():
-        raise AttnError(f"parent directory {parent} does not exist", "create it first")
+    try:  # missing parents are created, like mkdir -p (runs/it-en on a fresh checkout)
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AttnError(f"cannot create {parent}: {e.strerror or e}", "choose a writable --out") from None
     try:  # os.access is not enough: root, read-only mounts, /proc
         os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     except OSError as e:

@@ -243,3 +243,11 @@ def test_failed_new_run_leaves_no_directory(tmp_path):
             "--preset", "tiny")
     assert r.exit_code == 2 and "field 'fr' not found" in r.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_missing_parent_directories_are_created(tmp_path):
+    out = tmp_path / "runs" / "deeper" / "it-en"
+    r = cli("train", "translate", "--data", IT_EN, "--src", "it", "--tgt", "en", "--out", out,
+            "--preset", "tiny", "--max-steps", 1, "--vocab-size", 500, "--max-tokens", 600)
+    assert r.exit_code == 0, r.output
+    assert (out / "model.safetensors").is_file()
