@@ -18,7 +18,7 @@ from . import __version__
 from . import checkpoint as ckpt
 from . import distributed as dd
 from .config import PRESETS, ModelConfig, TrainConfig, model_config_from_preset
-from .data import Fields, TaskData, encode_examples, load_task_data
+from .data import Fields, TaskData, encode_examples, load_task_data, texts_for_tokenizer
 from .batching import classify_lengths, seq2seq_lengths
 from .errors import AttnError, RunFailure
 from .model import build_model, count_parameters
@@ -66,7 +66,7 @@ def load_tokenizers(req: RunRequest, data: TaskData, cfg: TrainConfig, reporter:
         return Tokenizers.load(req.out)
     if req.tokenizer is not None:
         return Tokenizers.load(req.tokenizer)
-    src_cols, tgt_cols = (["text"], []) if cfg.task == "sentiment" else (["src"], ["tgt"])
+    src_cols, tgt_cols = texts_for_tokenizer(data.train, cfg.task)
     tcfg = TokenizerConfig(vocab_size=cfg.vocab_size, max_sentences=400_000, seed=cfg.seed)
     try:
         return train_tokenizers(data.train, src_cols, tgt_cols, tcfg)

@@ -15,6 +15,19 @@ import pytest  # noqa: E402
 DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 
 
+class Quiet:
+    """A training Reporter that shows nothing (tests call attn_cli.pipeline.train_run directly)."""
+
+    def step(self, stats):
+        pass
+
+    def evaluated(self, metrics, is_best):
+        pass
+
+    def note(self, message):
+        pass
+
+
 def write_jsonl(path, rows):
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as fh:

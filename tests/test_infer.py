@@ -5,7 +5,7 @@ import json
 import shutil
 
 import pytest
-from conftest import DATA_DIR
+from conftest import DATA_DIR, Quiet
 from typer.testing import CliRunner
 
 from attn_cli.cli import app
@@ -14,17 +14,6 @@ from attn_cli.data import Fields
 from attn_cli.pipeline import RunRequest, train_run
 
 runner = CliRunner()
-
-
-class Quiet:
-    def step(self, s):
-        pass
-
-    def evaluated(self, m, b):
-        pass
-
-    def note(self, m):
-        pass
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import time
 
 import pytest
 import torch
-from conftest import DATA_DIR
+from conftest import DATA_DIR, Quiet
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
@@ -43,17 +43,6 @@ needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is pr
 needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux /proc")
 SEED = int(os.environ.get("ATTN_TEST_SEED", random.randrange(1 << 30)))  # random kill moments
 print(f"test_reliability: ATTN_TEST_SEED={SEED}")
-
-
-class Quiet:
-    def step(self, s):
-        pass
-
-    def evaluated(self, m, b):
-        pass
-
-    def note(self, m):
-        pass
 
 
 def cli(*args, input=None):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import DATA_DIR
+from conftest import DATA_DIR, Quiet
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -25,17 +25,6 @@ IT_EN = f"{DATA_DIR}/translate.it-en.jsonl"
 FIELDS = Fields(src_lang="it", tgt_lang="en")
 BASE = dict(task="translate", preset="tiny", max_tokens=600, eval_every=1000, eval_samples=3,
             vocab_size=500, warmup=5, log_every=1)
-
-
-class Quiet:
-    def step(self, stats):
-        pass
-
-    def evaluated(self, metrics, is_best):
-        pass
-
-    def note(self, message):
-        pass
 
 
 def train(out, resume=False, **kw):
