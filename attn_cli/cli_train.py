@@ -159,6 +159,9 @@ def train(
                                                        help="AdamW weight decay (default: 0.01).")] = None,
     clip: Annotated[float | None, typer.Option("--clip", rich_help_panel=OPT, help=(
         "Gradient-norm clipping, 0 = off (default: 1.0)."))] = None,
+    ema: Annotated[float | None, typer.Option("--ema", rich_help_panel=OPT, help=(
+        "Evaluate and keep an exponential moving average of the weights with this decay, "
+        "e.g. 0.999 (default: 0 = off)."))] = None,
     seed: Annotated[int | None, typer.Option("--seed", rich_help_panel=OPT, help=(
         "Seed for init, data order and dropout (default: 1)."))] = None,
     skip_nonfinite: Annotated[bool | None, typer.Option("--skip-nonfinite", rich_help_panel=OPT, help=(
@@ -195,7 +198,7 @@ def train(
         return launch(nproc)
     options = dict(preset=preset, dropout=dropout, max_len=max_len, max_tokens=max_tokens, accum=accum,
                    lr=lr, warmup=warmup, schedule=schedule, label_smoothing=label_smoothing,
-                   weight_decay=weight_decay, clip=clip, seed=seed, skip_nonfinite=skip_nonfinite,
+                   weight_decay=weight_decay, clip=clip, ema=ema, seed=seed, skip_nonfinite=skip_nonfinite,
                    time_budget=parse_duration(time_budget), max_steps=max_steps, epochs=epochs,
                    patience=patience, eval_every=eval_every, eval_samples=eval_samples,
                    log_every=log_every, device=device, precision=precision, compile=compile,

@@ -214,6 +214,7 @@ class TrainConfig:
     weight_decay: float = 0.01  # AdamW weight decay (matrices only)
     label_smoothing: float | None = None  # None = 0.1 for seq2seq, 0.0 for sentiment
     clip: float = 1.0  # gradient-norm clipping (0 = off)
+    ema: float = 0.0  # decay of a moving average of the weights used for evaluation (0 = off)
     dropout: float | None = None  # None = the preset's dropout (0.1)
     epochs: int | None = None  # stop after this many epochs
     max_steps: int | None = None  # stop after this many optimizer steps
@@ -256,6 +257,8 @@ class TrainConfig:
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1) (e.g. 0.999; 0 = off), got {self.ema}")
         for name in ("label_smoothing", "dropout"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:

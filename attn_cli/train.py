@@ -24,6 +24,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import checkpoint as ckpt
 from . import distributed as dd
@@ -37,6 +38,7 @@ from .tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizers
 
 PRIMARY = {"translate": "bleu", "summarize": "rouge1", "sentiment": "accuracy"}
 SUMMARY_MAX_LEN = 96  # output cap when decoding validation summaries
+EMA_FILE = "ema.safetensors"  # in last/, with --ema
 
 
 class Reporter(Protocol):
@@ -126,6 +128,10 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, functools.partial(lr_factor, cfg=cfg))
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        # --ema: a moving average of the weights (every rank keeps an identical copy); it is
+        # what evaluation scores and what model.safetensors holds
+        self.ema = (AveragedModel(self.raw_model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema))
+                    if cfg.ema > 0 else None)
         self.model = self.raw_model
         if dist.enabled:
             self.model = nn.parallel.DistributedDataParallel(
@@ -137,6 +143,11 @@ class Trainer:
         self.lengths = (seq2seq_lengths if self.seq2seq else classify_lengths)(train)
         self.state = TrainState()
         self.stop_requested = False
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are evaluated and kept as the best: the --ema average, or the model."""
+        return self.ema.module if self.ema is not None else self.raw_model
 
     # ------------------------------------------------------------------ state
 
@@ -154,12 +165,15 @@ class Trainer:
 
     def _write_last(self, staged: Path) -> None:
         ckpt.save_weights(self.raw_model, staged / ckpt.WEIGHTS_FILE)
+        if self.ema is not None:
+            ckpt.save_weights(self.ema.module, staged / EMA_FILE)
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         ckpt.save_torch_state({"optimizer": self.optimizer.state_dict(),
                                "scheduler": self.scheduler.state_dict(),
-                               "scaler": self.scaler.state_dict(), "rng": rng},
+                               "scaler": self.scaler.state_dict(), "rng": rng,
+                               "ema_updates": int(self.ema.n_averaged) if self.ema is not None else 0},
                               staged / "optimizer.pt")
         ckpt.atomic_write_text(staged / "state.json", json.dumps(self.state.to_dict(), indent=2))
 
@@ -176,6 +190,10 @@ class Trainer:
         torch.set_rng_state(extra["rng"]["torch"])
         if "cuda" in extra["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(extra["rng"]["cuda"], self.device)
+        if self.ema is not None and (last / EMA_FILE).is_file():
+            ckpt.load_weights(self.ema.module, last / EMA_FILE)
+            self.ema.n_averaged.fill_(int(extra.get("ema_updates", 1)))
+        # (--ema newly given on resume: the average starts from the resumed weights)
         try:
             self.state = TrainState.from_dict(json.loads((last / "state.json").read_text()))
             check_field_types(self.state)
@@ -232,14 +250,16 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update_parameters(self.raw_model)
         return loss_value, int(global_count)
 
     # ------------------------------------------------------------------ evaluation
 
     @torch.inference_mode()
     def evaluate(self) -> dict:
-        """Validation loss (no smoothing) and the task metric, on the unwrapped model."""
-        model = self.raw_model
+        """Validation loss (no smoothing) and the task metric, on the unwrapped (or averaged) model."""
+        model = self.eval_model
         model.eval()
         plan = make_batches((seq2seq_lengths if self.seq2seq else classify_lengths)(self.valid_ex),
                             self.cfg.max_tokens, seed=0, epoch=0, shuffle=False)
@@ -291,7 +311,7 @@ class Trainer:
             is_best = self.state.best is None or value > self.state.best
             if is_best:
                 self.state.best, self.state.best_step, self.state.bad_evals = value, self.state.step, 0
-                ckpt.save_weights(self.raw_model, self.run_dir / ckpt.WEIGHTS_FILE)
+                ckpt.save_weights(self.eval_model, self.run_dir / ckpt.WEIGHTS_FILE)
             else:
                 self.state.bad_evals += 1
             log({"event": "eval", "step": self.state.step, **metrics, "best": self.state.best})

@@ -80,7 +80,8 @@ TASKS: dict[str, Task] = {t.name: t for t in [
           Eval("flores101.devtest", "{runs}/_flores/flores101.devtest", "FLORES-101, out-of-domain")],
          "bleu", "none published for this split",
          {"cpu": "BLEU ≥ 40 (test)", "gpu": "—"}, {"cpu": "60m", "gpu": "120s"},
-         {"gpu": ["--max-tokens", "16384"]}),
+         {"cpu": ["--lr", "1e-3", "--warmup", "300", "--eval-every", "200"],
+          "gpu": ["--max-tokens", "16384"]}),
     Task("sst2", "SST-2", "sentiment", ["--data", "{data}/sentiment/sst2"],
          [Eval("test", "{data}/sentiment/sst2")], "accuracy",
          "BoW LR 80.4% (GLUE dev); CNN, random embeddings 83.5% (Kim 2014); pretrained 85-95%; "

@@ -77,6 +77,33 @@ def test_resume_crosses_epochs_and_accumulation(tmp_path):
         torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
 
 
+def test_ema_is_the_moving_average_evaluated_and_kept_and_resumes_exactly(tmp_path):
+    d = 0.9
+    train(tmp_path / "r", max_steps=1, ema=d)
+    w1 = weights(tmp_path / "r/last/model.safetensors")
+    # one update: the average is the weights themselves
+    for name, t in weights(tmp_path / "r/last/ema.safetensors").items():
+        assert torch.equal(t, w1[name])
+    train(tmp_path / "r", resume=True, max_steps=3, ema=d)
+    train(tmp_path / "full", max_steps=3, ema=d)
+    train(tmp_path / "two", max_steps=2, ema=d)
+    w2, w3 = weights(tmp_path / "two/last/model.safetensors"), weights(tmp_path / "full/last/model.safetensors")
+    ema = weights(tmp_path / "full/last/ema.safetensors")
+    for name in w1:  # the average after 3 steps, by hand
+        want = d * (d * w1[name] + (1 - d) * w2[name]) + (1 - d) * w3[name]
+        torch.testing.assert_close(ema[name], want, atol=1e-6, rtol=0)
+        assert not torch.equal(ema[name], w3[name]) or torch.equal(w1[name], w3[name])
+    # resumed == uninterrupted, the average included
+    for f in ("last/model.safetensors", "last/ema.safetensors"):
+        a, b = weights(tmp_path / "full" / f), weights(tmp_path / "r" / f)
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+    # the only evaluation (the final one) is the best, and model.safetensors holds the average
+    best = weights(tmp_path / "full/model.safetensors")
+    for name in best:
+        assert torch.equal(best[name], ema[name])
+
+
 def test_sentiment_and_summarize_train(tmp_path):
     for task, data in (("sentiment", "sentiment.jsonl"), ("summarize", "summarize.jsonl")):
         cfg = TrainConfig(**{**BASE, "task": task, "max_steps": 3, "eval_samples": 2})
