@@ -215,6 +215,33 @@ def run_logged(cmd: list[str], log: Path) -> tuple[int, float, str]:
     return proc.returncode, time.perf_counter() - start, proc.stdout
 
 
+def recorded_command(run_dir: Path) -> tuple[str, dict]:
+    """The `attn train` command that made an existing run, rebuilt from its config.json and
+    train_config.json (options that differ from the defaults), and that configuration."""
+    from attn_cli.config import TrainConfig
+
+    meta = json.loads((run_dir / "config.json").read_text())
+    cfg = json.loads((run_dir / "train_config.json").read_text())
+    defaults = TrainConfig(task=cfg["task"]).to_dict()
+    cmd = ["attn", "train", cfg["task"], "--data", meta["data"]["train"]]
+    if meta["data"].get("valid"):
+        cmd += ["--valid", meta["data"]["valid"]]
+    for key, lang in (meta.get("languages") or {}).items():
+        if lang:
+            cmd += [f"--{key}", lang]
+    for key, value in cfg.items():
+        if key == "task" or value == defaults.get(key):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if key == "time_budget":
+            cmd += [flag, f"{value / 60:g}m"]
+        elif isinstance(value, bool):
+            cmd += [flag] if value else []
+        else:
+            cmd += [flag, str(value)]
+    return shlex.join(cmd + ["--out", str(run_dir)]), cfg
+
+
 def run_task(task: Task, args) -> list[dict]:
     run_dir = args.runs_dir / f"{task.name}-{args.budget}"
     log = args.runs_dir / f"{task.name}-{args.budget}.log"
@@ -223,7 +250,13 @@ def run_task(task: Task, args) -> list[dict]:
            "run_dir": str(run_dir), "log": str(log)}
     cmd = train_command(task, args, run_dir)
     row["train_command"] = shlex.join(cmd)
-    if args.reuse and (run_dir / "model.safetensors").is_file():
+    if task.name in args.runs:  # an earlier run: evaluate it, report how it was trained
+        run_dir = row["run_dir"] = args.runs[task.name]
+        row["train_command"], cfg = recorded_command(run_dir)
+        row.update(train_wall_s=None, preset=cfg["preset"], earlier_run=True,
+                   time_budget=f"{cfg['time_budget'] / 60:g}m" if cfg.get("time_budget") else "—")
+        print(f"[{task.name}] using the earlier run {run_dir}: {row['train_command']}", file=sys.stderr)
+    elif args.reuse and (run_dir / "model.safetensors").is_file():
         row["train_wall_s"] = None
         print(f"[{task.name}] reusing {run_dir}", file=sys.stderr)
     else:
@@ -333,7 +366,10 @@ def markdown(rows: list[dict], baselines: dict, meta: dict, tasks: list[Task]) -
             split = r["split"] + (f" ({r['split_note']})" if r.get("split_note") else "")
             params = f"{r['params'] / 1e6:.1f}M" if r.get("params") else "—"
             steps = f", {r['steps']:,} steps" if r.get("steps") else ""
-            train = f"{fmt_time(r.get('train_wall_s'))} ({r.get('time_budget', '—')}{steps})"
+            wall = r.get("train_wall_s") if r.get("train_wall_s") is not None else r.get("train_s")
+            train = f"{fmt_time(wall)} ({r.get('time_budget', '—')}{steps})"
+            if r.get("earlier_run"):
+                train += f", earlier run: `{r['train_command']}`"
             target = t.target.get(meta["budget"], "—") if r.get("split") == t.evals[0].split else "—"
             base = baselines.get(t.name) if r.get("split") == "test" else None
             lines.append(f"| {t.dataset} | {split} | {r.get('preset', '—')} | {params} | {meta['hardware']} | "
@@ -362,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None, help="passed to attn train/eval [attn's default: auto]")
     ap.add_argument("--train-args", default="", help="extra options appended to every attn train command")
     ap.add_argument("--reuse", action="store_true", help="skip training where RUN_DIR/model.safetensors exists")
+    ap.add_argument("--run", action="append", default=[], metavar="TASK=DIR",
+                    help="evaluate this earlier run directory for TASK instead of training one; the table "
+                         "shows the attn train command rebuilt from its saved configuration (repeatable)")
     ap.add_argument("--no-baselines", action="store_true", help="skip TF-IDF and lead-3")
     ap.add_argument("--baselines-only", action="store_true", help="compute only the baselines")
     ap.add_argument("--dry-run", action="store_true", help="print the commands and exit")
@@ -376,6 +415,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown task(s) {', '.join(unknown)} (choose from {', '.join(TASKS)})")
     tasks = [TASKS[n] for n in names]
+    args.runs = {}
+    for item in args.run:
+        name, _, path = item.partition("=")
+        if name not in TASKS or not path or not (Path(path) / "train_config.json").is_file():
+            ap.error(f"--run {item}: expected TASK=RUN_DIR with TASK in {','.join(TASKS)} and "
+                     "RUN_DIR an attn run directory")
+        args.runs[name] = Path(path).resolve()
 
     if args.dry_run:
         for t in tasks:
