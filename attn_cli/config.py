@@ -215,6 +215,7 @@ class TrainConfig:
     label_smoothing: float | None = None  # None = 0.1 for seq2seq, 0.0 for sentiment
     clip: float = 1.0  # gradient-norm clipping (0 = off)
     ema: float = 0.0  # decay of a moving average of the weights used for evaluation (0 = off)
+    token_dropout: float = 0.0  # training: replace each source/text token by <unk> with this probability
     dropout: float | None = None  # None = the preset's dropout (0.1)
     epochs: int | None = None  # stop after this many epochs
     max_steps: int | None = None  # stop after this many optimizer steps
@@ -259,7 +260,7 @@ class TrainConfig:
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1) (e.g. 0.999; 0 = off), got {self.ema}")
-        for name in ("label_smoothing", "dropout"):
+        for name in ("label_smoothing", "dropout", "token_dropout"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")

@@ -11,6 +11,7 @@ whole optimizer step, so N processes with split batches compute the same update 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import math
@@ -34,7 +35,7 @@ from .config import ModelConfig, TrainConfig, check_field_types
 from .decoding import greedy_decode
 from .errors import AttnError, RunFailure
 from .metrics import bleu_chrf, classification, rouge
-from .tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizers
+from .tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizers
 
 PRIMARY = {"translate": "bleu", "summarize": "rouge1", "sentiment": "accuracy"}
 SUMMARY_MAX_LEN = 96  # output cap when decoding validation summaries
@@ -72,6 +73,15 @@ class TrainState:
     @classmethod
     def from_dict(cls, d: dict) -> TrainState:
         return cls(**{**d, "data": DataPosition.from_dict(d["data"])})
+
+
+def drop_tokens(ids: torch.Tensor, p: float) -> torch.Tensor:
+    """ids (B, S) with each real (non-pad) token replaced by <unk> with probability p; draws
+    from torch's global generator (saved in last/, so resume stays exact)."""
+    if p <= 0.0:
+        return ids
+    hit = (torch.rand(ids.shape, device=ids.device) < p) & ids.ne(PAD_ID)  # (B, S)
+    return ids.masked_fill(hit, UNK_ID)
 
 
 def pick_device(name: str) -> torch.device:
@@ -236,7 +246,10 @@ class Trainer:
             sync = i == len(micro) - 1 or not self.dist.enabled
             ctx = contextlib.nullcontext() if sync else self.model.no_sync()
             with ctx:
-                loss = self._loss_sum(batch.to(self.device), self.cfg.smoothing) * weight
+                batch = batch.to(self.device)
+                if self.cfg.token_dropout > 0:
+                    batch = dataclasses.replace(batch, src=drop_tokens(batch.src, self.cfg.token_dropout))
+                loss = self._loss_sum(batch, self.cfg.smoothing) * weight
                 self.scaler.scale(loss * scale).backward()
             total += loss.detach()
         loss_value = dd.all_reduce_sum(total, self.dist).item() / max(global_count, 1.0)

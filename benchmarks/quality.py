@@ -71,7 +71,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
          [Eval("test_2016_flickr", "{data}/translation/multi30k")], "bleu",
          "36.5 BLEU (3+3 layers, d=256, 9M params, greedy; torchtext BLEU on spaCy tokens, "
          "not sacreBLEU)",
-         {"cpu": "BLEU ≥ 32", "gpu": "BLEU ≥ 38"}, {"cpu": "60m", "gpu": "150s"},
+         {"cpu": "BLEU ≥ 32", "gpu": "BLEU ≥ 38"}, {"cpu": "60m", "gpu": "80s"},
          {"cpu": ["--lr", "1e-3", "--eval-samples", "1014"],
           "gpu": ["--lr", "1e-3", "--eval-samples", "1014", "--max-tokens", "16384"]}),
     Task("tatoeba", "Tatoeba it→en", "translate",
@@ -79,25 +79,25 @@ TASKS: dict[str, Task] = {t.name: t for t in [
          [Eval("test", "{data}/translation/tatoeba-it-en"),
           Eval("flores101.devtest", "{runs}/_flores/flores101.devtest", "FLORES-101, out-of-domain")],
          "bleu", "none published for this split",
-         {"cpu": "BLEU ≥ 40 (test)", "gpu": "—"}, {"cpu": "60m", "gpu": "120s"},
+         {"cpu": "BLEU ≥ 40 (test)", "gpu": "—"}, {"cpu": "60m", "gpu": "40s"},
          {"cpu": ["--lr", "1e-3", "--warmup", "300", "--eval-every", "200"],
           "gpu": ["--max-tokens", "16384"]}),
     Task("sst2", "SST-2", "sentiment", ["--data", "{data}/sentiment/sst2"],
          [Eval("test", "{data}/sentiment/sst2")], "accuracy",
          "BoW LR 80.4% (GLUE dev); CNN, random embeddings 83.5% (Kim 2014); pretrained 85-95%; "
          "TF-IDF+LR 83.1% (data README)",
-         {"cpu": "acc ≥ 83.5", "gpu": "—"}, {"cpu": "60m", "gpu": "60s"},
+         {"cpu": "acc ≥ 83.5", "gpu": "—"}, {"cpu": "60m", "gpu": "25s"},
          {"gpu": ["--max-tokens", "16384"]}, baseline="tfidf"),
     Task("imdb", "IMDB", "sentiment", ["--data", "{data}/sentiment/imdb", "--max-len", "512"],
          [Eval("test", "{data}/sentiment/imdb")], "accuracy",
          "1 transformer block, 200 tokens 87.5%; NBSVM bigrams 91.2%; TF-IDF+LR 90.4% (data README)",
-         {"cpu": "acc ≥ 88", "gpu": "acc ≥ 90.5"}, {"cpu": "60m", "gpu": "90s"},
+         {"cpu": "acc ≥ 88", "gpu": "acc ≥ 90.5"}, {"cpu": "60m", "gpu": "40s"},
          {"gpu": ["--max-tokens", "32768"]}, baseline="tfidf"),
     Task("dialogsum", "DialogSum", "summarize",
          ["--data", "{data}/summarization/dialogsum", "--max-len", "512"],
          [Eval("test", "{data}/summarization/dialogsum")], "rouge1",
          "lead-3 27.3/10.6/21.6, longest-3 25.2/10.2/19.3 (R-1/2/L, 3 refs); BART mid-to-high 40s R-1",
-         {"cpu": "R-1 > 27.3 (lead-3)", "gpu": "R-1 ≥ 36"}, {"cpu": "60m", "gpu": "120s"},
+         {"cpu": "R-1 > 27.3 (lead-3)", "gpu": "R-1 ≥ 36"}, {"cpu": "60m", "gpu": "55s"},
          {"gpu": ["--max-tokens", "16384"]}, baseline="lead3"),
 ]}
 PRESET = {"cpu": "small", "gpu": "base"}
@@ -300,7 +300,8 @@ def run_info(run_dir: Path) -> dict:
         except (OSError, ValueError):
             continue
         info.update(steps=st.get("step"), train_s=round(st.get("train_seconds", 0.0), 1),
-                    best_valid=st.get("best"), best_step=st.get("best_step"))
+                    best_valid=st.get("best"), best_step=st.get("best_step"),
+                    units_per_s=round(st.get("tokens", 0) / max(st.get("train_seconds", 0.0), 1e-9)))
         break
     return info
 
@@ -366,6 +367,8 @@ def markdown(rows: list[dict], baselines: dict, meta: dict, tasks: list[Task]) -
             split = r["split"] + (f" ({r['split_note']})" if r.get("split_note") else "")
             params = f"{r['params'] / 1e6:.1f}M" if r.get("params") else "—"
             steps = f", {r['steps']:,} steps" if r.get("steps") else ""
+            if r.get("units_per_s"):
+                steps += f", {r['units_per_s']:,} {'ex' if t.task == 'sentiment' else 'tgt tok'}/s"
             wall = r.get("train_wall_s") if r.get("train_wall_s") is not None else r.get("train_s")
             train = f"{fmt_time(wall)} ({r.get('time_budget', '—')}{steps})"
             if r.get("earlier_run"):

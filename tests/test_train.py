@@ -104,6 +104,32 @@ def test_ema_is_the_moving_average_evaluated_and_kept_and_resumes_exactly(tmp_pa
         assert torch.equal(best[name], ema[name])
 
 
+def test_drop_tokens_replaces_real_tokens_only_at_about_rate_p():
+    from attn_cli.train import drop_tokens
+
+    torch.manual_seed(0)
+    ids = torch.randint(4, 100, (200, 50))
+    ids[:, 40:] = 0  # padding
+    assert torch.equal(drop_tokens(ids, 0.0), ids)
+    out = drop_tokens(ids, 0.25)
+    changed = out.ne(ids)
+    assert (out[changed] == 1).all() and not changed[:, 40:].any()
+    assert 0.22 < changed[:, :40].float().mean().item() < 0.28
+
+
+def test_token_dropout_changes_training_and_resumes_exactly(tmp_path):
+    kw = dict(token_dropout=0.3)
+    train(tmp_path / "full", max_steps=6, **kw)
+    train(tmp_path / "half", max_steps=3, **kw)
+    train(tmp_path / "half", resume=True, max_steps=6, **kw)
+    train(tmp_path / "plain", max_steps=6)
+    a, b = weights(tmp_path / "full/last/model.safetensors"), weights(tmp_path / "half/last/model.safetensors")
+    plain = weights(tmp_path / "plain/last/model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+    assert any(not torch.allclose(a[n], plain[n]) for n in a)
+
+
 def test_sentiment_and_summarize_train(tmp_path):
     for task, data in (("sentiment", "sentiment.jsonl"), ("summarize", "summarize.jsonl")):
         cfg = TrainConfig(**{**BASE, "task": task, "max_steps": 3, "eval_samples": 2})

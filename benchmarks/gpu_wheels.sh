@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Run HERE (where pip reaches a registry) before a GPU check: downloads into .whl/ the wheels
+# that the GPU machines' image lacks (datasets, rouge-score and what they need beyond that
+# image), for Python 3.12 on x86-64. Carry `.whl` with the device call; gpu_check.sh installs
+# them into /tmp/site. .whl/ is git-ignored.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .whl
+plat="--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64"
+for pkg in datasets==5.2.0 dill multiprocess rouge-score nltk; do
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    $plat --platform any -d .whl "$pkg" 2>/dev/null \
+  || python3 -m pip download -q --no-deps --python-version 3.12 --implementation cp $plat --platform any \
+    -d .whl "$pkg"
+done
+ls -la .whl
