@@ -78,6 +78,8 @@ def dataclass_from_dict(cls: type, d: dict[str, Any]) -> Any:
     return cls(**d)
 
 
+POOLINGS = ("mean", "max")  # how the sentiment classifier summarises its encoder outputs
+
 @dataclass
 class ModelConfig:
     """Architecture of one model: an encoder-decoder (translate, summarize) or an encoder
@@ -99,6 +101,7 @@ class ModelConfig:
     bos_id: int = 2  # beginning-of-sequence id, the first decoder input
     eos_id: int = 3  # end-of-sequence id, where decoding stops
     tie_embeddings: bool = True  # output projection shares the target embedding matrix
+    pooling: str = "mean"  # sentiment: "mean" or "max" over the encoder outputs of real tokens
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -113,6 +116,8 @@ class ModelConfig:
         if self.d_model % self.n_heads:
             raise ValueError(f"ModelConfig.d_model ({self.d_model}) must be divisible by "
                              f"n_heads ({self.n_heads})")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"ModelConfig.pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         for name in ("dropout", "attn_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"ModelConfig.{name} must be in [0, 1), got {getattr(self, name)}")
@@ -216,6 +221,7 @@ class TrainConfig:
     clip: float = 1.0  # gradient-norm clipping (0 = off)
     ema: float = 0.0  # decay of a moving average of the weights used for evaluation (0 = off)
     token_dropout: float = 0.0  # training: replace each source/text token by <unk> with this probability
+    pooling: str = "mean"  # sentiment: how the classifier pools the encoder outputs (mean or max)
     dropout: float | None = None  # None = the preset's dropout (0.1)
     epochs: int | None = None  # stop after this many epochs
     max_steps: int | None = None  # stop after this many optimizer steps
@@ -250,6 +256,8 @@ class TrainConfig:
             if getattr(self, name) < 0 or (name == "lr" and self.lr == 0):
                 raise ValueError(f"{name} must be {'positive' if name == 'lr' else '>= 0'}, "
                                  f"got {getattr(self, name)}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if self.schedule not in ("inverse_sqrt", "cosine"):
             raise ValueError(f"schedule must be inverse_sqrt or cosine, got {self.schedule!r}")
         if self.schedule == "cosine" and self.max_steps is None:

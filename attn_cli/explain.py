@@ -12,7 +12,8 @@ representation forward next to what attention adds. Rollout accounts for both: p
 averages the heads, adds the identity for the residual stream (``0.5 * A + 0.5 * I`` after row
 renormalisation), and multiplies the layers, so ``rollout[i, j]`` estimates how much input
 token j flows into position i at the top of the encoder. The classifier pools by the mean over
-real tokens, so the importance of token j is the mean of ``rollout[i, j]`` over real queries i.
+real tokens, so the importance of token j is the mean of ``rollout[i, j]`` over real queries i;
+under max pooling each query i is weighted instead by the share of pooled dimensions it wins.
 
 Limits: rollout follows attention only. It ignores the feed-forward blocks, the layer norms,
 the value vectors and the classification head, so it says where information *can* flow, not
@@ -75,13 +76,15 @@ def rollout_matrix(attn: Tensor, mask: Tensor) -> Tensor:
     return result
 
 
-def rollout(attn: Tensor, mask: Tensor) -> Tensor:
-    """Token importance (B, S) under mean pooling: the mean of ``rollout_matrix`` rows over
-    real query positions. Real tokens sum to 1 per row; pads (and all-pad rows) are 0."""
+def rollout(attn: Tensor, mask: Tensor, shares: Tensor | None = None) -> Tensor:
+    """Token importance (B, S): the ``rollout_matrix`` rows of the real query positions,
+    weighted by ``shares`` (B, S), each position's share of the pooled vector (default: equal
+    shares, i.e. mean pooling). Real tokens sum to 1 per row; pads (and all-pad rows) are 0."""
     keep = mask.to(torch.float32)  # (B, S)
+    if shares is None:
+        shares = keep / keep.sum(dim=1, keepdim=True).clamp(min=1.0)  # (B, S): mean over real
     flow = rollout_matrix(attn, mask)  # (B, S, S)
-    pooled = (flow * keep[:, :, None]).sum(dim=1)  # (B, S): sum over real queries
-    pooled = pooled / keep.sum(dim=1, keepdim=True).clamp(min=1.0)  # mean over real queries
+    pooled = (flow * (shares * keep)[:, :, None]).sum(dim=1)  # (B, S): weighted sum over queries
     return pooled * keep  # pad columns are 0 already; this makes it exact
 
 
@@ -95,7 +98,8 @@ def token_importance(model: Classifier, ids: Tensor) -> Tensor:
         ids = ids[None, :]  # (1, S)
     with _eval_mode(model):
         attn = model.attention_maps(ids)  # (L, B, H, S, S)
-    return rollout(attn, ids != model.cfg.pad_id)  # (B, S)
+        shares = model.pool_shares(ids).float()  # (B, S)
+    return rollout(attn, ids != model.cfg.pad_id, shares)  # (B, S)
 
 
 def cross_alignment(model: Seq2Seq, src_ids: Tensor, out_ids: Tensor,

@@ -128,7 +128,8 @@ class Seq2Seq(nn.Module):
 
 
 class Classifier(nn.Module):
-    """Encoder, masked mean pooling over real tokens, and a Linear-tanh-Linear head."""
+    """Encoder, masked mean (or max, ``cfg.pooling``) pooling over real tokens, and a
+    Linear-tanh-Linear head."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -155,10 +156,30 @@ class Classifier(nn.Module):
         return h, mask, maps
 
     def pooled(self, ids: Tensor) -> Tensor:
-        """ids (B, S) -> mean of encoder outputs over non-pad tokens (B, D)."""
+        """ids (B, S) -> mean or max of encoder outputs over non-pad tokens (B, D)."""
         h, mask, _ = self._encode(ids)
-        keep = mask[:, 0, 0, :, None].to(h.dtype)  # (B, S, 1)
-        return (h * keep).sum(1) / keep.sum(1).clamp(min=1.0)  # (B, D)
+        return self._pool(h, mask[:, 0, 0, :])
+
+    def _pool(self, h: Tensor, keep: Tensor) -> Tensor:
+        """h (B, S, D), keep (B, S) bool -> (B, D); an all-pad row pools to zeros."""
+        if self.cfg.pooling == "max":
+            pooled = h.masked_fill(~keep[:, :, None], float("-inf")).amax(1)  # (B, D)
+            return pooled.masked_fill(~keep.any(1, keepdim=True), 0.0)
+        w = keep[:, :, None].to(h.dtype)  # (B, S, 1)
+        return (h * w).sum(1) / w.sum(1).clamp(min=1.0)  # (B, D)
+
+    def pool_shares(self, ids: Tensor) -> Tensor:
+        """ids (B, S) -> (B, S): each position's share of the pooled vector (rows sum to 1 over
+        real tokens): 1/n for mean pooling, the fraction of dimensions it wins for max pooling."""
+        h, mask, _ = self._encode(ids)
+        keep = mask[:, 0, 0, :]  # (B, S)
+        if self.cfg.pooling == "max":
+            winner = h.masked_fill(~keep[:, :, None], float("-inf")).argmax(1)  # (B, D)
+            wins = torch.zeros(keep.shape, dtype=torch.float32, device=h.device)
+            wins.scatter_add_(1, winner, torch.ones_like(winner, dtype=torch.float32))
+            return (wins / h.size(-1)) * keep
+        w = keep.to(torch.float32)
+        return w / w.sum(1, keepdim=True).clamp(min=1.0)
 
     def forward(self, ids: Tensor) -> Tensor:
         """ids (B, S) -> class logits (B, C)."""

@@ -77,7 +77,9 @@ def load_tokenizers(req: RunRequest, data: TaskData, cfg: TrainConfig, reporter:
 
 
 def build_model_config(cfg: TrainConfig, toks: Tokenizers, data: TaskData) -> ModelConfig:
-    overrides = {"max_len": cfg.max_len}
+    overrides: dict = {"max_len": cfg.max_len}
+    if cfg.task == "sentiment":
+        overrides["pooling"] = cfg.pooling
     if cfg.dropout is not None:
         overrides["dropout"] = cfg.dropout
     labels = len(data.label_names) if cfg.task == "sentiment" else 0

@@ -307,3 +307,27 @@ def test_all_pad_row_is_finite():
         maps = clf.attention_maps(ids)
     assert torch.isfinite(maps).all() and torch.all(maps[:, 1] == 0)
     torch.testing.assert_close(clf(ids[:1]), clf(ids)[:1])
+
+
+def test_max_pooling_classifier(gen):
+    model = Classifier(tiny_cfg("sentiment", pooling="max")).eval()
+    ids = rand_ids(3, 7, gen)
+    ids[0, 4:] = 0  # padding
+    ids[2, :] = 0  # an all-pad row
+    h, mask, _ = model._encode(ids)
+    want = torch.stack([h[0, :4].amax(0), h[1].amax(0), torch.zeros(h.size(-1))])
+    torch.testing.assert_close(model.pooled(ids), want)
+    shares = model.pool_shares(ids)
+    torch.testing.assert_close(shares.sum(1), torch.tensor([1.0, 1.0, 0.0]))
+    assert (shares[0, 4:] == 0).all()
+    # every pooled dimension comes from a position that holds a share
+    assert (shares[1][h[1].argmax(0)] > 0).all()
+    model.train()
+    loss = model(ids[:2]).sum()
+    loss.backward()
+    assert model.embed.weight.grad is not None
+    # mean pooling shares are uniform over real tokens
+    mean = Classifier(tiny_cfg("sentiment")).eval()
+    torch.testing.assert_close(mean.pool_shares(ids)[0, :4], torch.full((4,), 0.25))
+    with pytest.raises(ValueError, match="pooling"):
+        tiny_cfg("sentiment", pooling="sum")

@@ -293,3 +293,14 @@ def test_missing_parent_directories_are_created(tmp_path):
             "--preset", "tiny", "--max-steps", 1, "--vocab-size", 500, "--max-tokens", 600)
     assert r.exit_code == 0, r.output
     assert (out / "model.safetensors").is_file()
+
+
+def test_max_pooling_sentiment_run_trains_saves_and_explains(tmp_path):
+    cfg = TrainConfig(**{**BASE, "task": "sentiment", "max_steps": 2, "pooling": "max"})
+    train_run(RunRequest(data=f"{DATA_DIR}/sentiment.jsonl", out=tmp_path / "s"), cfg, Quiet())
+    meta = json.loads((tmp_path / "s" / "config.json").read_text())
+    assert meta["model"]["pooling"] == "max"
+    res = runner.invoke(app, ["sentiment", "--model", str(tmp_path / "s"), "--explain",
+                              "a wonderful, moving film"])
+    assert res.exit_code == 0, res.output
+    assert "wonderful" in res.output
