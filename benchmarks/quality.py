@@ -388,6 +388,30 @@ def markdown(rows: list[dict], baselines: dict, meta: dict, tasks: list[Task]) -
     return "\n".join(lines) + "\n"
 
 
+def report(args, tasks: list[Task]) -> int:
+    """Merge earlier results files into one table (no training, no evaluation)."""
+    baselines: dict[str, dict] = {}
+    rows: dict[str, list[dict]] = {}
+    metas = []
+    for path in args.report:
+        saved = json.loads(path.read_text())
+        metas.append(saved["meta"])
+        baselines.update(saved.get("baselines", {}))
+        for name in {r["task"] for r in saved.get("results", [])}:
+            rows[name] = [r for r in saved["results"] if r["task"] == name]
+    budgets = {m["budget"] for m in metas}
+    if len(budgets) != 1:
+        sys.exit(f"error: the files mix budgets {sorted(budgets)}; merge one budget at a time")
+    meta = dict(metas[-1], command="; ".join(m["command"] for m in metas),
+                date=", ".join(sorted({m["date"][:10] for m in metas})))
+    md = markdown([r for t in tasks for r in rows.get(t.name, [])], baselines, meta, tasks)
+    print(md)
+    if args.md and args.md != "-":
+        Path(args.md).write_text(md)
+        print(f"markdown written to {args.md}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -407,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-baselines", action="store_true", help="skip TF-IDF and lead-3")
     ap.add_argument("--baselines-only", action="store_true", help="compute only the baselines")
     ap.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    ap.add_argument("--report", nargs="+", type=Path, default=None, metavar="JSON",
+                    help="run nothing: merge the results JSON files of earlier runs of this script "
+                         "(later files win per task) and write one table for --tasks")
     ap.add_argument("--md", default=None, help="markdown table to write, '-' to print only "
                     "[docs/benchmarks-quality.md; with --baselines-only: print only]")
     ap.add_argument("--json", dest="json_path", type=Path, default=None,
@@ -426,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
                      "RUN_DIR an attn run directory")
         args.runs[name] = Path(path).resolve()
 
+    if args.report:
+        return report(args, tasks)
     if args.dry_run:
         for t in tasks:
             run_dir = args.runs_dir / f"{t.name}-{args.budget}"
