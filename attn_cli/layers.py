@@ -101,18 +101,44 @@ class SinusoidalPositions(nn.Module):
 
 @dataclass
 class KVCache:
-    """Keys and values an attention module keeps between decoding steps."""
+    """Keys and values an attention module keeps between decoding steps.
 
-    k: Tensor | None = None  # (B, H, K, Dh)
+    ``k``/``v`` are set once (cross-attention) or grown by ``append`` (self-attention), which
+    writes into buffers with spare room (doubling when full) instead of concatenating: one
+    ``torch.cat`` per step would copy the whole past every step.
+    """
+
+    k: Tensor | None = None  # (B, H, K, Dh), a view of the first K positions of the buffer
     v: Tensor | None = None  # (B, H, K, Dh)
+    _kbuf: Tensor | None = None  # (B, H, capacity, Dh)
+    _vbuf: Tensor | None = None
 
     @property
     def length(self) -> int:
         return 0 if self.k is None else self.k.size(2)
 
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Add new positions k, v (B, H, T, Dh); returns all keys and values (B, H, K+T, Dh)."""
+        n, t = self.length, k.size(2)
+        if self._kbuf is None or self._vbuf is None or n + t > self._kbuf.size(2):
+            cap = max(16, 2 * (n + t))
+            kbuf, vbuf = k.new_empty(*k.shape[:2], cap, k.size(3)), v.new_empty(*v.shape[:2], cap, v.size(3))
+            if n:
+                kbuf[:, :, :n], vbuf[:, :, :n] = self.k, self.v
+            self._kbuf, self._vbuf = kbuf, vbuf
+        self._kbuf[:, :, n:n + t], self._vbuf[:, :, n:n + t] = k, v
+        self.k, self.v = self._kbuf[:, :, :n + t], self._vbuf[:, :, :n + t]
+        return self.k, self.v
+
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows ``index`` (B',) in that order (beam search, dropping finished rows)."""
-        if self.k is not None and self.v is not None:
+        if self.k is None or self.v is None:
+            return
+        n = self.length
+        if self._kbuf is not None and self._vbuf is not None:  # keep the spare room
+            self._kbuf, self._vbuf = self._kbuf.index_select(0, index), self._vbuf.index_select(0, index)
+            self.k, self.v = self._kbuf[:, :, :n], self._vbuf[:, :, :n]
+        else:
             self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
 
 
@@ -171,10 +197,7 @@ class MultiHeadAttention(nn.Module):
             q, k, v = self.qkv_proj(x).split(self.d_model, dim=-1)  # 3 x (B, T, D)
             q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)
             if cache is not None:
-                if cache.k is not None and cache.v is not None:
-                    k = torch.cat([cache.k, k], dim=2)  # (B, H, K, Dh)
-                    v = torch.cat([cache.v, v], dim=2)  # (B, H, K, Dh)
-                cache.k, cache.v = k, v
+                k, v = cache.append(k, v)  # (B, H, K, Dh): the past and the new positions
             return q, k, v
         q = self._split_heads(self.q_proj(x))  # (B, H, T, Dh)
         if cache is not None and cache.k is not None and cache.v is not None:

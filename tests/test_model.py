@@ -331,3 +331,19 @@ def test_max_pooling_classifier(gen):
     torch.testing.assert_close(mean.pool_shares(ids)[0, :4], torch.full((4,), 0.25))
     with pytest.raises(ValueError, match="pooling"):
         tiny_cfg("sentiment", pooling="sum")
+
+
+def test_kv_cache_append_grows_in_place_and_reorders():
+    from attn_cli.layers import KVCache
+
+    torch.manual_seed(0)
+    c = KVCache()
+    ks = [torch.randn(3, 2, t, 4) for t in (5, 1, 12, 1)]  # crosses the first capacity (16)
+    for k in ks:
+        got_k, got_v = c.append(k, -k)
+    want = torch.cat(ks, dim=2)
+    assert c.length == 19 and torch.equal(got_k, want) and torch.equal(got_v, -want)
+    c.reorder(torch.tensor([2, 0]))
+    assert torch.equal(c.k, want[[2, 0]]) and torch.equal(c.v, -want[[2, 0]])
+    c.append(torch.ones(2, 2, 1, 4), torch.zeros(2, 2, 1, 4))
+    assert c.length == 20 and torch.equal(c.k[:, :, :19], want[[2, 0]]) and (c.k[:, :, 19] == 1).all()
