@@ -1,0 +1,53 @@
+"""The benchmark scripts' pure parts: rebuilding a run's command, merging results files."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import quality  # noqa: E402
+
+from attn_cli.config import TrainConfig  # noqa: E402
+
+
+def fake_run(path: Path, **options) -> Path:
+    path.mkdir()
+    cfg = TrainConfig(task="sentiment", **options)
+    (path / "train_config.json").write_text(json.dumps(cfg.to_dict()))
+    (path / "config.json").write_text(json.dumps({
+        "task": "sentiment", "languages": {"src": None, "tgt": None},
+        "data": {"train": "data/sst2", "valid": None}}))
+    return path
+
+
+def test_recorded_command_lists_only_non_default_options(tmp_path):
+    run = fake_run(tmp_path / "r", lr=3e-4, ema=0.999, time_budget=900.0, compile=True)
+    cmd, cfg = quality.recorded_command(run)
+    assert cmd == (f"attn train sentiment --data data/sst2 --lr 0.0003 --ema 0.999 --time-budget 15m "
+                   f"--compile --out {run}")
+    assert cfg["ema"] == 0.999
+
+
+def test_report_merges_results_files_later_wins(tmp_path, capsys):
+    def results(path, task, acc, date):
+        meta = {"date": date, "budget": "cpu", "hardware": "cpu", "torch": "t", "attn": "a",
+                "command": f"quality.py --tasks {task}"}
+        row = {"task": task, "split": "test", "preset": "small", "metrics": {"accuracy": acc, "macro_f1": acc},
+               "time_budget": "1m"}
+        path.write_text(json.dumps({"meta": meta, "baselines": {}, "results": [row]}))
+        return path
+
+    a = results(tmp_path / "a.json", "sst2", 80.0, "2026-11-25T10:00:00")
+    b = results(tmp_path / "b.json", "imdb", 85.0, "2026-11-26T10:00:00")
+    c = results(tmp_path / "c.json", "sst2", 81.0, "2026-11-26T11:00:00")
+    assert quality.main(["--tasks", "sst2,imdb", "--report", str(a), str(b), str(c), "--md", "-"]) == 0
+    out = capsys.readouterr().out
+    assert "acc 81.0" in out and "acc 80.0" not in out and "acc 85.0" in out
+    assert "2026-11-25, 2026-11-26" in out
+
+
+def test_run_option_rejects_a_directory_that_is_not_a_run(tmp_path):
+    with pytest.raises(SystemExit):
+        quality.main(["--tasks", "sst2", "--run", f"sst2={tmp_path}", "--dry-run"])
