@@ -129,7 +129,8 @@ def hf_epoch(args, pairs: list[tuple], batch_size: int, tok_dir: Path, work: Pat
     trainer = Seq2SeqTrainer(model=model, args=targs, train_dataset=ds, data_collator=collate)
     out = trainer.train()
     wall = time.perf_counter() - start
-    n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    # trainable only: Marian keeps its sinusoidal positions as frozen embedding weights
+    n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values() if p.requires_grad)
     return {"side": "hf", "process_wall_s": round(wall, 1), "epoch_s": round(out.metrics["train_runtime"], 1),
             "steps": out.global_step, "batch_size": batch_size, "group_by_length": args.hf_group_by_length,
             "target_tokens": sum(len(t) + 1 for _, t in pairs), "params": n_params,
