@@ -240,7 +240,8 @@ def write_card(out: Path, cfg: TrainConfig, data: TaskData, params: int, state: 
             f"- trained {state['step']:,} steps, {state['train_seconds'] / 60:.1f} min on {device}, "
             f"{state['tokens']:,} {'examples' if cfg.task == 'sentiment' else 'target tokens'}\n"
             f"- attn {__version__}; weights in `model.safetensors` (best validation "
-            f"{PRIMARY[cfg.task]}, step {state['best_step']})\n\n"
+            f"{PRIMARY[cfg.task]}, step {state['best_step']}"
+            f"{f'; moving average of the weights, decay {cfg.ema}' if cfg.ema else ''})\n\n"
             f"## Validation metrics at the best step\n\n| metric | value |\n|---|---|\n{metric_lines}\n"
             f"Test metrics: run `attn eval --model {out.name} --data SPEC --split test`.\n")
     ckpt.atomic_write_text(out / ckpt.CARD_FILE, text)

@@ -98,6 +98,7 @@ def test_ema_is_the_moving_average_evaluated_and_kept_and_resumes_exactly(tmp_pa
         a, b = weights(tmp_path / "full" / f), weights(tmp_path / "r" / f)
         for name in a:
             torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+    assert "moving average of the weights, decay 0.9" in (tmp_path / "full/README.md").read_text()
     # the only evaluation (the final one) is the best, and model.safetensors holds the average
     best = weights(tmp_path / "full/model.safetensors")
     for name in best:
