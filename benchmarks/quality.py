@@ -253,7 +253,8 @@ def run_task(task: Task, args) -> list[dict]:
     cmd = train_command(task, args, run_dir)
     row["train_command"] = shlex.join(cmd)
     if task.name in args.runs:  # an earlier run: evaluate it, report how it was trained
-        run_dir = row["run_dir"] = args.runs[task.name]
+        run_dir = args.runs[task.name]
+        row["run_dir"] = str(run_dir)
         row["train_command"], cfg = recorded_command(run_dir)
         row.update(train_wall_s=None, preset=cfg["preset"], earlier_run=True,
                    time_budget=f"{cfg['time_budget'] / 60:g}m" if cfg.get("time_budget") else "—")
