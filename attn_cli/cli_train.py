@@ -201,8 +201,8 @@ def train(
 
     if nproc is not None and nproc > 1:
         return launch(nproc)
-    options = dict(preset=preset, dropout=dropout, token_dropout=token_dropout, pooling=pooling, max_len=max_len,
-                   max_tokens=max_tokens, accum=accum,
+    options = dict(preset=preset, dropout=dropout, token_dropout=token_dropout, pooling=pooling,
+                   max_len=max_len, max_tokens=max_tokens, accum=accum,
                    lr=lr, warmup=warmup, schedule=schedule, label_smoothing=label_smoothing,
                    weight_decay=weight_decay, clip=clip, ema=ema, seed=seed, skip_nonfinite=skip_nonfinite,
                    time_budget=parse_duration(time_budget), max_steps=max_steps, epochs=epochs,

@@ -80,6 +80,7 @@ def dataclass_from_dict(cls: type, d: dict[str, Any]) -> Any:
 
 POOLINGS = ("mean", "max")  # how the sentiment classifier summarises its encoder outputs
 
+
 @dataclass
 class ModelConfig:
     """Architecture of one model: an encoder-decoder (translate, summarize) or an encoder

@@ -160,10 +160,15 @@ class Classifier(nn.Module):
         h, mask, _ = self._encode(ids)
         return self._pool(h, mask[:, 0, 0, :])
 
+    @staticmethod
+    def _pad_to_minus_inf(h: Tensor, keep: Tensor) -> Tensor:
+        """h (B, S, D) with pad positions (keep (B, S) False) at -inf, for a max over S."""
+        return h.masked_fill(~keep[:, :, None], float("-inf"))
+
     def _pool(self, h: Tensor, keep: Tensor) -> Tensor:
         """h (B, S, D), keep (B, S) bool -> (B, D); an all-pad row pools to zeros."""
         if self.cfg.pooling == "max":
-            pooled = h.masked_fill(~keep[:, :, None], float("-inf")).amax(1)  # (B, D)
+            pooled = self._pad_to_minus_inf(h, keep).amax(1)  # (B, D)
             return pooled.masked_fill(~keep.any(1, keepdim=True), 0.0)
         w = keep[:, :, None].to(h.dtype)  # (B, S, 1)
         return (h * w).sum(1) / w.sum(1).clamp(min=1.0)  # (B, D)
@@ -174,7 +179,7 @@ class Classifier(nn.Module):
         h, mask, _ = self._encode(ids)
         keep = mask[:, 0, 0, :]  # (B, S)
         if self.cfg.pooling == "max":
-            winner = h.masked_fill(~keep[:, :, None], float("-inf")).argmax(1)  # (B, D)
+            winner = self._pad_to_minus_inf(h, keep).argmax(1)  # (B, D)
             wins = torch.zeros(keep.shape, dtype=torch.float32, device=h.device)
             wins.scatter_add_(1, winner, torch.ones_like(winner, dtype=torch.float32))
             return (wins / h.size(-1)) * keep

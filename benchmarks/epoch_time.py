@@ -2,7 +2,7 @@
 """One epoch of Multi30k de->en: `attn train` against a plain Hugging Face `Seq2SeqTrainer`.
 
     python benchmarks/epoch_time.py                      # small preset, both sides, ~10 min on 2 cores
-    python benchmarks/epoch_time.py --limit 2000         # a quick smoke run on 2,000 pairs
+    python benchmarks/epoch_time.py --limit 2000 --vocab-size 1000   # a smoke run on 2,000 pairs
 
 Both sides train the same model shape (attn's preset against a randomly initialised
 ``MarianMTModel`` of identical dimensions, built by ``benchmarks/speed.py``), from the same
@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,33 +36,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-
-
-def attn_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "attn_cli", *args]
+from quality import attn_cmd, run_logged  # noqa: E402
 
 
 def run(cmd: list[str], log: Path) -> float:
-    """Run cmd (stderr and stdout to log); raise on failure; return wall seconds."""
-    start = time.perf_counter()
-    with open(log, "a", encoding="utf-8") as fh:
-        fh.write(f"$ {shlex.join(cmd)}\n")
-        fh.flush()
-        code = subprocess.run(cmd, stdout=fh, stderr=fh, cwd=ROOT).returncode
+    """Run cmd (output to log); exit on failure; return wall seconds."""
+    code, secs, _ = run_logged(cmd, log)
     if code != 0:
-        sys.exit(f"error: {cmd[3] if len(cmd) > 3 else cmd} exited {code}; see {log}")
-    return time.perf_counter() - start
+        sys.exit(f"error: {shlex.join(cmd[3:5])} exited {code}; see {log}")
+    return secs
 
 
-def encoded_pairs(data: str, valid: str, tok_dir: Path, limit: int | None) -> list[tuple]:
+def encoded_pairs(data: str, tok_dir: Path) -> list[tuple]:
     """(src_ids, tgt_ids) pairs exactly as attn encodes them (max_len 256)."""
     from attn_cli.data import Fields, encode_examples, load_task_data
     from attn_cli.tokenizer import Tokenizers
 
-    task = load_task_data(data, "translate", Fields(src_lang="de", tgt_lang="en"), valid_spec=valid,
-                          need_valid=False)
-    train = task.train.select(range(min(limit, len(task.train)))) if limit else task.train
-    examples, _ = encode_examples(train, "translate", Tokenizers.load(tok_dir), max_len=256)
+    task = load_task_data(data, "translate", Fields(src_lang="de", tgt_lang="en"), need_valid=False)
+    examples, _ = encode_examples(task.train, "translate", Tokenizers.load(tok_dir), max_len=256)
     return examples
 
 
@@ -174,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     tok_dir = work / "tokenizer"
     tok_wall = run(attn_cmd("tokenizer", "train", "--data", data, "--src", "de", "--tgt", "en",
                             "--vocab-size", str(args.vocab_size), "--out", str(tok_dir), "--overwrite"), log)
-    pairs = encoded_pairs(data, args.valid, tok_dir, None)
+    pairs = encoded_pairs(data, tok_dir)
     n_batches = len(make_batches(seq2seq_lengths(pairs), args.max_tokens, seed=1, epoch=0))
     batch_size = max(1, round(len(pairs) / n_batches))
     print(f"{len(pairs):,} pairs; attn plans {n_batches:,} batches of <= {args.max_tokens} padded "
@@ -200,11 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nMulti30k de→en, one epoch, `{args.preset}`, {meta['threads']} threads ({meta['date']})\n")
     print("| side | steps | epoch time | target tok/s | padding | process wall |")
     print("|---|---|---|---|---|---|")
-    for r in results:
+    for r in results:  # attn logs padding every --log-every (50) steps: none in a tiny run
+        pad = "—" if r["pad_fraction"] is None else f"{100 * r['pad_fraction']:.1f}%"
         name = "attn train" if r["side"] == "attn" else (
             "HF Seq2SeqTrainer" + (" (group_by_length)" if r["group_by_length"] else ""))
         print(f"| {name} | {r['steps']:,} | {r['epoch_s']:.1f} s | {r['target_tokens'] / r['epoch_s']:,.0f} | "
-              f"{100 * r['pad_fraction']:.1f}% | {r['process_wall_s']:.1f} s |")
+              f"{pad} | {r['process_wall_s']:.1f} s |")
     if len(results) == 2:
         print(f"\nattn / HF epoch-time speed-up: {results[1]['epoch_s'] / results[0]['epoch_s']:.2f}x")
     if args.json_path:
