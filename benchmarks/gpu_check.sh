@@ -1,46 +1,99 @@
 #!/usr/bin/env bash
-# One prepared run on a GPU machine, under 10 minutes in all (each part has its own time limit):
-#   1. the CUDA tests (pytest -m gpu): bf16 autocast, fused AdamW, flash SDPA, torch.compile;
-#   2. the GPU-budget quality suite: a short bf16 training of each of the five datasets
-#      (base preset, 25-80 s each), its test score, tokens/s, and the in-run baselines;
-#   3. the speed comparison with Hugging Face transformers on CUDA (bf16, eager and compiled).
-# Usage: bash benchmarks/gpu_check.sh [OUT_DIR]   (default $OUT, else /tmp/attn-gpu)
-# Results: OUT_DIR/summary.txt (everything below), quality-gpu.md/.json, speed-cuda.json.
-# Run directories (weights) go to /tmp/attn-gpu-runs, not OUT_DIR.
+# One prepared run on a GPU machine, under 10 minutes in all (each part has its own time limit,
+# and no part starts past the deadline):
+#   tests    the CUDA tests (pytest -m gpu): bf16 autocast, fused AdamW, flash SDPA, torch.compile,
+#            and attn train/translate/eval end to end on cuda;
+#   quality  the GPU-budget quality suite: a short bf16 training of each dataset (base preset,
+#            25-60 s each), its test score and tokens/s (baselines are CPU numbers, not rerun);
+#   speed    the speed comparison with Hugging Face transformers on CUDA (bf16).
+# Usage: bash benchmarks/gpu_check.sh [OUT_DIR]          (default $OUT, else /tmp/attn-gpu)
+#   STAGES="tests quality speed"   which parts to run (in this order)
+#   TASKS="multi30k sst2 dialogsum imdb tatoeba"   quality datasets, in order
+#   SPEED_COMPILE=off              speed.py --compile: off, on or both (each compiled worker adds ~30 s)
+#   DEADLINE=540                   seconds from the start after which no part starts
+#   DATA_ROOT=../shared/data       the datasets; when absent, .gpudata/shared-data.tar.xz (made
+#                                  by `benchmarks/gpu_wheels.sh --data`, git-ignored) is unpacked
+# Results: OUT_DIR/summary.txt (everything printed), quality-gpu.md/.json, speed-cuda.json and
+# logs.tar.gz (training logs, metrics.jsonl, hypotheses). Weights stay in /tmp/attn-gpu-runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+START=$SECONDS
 OUT_DIR=${1:-${OUT:-/tmp/attn-gpu}}
+STAGES=${STAGES:-tests quality speed}
+TASKS=${TASKS:-multi30k sst2 dialogsum imdb tatoeba}
+SPEED_COMPILE=${SPEED_COMPILE:-off}
+DEADLINE=${DEADLINE:-540}
+DATA_ROOT=${DATA_ROOT:-../shared/data}
+PY=${PYTHON:-python3}  # the GPU image has python3 (with torch), not always python
 RUNS=/tmp/attn-gpu-runs
 mkdir -p "$OUT_DIR" "$RUNS"
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 SUMMARY="$OUT_DIR/summary.txt"
+say() { echo "[$((SECONDS - START))s] $*" | tee -a "$SUMMARY"; }
+# left LIMIT: LIMIT, or less when the deadline is nearer (at least 1)
+left() { local l=$((DEADLINE - (SECONDS - START))); [ "$l" -lt "$1" ] && echo $((l > 1 ? l : 1)) || echo "$1"; }
+late() { [ $((SECONDS - START)) -ge "$DEADLINE" ] && say "deadline reached: $1 skipped"; }
+
 # A bare GPU machine has torch, transformers, typer, rich, sentencepiece, safetensors and sacrebleu
-# but not datasets or rouge-score, and no network: benchmarks/gpu_wheels.sh (run beforehand where
-# pip works) puts those wheels in .whl/, which the device call carries. attn_cli runs from here.
-if [ -d .whl ] && ! python -c "import datasets, rouge_score" 2>/dev/null; then
-  python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+# but not datasets or rouge-score (nor their dill, multiprocess, nltk, defusedxml), and no network:
+# benchmarks/gpu_wheels.sh (run beforehand where pip works) puts those wheels in .whl/, which the
+# device call carries. attn_cli runs from this checkout (PYTHONPATH), not an installed copy.
+if [ -d .whl ] && ! "$PY" -c "import datasets, rouge_score" 2>/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-{
-  echo "== $(date -u) $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null)"
-  python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-  python -c "import transformers; print('transformers', transformers.__version__)" 2>&1 | tail -1
-} | tee "$SUMMARY"
-
-echo "== 1. CUDA tests" | tee -a "$SUMMARY"
-timeout 100 python -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider 2>&1 | tail -5 | tee -a "$SUMMARY"
-
-echo "== 2. quality, --budget gpu" | tee -a "$SUMMARY"
-timeout 400 python benchmarks/quality.py --budget gpu --runs-dir "$RUNS" --md "$OUT_DIR/quality-gpu.md" \
-  --json "$OUT_DIR/quality-gpu.json" 2> "$RUNS/quality.log" | tee -a "$SUMMARY"
-grep -E "^\[|error|Error" "$RUNS/quality.log" | tail -20 | tee -a "$SUMMARY"
-
-echo "== 3. speed against transformers, CUDA" | tee -a "$SUMMARY"
-if python -c "import transformers" 2>/dev/null; then
-  timeout 90 python benchmarks/speed.py --device cuda --compile both --rounds 1 --presets small,base \
-    --out "$OUT_DIR/speed-cuda.json" 2>&1 | tail -40 | tee -a "$SUMMARY"
-else
-  echo "transformers is not installed: speed comparison skipped (pip install -e '.[bench]')" | tee -a "$SUMMARY"
+if [ ! -d "$DATA_ROOT" ] && [ -f .gpudata/shared-data.tar.xz ]; then
+  mkdir -p /tmp/attn-shared && tar -xJf .gpudata/shared-data.tar.xz -C /tmp/attn-shared
+  DATA_ROOT=/tmp/attn-shared/data
 fi
-echo "== results in $OUT_DIR: $(ls "$OUT_DIR" | tr '\n' ' ')"
+{
+  echo "== $(date -u) $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null)"
+  "$PY" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+  "$PY" -c "import transformers, datasets, pyarrow; print('transformers', transformers.__version__, 'datasets', datasets.__version__, 'pyarrow', pyarrow.__version__)" 2>&1 | tail -1
+  "$PY" -c "import attn_cli.cli, attn_cli.metrics; from rouge_score.rouge_scorer import RougeScorer; print('attn_cli', attn_cli.__version__, 'imports ok')" 2>&1 | tail -1
+  echo "data: $DATA_ROOT $(ls "$DATA_ROOT" 2>&1 | tr '\n' ' ')"
+} | tee -a "$SUMMARY"
+
+for stage in $STAGES; do
+  case $stage in
+  tests)
+    late tests && continue
+    say "== CUDA tests"
+    timeout "$(left 150)" "$PY" -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -rs 2>&1 | tail -15 | tee -a "$SUMMARY"
+    ;;
+  quality)
+    jsons=()
+    for t in $TASKS; do
+      late "quality $t" && continue
+      say "== quality $t (--budget gpu)"
+      timeout "$(left 180)" "$PY" benchmarks/quality.py --budget gpu --tasks "$t" --no-baselines \
+        --data-root "$DATA_ROOT" --runs-dir "$RUNS" --md - --json "$RUNS/quality-$t.json" \
+        > "$RUNS/quality-$t.out" 2> "$RUNS/quality-$t.log"
+      rc=$?
+      [ $rc -eq 124 ] && pkill -f "attn_cli (train|eval)" 2>/dev/null  # timeout stops quality.py only
+      say "rc=$rc $(grep -E '^\| ' "$RUNS/quality-$t.out" | tail -1)"
+      grep -iE "error|Traceback" "$RUNS/quality-$t.log" | tail -5 | tee -a "$SUMMARY"
+      [ -f "$RUNS/quality-$t.json" ] && jsons+=("$RUNS/quality-$t.json")
+    done
+    if [ ${#jsons[@]} -gt 0 ]; then
+      "$PY" benchmarks/quality.py --budget gpu --report "${jsons[@]}" --md "$OUT_DIR/quality-gpu.md" \
+        --json "$OUT_DIR/quality-gpu.json" 2>&1 | tee -a "$SUMMARY"
+    fi
+    ;;
+  speed)
+    late speed && continue
+    say "== speed against transformers, CUDA"
+    if "$PY" -c "import transformers" 2>/dev/null; then
+      timeout "$(left 150)" "$PY" benchmarks/speed.py --device cuda --compile "$SPEED_COMPILE" --rounds 1 --presets base \
+        --out "$OUT_DIR/speed-cuda.json" 2>&1 | tail -40 | tee -a "$SUMMARY"
+    else
+      say "transformers is not installed: speed comparison skipped (pip install -e '.[bench]')"
+    fi
+    ;;
+  *) say "unknown stage $stage (choose from: tests quality speed)" ;;
+  esac
+done
+(cd "$RUNS" && tar -czf "$OUT_DIR/logs.tar.gz" --exclude='*.safetensors' --exclude='*.pt' --exclude='_flores' \
+  --exclude='*.model' . 2>/dev/null)
+say "== done; results in $OUT_DIR: $(ls "$OUT_DIR" | tr '\n' ' ')"

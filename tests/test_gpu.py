@@ -58,3 +58,35 @@ def test_compiled_model_matches_eager():
     compiled = torch.compile(model)
     with torch.no_grad():
         torch.testing.assert_close(compiled(src), model(src), atol=1e-3, rtol=1e-3)
+
+
+def _cli(*args, timeout=300):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "attn_cli", *args], capture_output=True, text=True,
+                       timeout=timeout)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+def test_cli_trains_compiled_bf16_on_cuda_then_translates_and_evaluates(tmp_path):
+    """The user's path on a GPU: attn train (auto device = cuda, bf16, compile), translate, eval."""
+    import json
+    import os
+
+    data = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
+                        "translate.it-en.jsonl")
+    run = tmp_path / "run"
+    _cli("train", "translate", "--data", data, "--src", "it", "--tgt", "en", "--out", str(run),
+         "--preset", "tiny", "--max-steps", "40", "--eval-every", "20", "--compile")
+    card = (run / "README.md").read_text()
+    assert "on cuda" in card
+    evals = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()
+             if '"eval"' in x]
+    assert evals and all(e["valid_loss"] == e["valid_loss"] for e in evals)  # finite, not NaN
+    out = _cli("translate", "--model", str(run), "--beam", "3", "Il pranzo è all'una.")
+    assert out.strip()
+    scores = json.loads(_cli("eval", "--model", str(run), "--data", data, "--src", "it", "--tgt", "en",
+                             "--json"))
+    assert "bleu" in scores
