@@ -10,12 +10,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .whl
 plat="--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64"
-for pkg in datasets==5.2.0 dill multiprocess rouge-score nltk defusedxml; do
+for pkg in datasets==5.2.0 dill multiprocess nltk defusedxml; do
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     $plat --platform any -d .whl "$pkg" 2>/dev/null \
   || python3 -m pip download -q --no-deps --python-version 3.12 --implementation cp $plat --platform any \
     -d .whl "$pkg"
 done
+# rouge-score 0.1.2 exists only as an sdist; `pip download --only-binary` would fetch an unrelated
+# 0.0.4 wheel (no RougeScorer.score_multi), so build the 0.1.2 wheel here (pure Python).
+rm -f .whl/rouge_score-0.0.*
+python3 -m pip wheel -q --no-deps -w .whl rouge-score==0.1.2
 ls -la .whl
 if [ "${1:-}" = "--data" ]; then
   mkdir -p .gpudata

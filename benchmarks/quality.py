@@ -367,7 +367,7 @@ def markdown(rows: list[dict], baselines: dict, meta: dict, tasks: list[Task]) -
         task_rows = [r for r in rows if r["task"] == t.name] or [{"task": t.name, "split": t.evals[0].split}]
         for r in task_rows:
             ours = fmt_metric(t.task, r.get("metrics")) if "error" not in r else f"failed: {r['error']}"
-            split = r["split"] + (f" ({r['split_note']})" if r.get("split_note") else "")
+            split = r.get("split", t.evals[0].split) + (f" ({r['split_note']})" if r.get("split_note") else "")
             params = f"{r['params'] / 1e6:.1f}M" if r.get("params") else "—"
             steps = f", {r['steps']:,} steps" if r.get("steps") else ""
             if r.get("units_per_s"):
