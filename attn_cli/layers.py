@@ -37,6 +37,19 @@ def padding_mask(ids: Tensor, pad_id: int) -> Tensor:
     return (ids != pad_id)[:, None, None, :]  # (B, 1, 1, S)
 
 
+def sdpa_mask(mask: Tensor | None) -> Tensor | None:
+    """The padding mask to hand to attention: ``None`` when it keeps every position.
+
+    A batch without padding needs no mask, and only a call without one may use SDPA's flash
+    kernel on CUDA (a masked call falls back to the memory-efficient kernel). Costs one
+    device-to-host sync per call; under ``torch.compile`` the mask is kept (no data-dependent
+    branch in the graph).
+    """
+    if mask is None or torch.compiler.is_compiling() or not bool(mask.all()):
+        return mask
+    return None
+
+
 def causal_mask(t: int, device: torch.device | str | None = None, k: int | None = None) -> Tensor:
     """(T, K) bool, True where query i may attend key j.
 
@@ -344,6 +357,7 @@ class Encoder(nn.Module):
                 need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
         """x (B, S, D) -> (B, S, D) and, if need_weights, L tensors (B, H, S, S)."""
         maps = []
+        mask = sdpa_mask(mask)  # None without padding: lets SDPA use flash
         for layer in self.layers:
             x, w = layer(x, mask, need_weights)
             if w is not None:
@@ -373,6 +387,7 @@ class Decoder(nn.Module):
         """x (B, T, D) -> (B, T, D) and, if need_weights, L self maps (B, H, T, K) and
         L cross maps (B, H, T, S)."""
         self_maps, cross_maps = [], []
+        src_mask = sdpa_mask(src_mask)  # None without source padding: lets SDPA use flash
         for i, layer in enumerate(self.layers):
             sc = cache.self_attn[i] if cache is not None else None
             cc = cache.cross_attn[i] if cache is not None else None

@@ -23,6 +23,7 @@ def test_auto_precision_is_bf16_on_gpu():
 
 
 def test_flash_sdpa_bf16_matches_fp32():
+    """A batch without padding passes no mask, so every attention call can take flash."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     model = build_model(model_config_from_preset("small", "translate", 500)).cuda().eval()
@@ -32,6 +33,21 @@ def test_flash_sdpa_bf16_matches_fp32():
         with sdpa_kernel(SDPBackend.FLASH_ATTENTION), torch.autocast("cuda", dtype=torch.bfloat16):
             out = model(src, tgt).float()
     assert (out.argmax(-1) == ref.argmax(-1)).float().mean() > 0.9
+    torch.testing.assert_close(out, ref, atol=0.15, rtol=0.05)
+
+
+def test_padded_batch_runs_on_fused_kernels_without_math_fallback():
+    """With padding the mask is needed: flash cannot take it, the memory-efficient kernel can."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    model = build_model(model_config_from_preset("small", "translate", 500)).cuda().eval()
+    src, tgt = _batch()
+    src[1, 12:] = 0  # pad id 0: the second sentence is 12 tokens long
+    with torch.no_grad():
+        ref = model(src, tgt).float()
+        with (sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]),
+              torch.autocast("cuda", dtype=torch.bfloat16)):
+            out = model(src, tgt).float()
     torch.testing.assert_close(out, ref, atol=0.15, rtol=0.05)
 
 

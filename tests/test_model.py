@@ -347,3 +347,36 @@ def test_kv_cache_append_grows_in_place_and_reorders():
     assert torch.equal(c.k, want[[2, 0]]) and torch.equal(c.v, -want[[2, 0]])
     c.append(torch.ones(2, 2, 1, 4), torch.zeros(2, 2, 1, 4))
     assert c.length == 20 and torch.equal(c.k[:, :, :19], want[[2, 0]]) and (c.k[:, :, 19] == 1).all()
+
+
+def _sdpa_masks(monkeypatch) -> list:
+    """Record the attn_mask of every F.scaled_dot_product_attention call the layers make."""
+    import attn_cli.layers as layers
+
+    seen, real = [], layers.F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kw):
+        seen.append(attn_mask)
+        return real(q, k, v, attn_mask=attn_mask, **kw)
+
+    monkeypatch.setattr(layers.F, "scaled_dot_product_attention", spy)
+    return seen
+
+
+def test_unpadded_batches_reach_sdpa_without_a_mask_so_flash_can_run(monkeypatch, gen):
+    """CUDA's flash kernel takes no attn_mask: a batch without padding must not pass one."""
+    model = Seq2Seq(tiny_cfg()).eval()
+    src, tgt = rand_ids(2, 7, gen), rand_ids(2, 5, gen)
+    seen = _sdpa_masks(monkeypatch)
+    with torch.no_grad():
+        full = model(src, tgt)
+    assert len(seen) == 6 and all(m is None for m in seen)  # 2 enc self, 2 dec self, 2 cross
+    seen.clear()
+    padded = src.clone()
+    padded[1, 4:] = PAD
+    with torch.no_grad():
+        out = model(padded, tgt)
+        ref = model(padded[1:, :4], tgt[1:])  # the same sentence without its padding
+    assert sum(m is not None for m in seen) == 4  # encoder self + cross attention keep the mask
+    torch.testing.assert_close(out[1:], ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[:1], full[:1], atol=1e-5, rtol=1e-5)
