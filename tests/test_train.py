@@ -305,3 +305,19 @@ def test_max_pooling_sentiment_run_trains_saves_and_explains(tmp_path):
                               "a wonderful, moving film"])
     assert res.exit_code == 0, res.output
     assert "wonderful" in res.output
+
+
+def test_shipped_recipes_resolve_to_valid_train_configs():
+    """docs/recipes/*.toml must stay loadable as the TrainConfig keys change."""
+    from pathlib import Path
+
+    from attn_cli.cli_train import load_toml, resolve_config
+
+    recipes = sorted((Path(__file__).parent.parent / "docs" / "recipes").glob("*.toml"))
+    assert recipes
+    for path in recipes:
+        task = "sentiment" if "sst2" in path.name or "imdb" in path.name else "translate"
+        cfg = resolve_config(task, {}, load_toml(path), None)
+        assert cfg.time_budget and cfg.time_budget > 0
+    sst2 = resolve_config("sentiment", {"lr": 1e-3}, load_toml(recipes[0]), None)
+    assert (sst2.ema, sst2.max_tokens, sst2.time_budget, sst2.lr) == (0.999, 1024, 900.0, 1e-3)
