@@ -53,3 +53,13 @@ def test_installed_console_script_and_module():
                         "x"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.startswith("Error: no tokenizer in /nonexistent")
     assert "Traceback" not in r.stderr
+
+
+def test_flags_show_no_value_placeholder_in_help():
+    """A flag takes no value, so its help row must not show `<bool>` (only Typer's own --help does)."""
+    for cmd in (["train", "--help"], ["translate", "--help"], ["sentiment", "--help"],
+                ["tokenizer", "train", "--help"], ["eval", "--help"]):
+        r = runner.invoke(app, cmd, env={"COLUMNS": "120"})
+        assert r.exit_code == 0, cmd
+        rows = [ln for ln in r.output.splitlines() if "<bool>" in ln]
+        assert all("--help" in ln for ln in rows), (cmd, rows)
