@@ -321,3 +321,26 @@ def test_shipped_recipes_resolve_to_valid_train_configs():
         assert cfg.time_budget and cfg.time_budget > 0
     sst2 = resolve_config("sentiment", {"lr": 1e-3}, load_toml(recipes[0]), None)
     assert (sst2.ema, sst2.max_tokens, sst2.time_budget, sst2.lr) == (0.999, 1024, 900.0, 1e-3)
+
+
+@pytest.mark.slow
+def test_compile_on_cpu_trains_like_eager_and_saves_plain_weights(tmp_path):
+    """--compile (inductor on CPU, ~1 min) tracks the eager run and writes the same weight names.
+
+    Dropout draws differ between inductor and eager, so the losses agree closely, not exactly.
+    """
+    losses, keys = {}, {}
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        out = tmp_path / name
+        r = subprocess.run([sys.executable, "-m", "attn_cli", "train", "sentiment", "--data",
+                            f"{DATA_DIR}/sentiment.jsonl", "--out", str(out), "--preset", "tiny",
+                            "--max-steps", "6", "--eval-every", "3", "--device", "cpu", *extra],
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        losses[name] = [x["valid_loss"] for x in rows if x.get("event") == "eval"]
+        keys[name] = sorted(load_file(out / "model.safetensors"))
+    assert keys["compiled"] == keys["eager"]
+    assert len(losses["compiled"]) == len(losses["eager"]) == 2
+    for a, b in zip(losses["compiled"], losses["eager"], strict=True):
+        assert abs(a - b) < 5e-3
