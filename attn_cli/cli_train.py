@@ -146,6 +146,9 @@ def train(
         "a regulariser for small data (default: 0)."))] = None,
     pooling: Annotated[str | None, typer.Option("--pooling", rich_help_panel=MODEL, help=(
         "sentiment: summarise the encoder outputs by their mean or max over tokens (default: mean)."))] = None,
+    mixup: Annotated[float | None, typer.Option("--mixup", rich_help_panel=MODEL, help=(
+        "sentiment: while training, blend each pooled sentence vector and its label with another "
+        "example's, weight ~ Beta(A, A) (mixup; e.g. 0.4) (default: 0 = off)."))] = None,
     max_len: Annotated[int | None, typer.Option("--max-len", rich_help_panel=MODEL, help=(
         "Positions per side; longer inputs are truncated (default: 256)."))] = None,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", rich_help_panel=OPT, help=(
@@ -201,7 +204,7 @@ def train(
 
     if nproc is not None and nproc > 1:
         return launch(nproc)
-    options = dict(preset=preset, dropout=dropout, token_dropout=token_dropout, pooling=pooling,
+    options = dict(preset=preset, dropout=dropout, token_dropout=token_dropout, pooling=pooling, mixup=mixup,
                    max_len=max_len, max_tokens=max_tokens, accum=accum,
                    lr=lr, warmup=warmup, schedule=schedule, label_smoothing=label_smoothing,
                    weight_decay=weight_decay, clip=clip, ema=ema, seed=seed, skip_nonfinite=skip_nonfinite,

@@ -223,6 +223,7 @@ class TrainConfig:
     ema: float = 0.0  # decay of a moving average of the weights used for evaluation (0 = off)
     token_dropout: float = 0.0  # training: replace each source/text token by <unk> with this probability
     pooling: str = "mean"  # sentiment: how the classifier pools the encoder outputs (mean or max)
+    mixup: float = 0.0  # sentiment: Beta(a, a) mixup of pooled vectors and labels while training (0 = off)
     dropout: float | None = None  # None = the preset's dropout (0.1)
     epochs: int | None = None  # stop after this many epochs
     max_steps: int | None = None  # stop after this many optimizer steps
@@ -267,6 +268,10 @@ class TrainConfig:
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if self.mixup < 0:
+            raise ValueError(f"mixup must be >= 0 (e.g. 0.4; 0 = off), got {self.mixup}")
+        if self.mixup > 0 and self.task != "sentiment":
+            raise ValueError(f"mixup applies to sentiment only, not {self.task}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1) (e.g. 0.999; 0 = off), got {self.ema}")
         for name in ("label_smoothing", "dropout", "token_dropout"):

@@ -186,9 +186,14 @@ class Classifier(nn.Module):
         w = keep.to(torch.float32)
         return w / w.sum(1, keepdim=True).clamp(min=1.0)
 
-    def forward(self, ids: Tensor) -> Tensor:
-        """ids (B, S) -> class logits (B, C)."""
-        return self.head(self.pooled(ids))  # (B, C)
+    def forward(self, ids: Tensor, mix: tuple[Tensor, float] | None = None) -> Tensor:
+        """ids (B, S) -> class logits (B, C). ``mix`` = (perm (B,), lam): training-time mixup of
+        the pooled vectors, row i becoming lam * row i + (1 - lam) * row perm[i]."""
+        pooled = self.pooled(ids)  # (B, D)
+        if mix is not None:
+            perm, lam = mix
+            pooled = lam * pooled + (1.0 - lam) * pooled[perm]  # (B, D)
+        return self.head(pooled)  # (B, C)
 
     def attention_maps(self, ids: Tensor) -> Tensor:
         """Per-layer self-attention weights (L, B, H, S, S), explicit-softmax path."""

@@ -84,6 +84,13 @@ def drop_tokens(ids: torch.Tensor, p: float) -> torch.Tensor:
     return ids.masked_fill(hit, UNK_ID)
 
 
+def mixup_pairs(n: int, alpha: float, device: torch.device) -> tuple[torch.Tensor, float]:
+    """Mixup partners for a batch of n: (perm (n,), lam ~ Beta(alpha, alpha)), both drawn from
+    torch's global generator (saved in last/, so resume stays exact)."""
+    lam = torch.distributions.Beta(alpha, alpha).sample().item()
+    return torch.randperm(n).to(device), lam
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -213,18 +220,25 @@ class Trainer:
 
     # ------------------------------------------------------------------ one optimizer step
 
-    def _loss_sum(self, batch: Batch, smoothing: float, model: nn.Module | None = None) -> torch.Tensor:
+    def _loss_sum(self, batch: Batch, smoothing: float, model: nn.Module | None = None,
+                  mixup: float = 0.0) -> torch.Tensor:
         model = model or self.model
+        mix = mixup_pairs(batch.n_examples, mixup, batch.src.device) if mixup > 0 else None
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
             if self.seq2seq:
                 logits = model(batch.src, batch.tgt_in)  # (B, T, V)
                 target = batch.tgt_out
             else:
-                logits = model(batch.src)  # (B, C)
+                logits = model(batch.src, mix)  # (B, C)
                 target = batch.labels
-        return F.cross_entropy(logits.flatten(0, -2).float(), target.flatten(), ignore_index=PAD_ID
-                               if self.seq2seq else -100, label_smoothing=smoothing, reduction="sum")
+        loss = functools.partial(F.cross_entropy, ignore_index=PAD_ID if self.seq2seq else -100,
+                                 label_smoothing=smoothing, reduction="sum")
+        logits = logits.flatten(0, -2).float()
+        if mix is None:
+            return loss(logits, target.flatten())
+        perm, lam = mix  # the mixed vector's loss is the same mix of both labels' losses
+        return lam * loss(logits, target) + (1.0 - lam) * loss(logits, target[perm])
 
     def _local_batch(self, indices: list[int]) -> tuple[Batch, float]:
         """This process's part of a global batch, and its weight. A rank whose part is empty
@@ -249,7 +263,7 @@ class Trainer:
                 batch = batch.to(self.device)
                 if self.cfg.token_dropout > 0:
                     batch = dataclasses.replace(batch, src=drop_tokens(batch.src, self.cfg.token_dropout))
-                loss = self._loss_sum(batch, self.cfg.smoothing) * weight
+                loss = self._loss_sum(batch, self.cfg.smoothing, mixup=self.cfg.mixup) * weight
                 self.scaler.scale(loss * scale).backward()
             total += loss.detach()
         loss_value = dd.all_reduce_sum(total, self.dist).item() / max(global_count, 1.0)

@@ -131,6 +131,51 @@ def test_token_dropout_changes_training_and_resumes_exactly(tmp_path):
     assert any(not torch.allclose(a[n], plain[n]) for n in a)
 
 
+def test_mixup_blends_pooled_vectors_and_labels():
+    from attn_cli.config import ModelConfig
+    from attn_cli.model import Classifier
+    from attn_cli.train import mixup_pairs
+
+    torch.manual_seed(0)
+    perm, lam = mixup_pairs(64, 0.4, torch.device("cpu"))
+    assert sorted(perm.tolist()) == list(range(64)) and 0.0 <= lam <= 1.0
+    lams = [mixup_pairs(2, 0.4, torch.device("cpu"))[1] for _ in range(400)]
+    assert abs(sum(lams) / len(lams) - 0.5) < 0.05  # Beta(a, a) is symmetric about 1/2
+    assert sum(min(x, 1 - x) < 0.1 for x in lams) > 100  # a < 1: mostly near one end
+    model = Classifier(ModelConfig(task="sentiment", vocab_size=50, d_model=16, n_heads=2,
+                                   n_enc_layers=1, n_dec_layers=0, d_ff=32, num_labels=2)).eval()
+    ids = torch.randint(4, 50, (5, 7))
+    perm = torch.tensor([1, 2, 3, 4, 0])
+    with torch.no_grad():
+        pooled = model.pooled(ids)
+        want = model.head(0.3 * pooled + 0.7 * pooled[perm])
+        torch.testing.assert_close(model(ids, (perm, 0.3)), want)
+        torch.testing.assert_close(model(ids, (perm, 1.0)), model(ids))
+
+
+def test_mixup_trains_sentiment_resumes_exactly_and_is_refused_for_seq2seq(tmp_path):
+    kw = dict(task="sentiment", eval_samples=2, mixup=0.4)
+    data = f"{DATA_DIR}/sentiment.jsonl"
+
+    def run(out, resume=False, **more):
+        cfg = TrainConfig(**{**BASE, **kw, **more})
+        train_run(RunRequest(data=data, out=out, resume=resume), cfg, Quiet())
+
+    run(tmp_path / "full", max_steps=6)
+    run(tmp_path / "half", max_steps=3)
+    run(tmp_path / "half", resume=True, max_steps=6)
+    run(tmp_path / "plain", max_steps=6, mixup=0.0)
+    a, b = weights(tmp_path / "full/last/model.safetensors"), weights(tmp_path / "half/last/model.safetensors")
+    plain = weights(tmp_path / "plain/last/model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+    assert any(not torch.allclose(a[n], plain[n]) for n in a)
+    with pytest.raises(ValueError, match="mixup applies to sentiment only"):
+        TrainConfig(**{**BASE, "mixup": 0.4})
+    with pytest.raises(ValueError, match="mixup must be >= 0"):
+        TrainConfig(**{**BASE, **kw, "mixup": -1.0})
+
+
 def test_sentiment_and_summarize_train(tmp_path):
     for task, data in (("sentiment", "sentiment.jsonl"), ("summarize", "summarize.jsonl")):
         cfg = TrainConfig(**{**BASE, "task": task, "max_steps": 3, "eval_samples": 2})
