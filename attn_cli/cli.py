@@ -66,6 +66,11 @@ def command(fn):
     return wrapper
 
 
+def flag(*decls: str, **kw):
+    """A typer on/off option shown without a value placeholder in --help."""
+    return typer.Option(*decls, metavar="", **kw)
+
+
 def _version(value: bool) -> None:
     if value:
         ui.out.print(f"attn {__version__}")
@@ -74,9 +79,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    version: Annotated[bool, typer.Option("--version", metavar="", callback=_version, is_eager=True,
+    version: Annotated[bool, flag("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
-    debug: Annotated[bool, typer.Option("--debug", metavar="", envvar="ATTN_DEBUG",
+    debug: Annotated[bool, flag("--debug", envvar="ATTN_DEBUG",
                                         help="Show full tracebacks on errors.")] = False,
 ) -> None:
     """Train and run your own transformer."""
@@ -152,13 +157,13 @@ def tokenizer_train(
     vocab_size: Annotated[int, typer.Option("--vocab-size", help="Pieces per vocabulary, "
                                             "special ids included.")] = 8000,
     model_type: Annotated[str, typer.Option("--model-type", help="unigram or bpe.")] = "unigram",
-    separate_vocab: Annotated[bool, typer.Option(
-        "--separate-vocab", metavar="", help="One vocabulary per side instead of a joint one (seq2seq).")] = False,
+    separate_vocab: Annotated[bool, flag(
+        "--separate-vocab", help="One vocabulary per side instead of a joint one (seq2seq).")] = False,
     max_sentences: Annotated[int, typer.Option(
         "--max-sentences", help="Sample at most this many sentences per vocabulary.")] = 2_000_000,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
-    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Replace a non-empty --out.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", metavar="", help="Show SentencePiece's own log.")] = False,
+    overwrite: Annotated[bool, flag("--overwrite", help="Replace a non-empty --out.")] = False,
+    verbose: Annotated[bool, flag("--verbose", help="Show SentencePiece's own log.")] = False,
     src: SrcOpt = None, tgt: TgtOpt = None, src_field: SrcFieldOpt = None,
     tgt_field: TgtFieldOpt = None, text_field: TextFieldOpt = None,
     label_field: LabelFieldOpt = None, subset: SubsetOpt = None, split: SplitOpt = "train",
@@ -209,7 +214,7 @@ def tokenizer_encode(
                                             "(or a run directory).", show_default=False)],
     side: Annotated[str, typer.Option("--side", help="src or tgt (differs only with "
                                       "--separate-vocab).")] = "src",
-    as_json: Annotated[bool, typer.Option("--json", metavar="", help="One JSON object per text.")] = False,
+    as_json: Annotated[bool, flag("--json", help="One JSON object per text.")] = False,
 ) -> None:
     """Show the pieces and ids of some text, and check that decoding gives it back."""
     from .errors import DataError

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from . import console as ui
 from .cli import (DataOpt, LabelFieldOpt, SrcFieldOpt, SrcOpt, SubsetOpt, TextFieldOpt, TgtFieldOpt,
-                  TgtOpt, app, command, make_fields)
+                  TgtOpt, app, command, flag, make_fields)
 from .cli_infer import DEC, ModelOpt, _decode_cfg, check_max_tokens, check_output, write_outputs
 
 
@@ -27,7 +27,7 @@ def evaluate(
     subset: SubsetOpt = None,
     src: SrcOpt = None, tgt: TgtOpt = None, src_field: SrcFieldOpt = None, tgt_field: TgtFieldOpt = None,
     text_field: TextFieldOpt = None, label_field: LabelFieldOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print the metrics as one JSON object.")] = False,
+    as_json: Annotated[bool, flag("--json", help="Print the metrics as one JSON object.")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help=(
         "Keep the hypotheses (or predicted labels), one per line, in FILE."))] = None,
     beam: Annotated[int, typer.Option("--beam", rich_help_panel=DEC, help=(

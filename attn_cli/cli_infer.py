@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from . import console as ui
-from .cli import app, command
+from .cli import app, command, flag
 from .errors import AttnError
 
 DEC = "Decoding"
@@ -26,7 +26,7 @@ TextsArg = Annotated[list[str] | None, typer.Argument(
 InOpt = Annotated[Path | None, typer.Option("--input", "-i", help="Read inputs from FILE.",
                                             readable=False)]  # checked by read_inputs: one-line errors
 OutOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write outputs to FILE (atomically).")]
-JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="JSON lines with input, output and score.")]
+JsonOpt = Annotated[bool, flag("--json", help="JSON lines with input, output and score.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 MaxTokOpt = Annotated[int, typer.Option("--max-tokens", help="Source tokens per batch.")]
 
@@ -173,7 +173,7 @@ def translate(
     min_len: Annotated[int, typer.Option("--min-len", rich_help_panel=DEC, help="Minimum output tokens.")] = 0,
     no_repeat_ngram: Annotated[int, typer.Option("--no-repeat-ngram", rich_help_panel=DEC,
                                                  help="Never repeat n-grams of this size; 0 = off.")] = 0,
-    show_attention: Annotated[bool, typer.Option("--show-attention", metavar="", help=(
+    show_attention: Annotated[bool, flag("--show-attention", help=(
         "Print the source/output cross-attention as a heatmap (first 5 inputs, on stderr)."))] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help=(
         "Save the first input's attention heatmap as a PNG (needs matplotlib)."))] = None,
@@ -200,7 +200,7 @@ def summarize(
     min_len: Annotated[int, typer.Option("--min-len", rich_help_panel=DEC, help="Minimum output tokens.")] = 5,
     no_repeat_ngram: Annotated[int, typer.Option("--no-repeat-ngram", rich_help_panel=DEC,
                                                  help="Never repeat n-grams of this size; 0 = off.")] = 3,
-    sample: Annotated[bool, typer.Option("--sample", metavar="", rich_help_panel=DEC,
+    sample: Annotated[bool, flag("--sample", rich_help_panel=DEC,
                                          help="Sample instead of beam search.")] = False,
     top_k: Annotated[int, typer.Option("--top-k", rich_help_panel=DEC,
                                        help="Sample among the k best; 0 = off.")] = 0,
@@ -208,7 +208,7 @@ def summarize(
     temperature: Annotated[float, typer.Option("--temperature", rich_help_panel=DEC,
                                                help="Sampling temperature.")] = 1.0,
     seed: Annotated[int, typer.Option("--seed", rich_help_panel=DEC, help="Sampling seed.")] = 0,
-    show_attention: Annotated[bool, typer.Option("--show-attention", metavar="", help=(
+    show_attention: Annotated[bool, flag("--show-attention", help=(
         "Print the document/summary cross-attention heatmap (first 5 inputs, on stderr)."))] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Save the first input's heatmap as a PNG.")] = None,
     device: DeviceOpt = "auto", max_tokens: MaxTokOpt = 12000,
@@ -226,9 +226,9 @@ def summarize(
 @command
 def sentiment(
     model: ModelOpt, texts: TextsArg = None, input_file: InOpt = None, output: OutOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", metavar="", help="JSON lines with label, confidence and every "
+    as_json: Annotated[bool, flag("--json", help="JSON lines with label, confidence and every "
                                           "label's probability.")] = False,
-    explain: Annotated[bool, typer.Option("--explain", metavar="", help=(
+    explain: Annotated[bool, flag("--explain", help=(
         "Shade each token by its importance (attention rollout) and list the top tokens (stderr)."))] = False,
     device: DeviceOpt = "auto", max_tokens: MaxTokOpt = 16000,
 ) -> None:

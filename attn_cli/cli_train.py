@@ -17,7 +17,7 @@ from rich.table import Table
 
 from . import console as ui
 from .cli import (DataOpt, LabelFieldOpt, SplitOpt, SrcFieldOpt, SrcOpt, SubsetOpt, TextFieldOpt,
-                  TgtFieldOpt, TgtOpt, app, command, make_fields)
+                  TgtFieldOpt, TgtOpt, app, command, flag, make_fields)
 from .errors import AttnError
 
 RUN, MODEL, OPT, STOP, HW = "Run", "Model", "Optimisation", "When to stop", "Hardware"
@@ -128,9 +128,9 @@ def train(
     split: SplitOpt = "train",
     config: Annotated[Path | None, typer.Option("--config", rich_help_panel=RUN, help=(
         "TOML file whose keys are these options (max-tokens = 8192); options override it."))] = None,
-    resume: Annotated[bool, typer.Option("--resume", metavar="", rich_help_panel=RUN, help=(
+    resume: Annotated[bool, flag("--resume", rich_help_panel=RUN, help=(
         "Continue the run in --out from last/ (same data order and RNG).") )] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", rich_help_panel=RUN,
+    overwrite: Annotated[bool, flag("--overwrite", rich_help_panel=RUN,
                                             help="Replace a non-empty --out.")] = False,
     tokenizer: Annotated[Path | None, typer.Option("--tokenizer", rich_help_panel=RUN, help=(
         "Use this tokenizer directory (default: train one on the training data)."))] = None,
@@ -172,7 +172,7 @@ def train(
         "e.g. 0.999 (default: 0 = off)."))] = None,
     seed: Annotated[int | None, typer.Option("--seed", rich_help_panel=OPT, help=(
         "Seed for init, data order and dropout (default: 1)."))] = None,
-    skip_nonfinite: Annotated[bool | None, typer.Option("--skip-nonfinite", metavar="", rich_help_panel=OPT, help=(
+    skip_nonfinite: Annotated[bool | None, flag("--skip-nonfinite", rich_help_panel=OPT, help=(
         "Skip batches with a NaN/inf loss instead of stopping."), show_default=False)] = None,
     time_budget: Annotated[str | None, typer.Option("--time-budget", rich_help_panel=STOP, help=(
         "Stop after this much training time in this session: 90s, 15m, 1h30m."))] = None,
@@ -192,7 +192,7 @@ def train(
         "auto, cpu or cuda (default: auto = cuda when available)."))] = None,
     precision: Annotated[str | None, typer.Option("--precision", rich_help_panel=HW, help=(
         "auto (fp32 on CPU, bf16 on GPU), fp32, bf16 or fp16 (default: auto)."))] = None,
-    compile: Annotated[bool | None, typer.Option("--compile", metavar="", rich_help_panel=HW, show_default=False,
+    compile: Annotated[bool | None, flag("--compile", rich_help_panel=HW, show_default=False,
                                                  help="torch.compile the model.")] = None,
     nproc: Annotated[int | None, typer.Option("--nproc", rich_help_panel=HW, help=(
         "Launch N processes on this machine through torch.distributed.run (DDP)."))] = None,
