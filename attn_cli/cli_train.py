@@ -149,6 +149,9 @@ def train(
     mixup: Annotated[float | None, typer.Option("--mixup", rich_help_panel=MODEL, help=(
         "sentiment: while training, blend each pooled sentence vector and its label with another "
         "example's, weight ~ Beta(A, A) (mixup; e.g. 0.4) (default: 0 = off)."))] = None,
+    mlm_steps: Annotated[int | None, typer.Option("--mlm-steps", rich_help_panel=MODEL, help=(
+        "sentiment: spend the first N steps pretraining the encoder as a masked language model "
+        "on the training texts (labels unused), then train the classifier (default: 0)."))] = None,
     max_len: Annotated[int | None, typer.Option("--max-len", rich_help_panel=MODEL, help=(
         "Positions per side; longer inputs are truncated (default: 256)."))] = None,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", rich_help_panel=OPT, help=(
@@ -204,8 +207,8 @@ def train(
 
     if nproc is not None and nproc > 1:
         return launch(nproc)
-    options = dict(preset=preset, dropout=dropout, token_dropout=token_dropout, pooling=pooling, mixup=mixup,
-                   max_len=max_len, max_tokens=max_tokens, accum=accum,
+    options = dict(preset=preset, dropout=dropout, token_dropout=token_dropout, pooling=pooling,
+                   mixup=mixup, mlm_steps=mlm_steps, max_len=max_len, max_tokens=max_tokens, accum=accum,
                    lr=lr, warmup=warmup, schedule=schedule, label_smoothing=label_smoothing,
                    weight_decay=weight_decay, clip=clip, ema=ema, seed=seed, skip_nonfinite=skip_nonfinite,
                    time_budget=parse_duration(time_budget), max_steps=max_steps, epochs=epochs,

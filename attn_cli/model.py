@@ -186,9 +186,15 @@ class Classifier(nn.Module):
         w = keep.to(torch.float32)
         return w / w.sum(1, keepdim=True).clamp(min=1.0)
 
-    def forward(self, ids: Tensor, mix: tuple[Tensor, float] | None = None) -> Tensor:
+    def forward(self, ids: Tensor, mix: tuple[Tensor, float] | None = None,
+                lm_at: Tensor | None = None) -> Tensor:
         """ids (B, S) -> class logits (B, C). ``mix`` = (perm (B,), lam): training-time mixup of
-        the pooled vectors, row i becoming lam * row i + (1 - lam) * row perm[i]."""
+        the pooled vectors, row i becoming lam * row i + (1 - lam) * row perm[i].
+        ``lm_at`` (B, S) bool: masked-LM pretraining instead; returns vocabulary logits (N, V)
+        at its N True positions, through the (tied) input embedding matrix."""
+        if lm_at is not None:
+            h, _, _ = self._encode(ids)  # (B, S, D)
+            return h[lm_at] @ self.embed.weight.t()  # (N, V)
         pooled = self.pooled(ids)  # (B, D)
         if mix is not None:
             perm, lam = mix

@@ -233,12 +233,15 @@ def write_card(out: Path, cfg: TrainConfig, data: TaskData, params: int, state: 
     metric_lines = "".join(f"| {k} | {v:.4g} |\n" for k, v in (best or {}).items()
                            if isinstance(v, float) and k not in ("time", "best"))
     meta = json.loads((out / ckpt.CONFIG_FILE).read_text())
+    pretrained = (f"- the first {cfg.mlm_steps:,} steps pretrained the encoder as a masked language "
+                  "model on the training texts\n" if cfg.mlm_steps else "")
     text = (f"# attn {cfg.task} model\n\n"
             f"- preset: `{cfg.preset}` ({PRESETS[cfg.preset]}), {params:,} parameters\n"
             f"- training data: `{meta['data']['train']}` ({meta['data']['train_examples']:,} examples); "
             f"validation: {meta['data']['valid'] or 'see notes'} ({meta['data']['valid_examples']:,})\n"
             f"- trained {state['step']:,} steps, {state['train_seconds'] / 60:.1f} min on {device}, "
             f"{state['tokens']:,} {'examples' if cfg.task == 'sentiment' else 'target tokens'}\n"
+            f"{pretrained}"
             f"- attn {__version__}; weights in `model.safetensors` (best validation "
             f"{PRIMARY[cfg.task]}, step {state['best_step']}"
             f"{f'; moving average of the weights, decay {cfg.ema}' if cfg.ema else ''})\n\n"

@@ -40,6 +40,8 @@ from .tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizers
 PRIMARY = {"translate": "bleu", "summarize": "rouge1", "sentiment": "accuracy"}
 SUMMARY_MAX_LEN = 96  # output cap when decoding validation summaries
 EMA_FILE = "ema.safetensors"  # in last/, with --ema
+MLM_RATE = 0.15  # share of pieces masked-LM pretraining hides and predicts
+FIRST_PIECE = 4  # ids below are pad, unk, bos and eos (never hidden or drawn as replacements)
 
 
 class Reporter(Protocol):
@@ -82,6 +84,18 @@ def drop_tokens(ids: torch.Tensor, p: float) -> torch.Tensor:
         return ids
     hit = (torch.rand(ids.shape, device=ids.device) < p) & ids.ne(PAD_ID)  # (B, S)
     return ids.masked_fill(hit, UNK_ID)
+
+
+def mask_for_lm(ids: torch.Tensor, vocab_size: int, rate: float = MLM_RATE
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT-style corruption for masked-LM pretraining: ids (B, S) -> (inputs (B, S), at (B, S)
+    bool). Each ordinary piece is picked with probability ``rate`` (at); of those, 80% become
+    <unk> (the mask symbol), 10% a random piece and 10% stay. Draws from torch's global generator."""
+    at = (torch.rand(ids.shape, device=ids.device) < rate) & ids.ge(FIRST_PIECE)  # (B, S)
+    roll = torch.rand(ids.shape, device=ids.device)  # (B, S)
+    inputs = ids.masked_fill(at & (roll < 0.8), UNK_ID)
+    other = torch.randint(FIRST_PIECE, vocab_size, ids.shape, device=ids.device)  # (B, S)
+    return torch.where(at & (roll >= 0.9), other, inputs), at
 
 
 def mixup_pairs(n: int, alpha: float, device: torch.device) -> tuple[torch.Tensor, float]:
@@ -152,7 +166,8 @@ class Trainer:
         self.model = self.raw_model
         if dist.enabled:
             self.model = nn.parallel.DistributedDataParallel(
-                self.raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+                self.raw_model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=cfg.mlm_steps > 0)  # the head rests while pretraining
         if cfg.compile:
             self.model = torch.compile(self.model, dynamic=True)
         self.collate = (functools.partial(collate_seq2seq, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID)
@@ -221,8 +236,13 @@ class Trainer:
     # ------------------------------------------------------------------ one optimizer step
 
     def _loss_sum(self, batch: Batch, smoothing: float, model: nn.Module | None = None,
-                  mixup: float = 0.0) -> torch.Tensor:
+                  mixup: float = 0.0, lm_at: torch.Tensor | None = None) -> torch.Tensor:
         model = model or self.model
+        if lm_at is not None:  # masked-LM pretraining: batch.labels holds the N hidden pieces
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                enabled=self.amp_dtype is not None):
+                logits = model(batch.src, lm_at=lm_at)  # (N, V)
+            return F.cross_entropy(logits.float(), batch.labels, reduction="sum")
         mix = mixup_pairs(batch.n_examples, mixup, batch.src.device) if mixup > 0 else None
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
@@ -249,27 +269,40 @@ class Trainer:
             indices, weight = (part, 1.0) if part else (indices[:1], 0.0)
         return self.collate([self.train_ex[i] for i in indices]), weight
 
+    def _prepare(self, batch: Batch, pretraining: bool) -> tuple[Batch, torch.Tensor | None, float]:
+        """The batch on the device with its training-time corruption, the masked-LM positions
+        (B, S) while pretraining (else None), and its loss count (tokens, examples or masked pieces)."""
+        batch = batch.to(self.device)
+        if pretraining:
+            inputs, at = mask_for_lm(batch.src, self.model_cfg.vocab_size)
+            batch = dataclasses.replace(batch, src=inputs, labels=batch.src[at])  # labels (N,)
+            return batch, at, float(batch.labels.numel())
+        if self.cfg.token_dropout > 0:
+            batch = dataclasses.replace(batch, src=drop_tokens(batch.src, self.cfg.token_dropout))
+        return batch, None, float(batch.n_tokens if self.seq2seq else batch.n_examples)
+
     def train_step(self, micro: list[tuple[Batch, float]]) -> tuple[float, int]:
-        """One optimizer step over weighted ``micro`` batches; returns (mean loss, global count)."""
-        count = torch.tensor([float(sum(w * (b.n_tokens if self.seq2seq else b.n_examples)
-                                        for b, w in micro))], device=self.device)
-        global_count = dd.all_reduce_sum(count, self.dist).item()
+        """One optimizer step over weighted ``micro`` batches; returns (mean loss, global count of
+        target tokens (seq2seq) or examples (sentiment))."""
+        pretraining = self.state.step < self.cfg.mlm_steps
+        prepared = [(*self._prepare(batch, pretraining), weight) for batch, weight in micro]
+        seen = sum(w * (b.n_tokens if self.seq2seq else b.n_examples) for b, w in micro)
+        counts = torch.tensor([sum(w * n for _, _, n, w in prepared), float(seen)], device=self.device)
+        global_count, global_seen = dd.all_reduce_sum(counts, self.dist).tolist()
         scale = self.dist.world_size / max(global_count, 1.0)
         total = torch.zeros((), device=self.device)
-        for i, (batch, weight) in enumerate(micro):
+        for i, (batch, lm_at, _, weight) in enumerate(prepared):
             sync = i == len(micro) - 1 or not self.dist.enabled
             ctx = contextlib.nullcontext() if sync else self.model.no_sync()
             with ctx:
-                batch = batch.to(self.device)
-                if self.cfg.token_dropout > 0:
-                    batch = dataclasses.replace(batch, src=drop_tokens(batch.src, self.cfg.token_dropout))
-                loss = self._loss_sum(batch, self.cfg.smoothing, mixup=self.cfg.mixup) * weight
+                loss = self._loss_sum(batch, self.cfg.smoothing, mixup=self.cfg.mixup, lm_at=lm_at)
+                loss = loss * weight
                 self.scaler.scale(loss * scale).backward()
             total += loss.detach()
         loss_value = dd.all_reduce_sum(total, self.dist).item() / max(global_count, 1.0)
         if not math.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
-            return loss_value, int(global_count)
+            return loss_value, int(global_seen)
         self.scaler.unscale_(self.optimizer)
         if self.cfg.clip > 0:
             nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.cfg.clip)
@@ -279,7 +312,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update_parameters(self.raw_model)
-        return loss_value, int(global_count)
+            if self.state.step + 1 == self.cfg.mlm_steps:  # pretraining done: restart the average
+                self.ema.n_averaged.zero_()  # (the next update copies the weights)
+        return loss_value, int(global_seen)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -385,8 +420,16 @@ class Trainer:
                     st.data = DataPosition(epoch, position + 1)
                     st.train_seconds = session_start_seconds + time.perf_counter() - started
                     self._report_step(window, log, epoch, len(plan), position)
+                    if cfg.mlm_steps and st.step == cfg.mlm_steps and math.isfinite(loss):
+                        log({"event": "pretrained", "step": st.step})
+                        self.reporter.note(f"masked-LM pretraining done after {st.step} steps; "
+                                           "now training the classifier")
                     if st.step - last_eval_step >= cfg.eval_every:
-                        self._evaluate_and_save(log)
+                        if st.step <= cfg.mlm_steps:  # no classifier to score yet
+                            self.save_last()
+                            dd.barrier(self.dist)
+                        else:
+                            self._evaluate_and_save(log)
                         last_eval_step = st.step
                     reason = self._shared_stop(self._stop_reason(started, epoch))
                     if reason:

@@ -176,6 +176,73 @@ def test_mixup_trains_sentiment_resumes_exactly_and_is_refused_for_seq2seq(tmp_p
         TrainConfig(**{**BASE, **kw, "mixup": -1.0})
 
 
+def test_mask_for_lm_hides_ordinary_pieces_bert_style():
+    from attn_cli.train import mask_for_lm
+
+    torch.manual_seed(0)
+    ids = torch.randint(4, 100, (400, 50))
+    ids[:, 0], ids[:, 45:] = 2, 0  # bos, padding
+    inputs, at = mask_for_lm(ids, 100)
+    assert not at[:, 0].any() and not at[:, 45:].any()  # specials and pads are never picked
+    assert torch.equal(inputs[~at], ids[~at])
+    assert 0.14 < at[:, 1:45].float().mean().item() < 0.16
+    hidden, kept = inputs[at].eq(1).float().mean().item(), inputs[at].eq(ids[at]).float().mean().item()
+    assert 0.77 < hidden < 0.83 and 0.08 < kept < 0.13  # 80% <unk>, 10% unchanged (+ lucky draws)
+    assert inputs[at & inputs.ne(1)].ge(4).all()  # random replacements are ordinary pieces
+
+
+def test_classifier_lm_logits_use_the_tied_embeddings():
+    from attn_cli.config import ModelConfig
+    from attn_cli.model import Classifier
+
+    torch.manual_seed(0)
+    model = Classifier(ModelConfig(task="sentiment", vocab_size=50, d_model=16, n_heads=2,
+                                   n_enc_layers=1, n_dec_layers=0, d_ff=32, num_labels=2)).eval()
+    ids = torch.randint(4, 50, (3, 6))
+    at = torch.zeros(3, 6, dtype=torch.bool)
+    at[0, 1] = at[2, 4] = True
+    with torch.no_grad():
+        h, _, _ = model._encode(ids)
+        got = model(ids, lm_at=at)
+    assert got.shape == (2, 50)
+    torch.testing.assert_close(got, torch.stack([h[0, 1], h[2, 4]]) @ model.embed.weight.t())
+
+
+def test_mlm_pretraining_then_classifier_resumes_exactly(tmp_path):
+    kw = dict(task="sentiment", eval_samples=2, mlm_steps=4, ema=0.9, eval_every=2)
+    data = f"{DATA_DIR}/sentiment.jsonl"
+
+    def run(out, resume=False, **more):
+        cfg = TrainConfig(**{**BASE, **kw, **more})
+        train_run(RunRequest(data=data, out=out, resume=resume), cfg, Quiet())
+
+    run(tmp_path / "full", max_steps=7)
+    run(tmp_path / "half", max_steps=3)  # stopped inside pretraining
+    run(tmp_path / "half", resume=True, max_steps=7)
+    for f in ("last/model.safetensors", "last/ema.safetensors"):
+        a, b = weights(tmp_path / "full" / f), weights(tmp_path / "half" / f)
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+    rows = [json.loads(x) for x in (tmp_path / "full/metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r.get("event") == "pretrained"] == [4]
+    assert [r["step"] for r in rows if r.get("event") == "eval"] == [6, 7]  # none while pretraining
+    assert "first 4 steps pretrained the encoder" in (tmp_path / "full/README.md").read_text()
+    # the average restarts with the classifier: after one more step it equals the weights
+    run(tmp_path / "five", max_steps=5)
+    ema, raw = weights(tmp_path / "five/last/ema.safetensors"), weights(tmp_path / "five/last/model.safetensors")
+    for name in raw:
+        assert torch.equal(ema[name], raw[name])
+    # pretraining trains the encoder and leaves the classifier head as initialised
+    run(tmp_path / "two", max_steps=2)
+    run(tmp_path / "four", max_steps=4, ema=0.0)
+    two, four = weights(tmp_path / "two/last/model.safetensors"), weights(tmp_path / "four/last/model.safetensors")
+    heads = [n for n in two if n.startswith("head.")]
+    assert heads and all(torch.equal(two[n], four[n]) for n in heads)
+    assert not torch.equal(two["embed.weight"], four["embed.weight"])
+    with pytest.raises(ValueError, match="mlm_steps applies to sentiment only"):
+        TrainConfig(**{**BASE, "mlm_steps": 5})
+
+
 def test_sentiment_and_summarize_train(tmp_path):
     for task, data in (("sentiment", "sentiment.jsonl"), ("summarize", "summarize.jsonl")):
         cfg = TrainConfig(**{**BASE, "task": task, "max_steps": 3, "eval_samples": 2})
