@@ -146,6 +146,10 @@ def train(
         "a regulariser for small data (default: 0)."))] = None,
     pooling: Annotated[str | None, typer.Option("--pooling", rich_help_panel=MODEL, help=(
         "sentiment: summarise the encoder outputs by their mean or max over tokens (default: mean)."))] = None,
+    subword_sampling: Annotated[float | None, typer.Option("--subword-sampling", rich_help_panel=MODEL, help=(
+        "While training, re-segment the input (source) texts every epoch by sampling from the "
+        "tokenizer with this smoothing (SentencePiece subword regularization; smaller = more "
+        "varied, e.g. 0.3) (default: 0 = off, always the best segmentation)."))] = None,
     mixup: Annotated[float | None, typer.Option("--mixup", rich_help_panel=MODEL, help=(
         "sentiment: while training, blend each pooled sentence vector and its label with another "
         "example's, weight ~ Beta(A, A) (mixup; e.g. 0.4) (default: 0 = off)."))] = None,
@@ -208,7 +212,8 @@ def train(
     if nproc is not None and nproc > 1:
         return launch(nproc)
     options = dict(preset=preset, dropout=dropout, token_dropout=token_dropout, pooling=pooling,
-                   mixup=mixup, mlm_steps=mlm_steps, max_len=max_len, max_tokens=max_tokens, accum=accum,
+                   mixup=mixup, mlm_steps=mlm_steps, subword_sampling=subword_sampling,
+                   max_len=max_len, max_tokens=max_tokens, accum=accum,
                    lr=lr, warmup=warmup, schedule=schedule, label_smoothing=label_smoothing,
                    weight_decay=weight_decay, clip=clip, ema=ema, seed=seed, skip_nonfinite=skip_nonfinite,
                    time_budget=parse_duration(time_budget), max_steps=max_steps, epochs=epochs,

@@ -224,6 +224,7 @@ class TrainConfig:
     token_dropout: float = 0.0  # training: replace each source/text token by <unk> with this probability
     pooling: str = "mean"  # sentiment: how the classifier pools the encoder outputs (mean or max)
     mixup: float = 0.0  # sentiment: Beta(a, a) mixup of pooled vectors and labels while training (0 = off)
+    subword_sampling: float = 0.0  # training: sample input segmentations each epoch with this alpha (0 = off)
     mlm_steps: int = 0  # sentiment: first train the encoder for N steps as a masked LM on the training texts
     dropout: float | None = None  # None = the preset's dropout (0.1)
     epochs: int | None = None  # stop after this many epochs
@@ -274,6 +275,8 @@ class TrainConfig:
         for name in ("mixup", "mlm_steps"):
             if getattr(self, name) and self.task != "sentiment":
                 raise ValueError(f"{name} applies to sentiment only, not {self.task}")
+        if self.subword_sampling < 0:
+            raise ValueError(f"subword_sampling must be >= 0 (e.g. 0.3; 0 = off), got {self.subword_sampling}")
         if self.mlm_steps < 0:
             raise ValueError(f"mlm_steps must be >= 0 (0 = no pretraining), got {self.mlm_steps}")
         if not 0.0 <= self.ema < 1.0:

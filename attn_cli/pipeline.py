@@ -98,6 +98,23 @@ def run_meta(req: RunRequest, cfg: TrainConfig, mcfg: ModelConfig, data: TaskDat
                      "train_examples": len(data.train), "valid_examples": len(data.valid)}}
 
 
+def resampler(data: TaskData, cfg: TrainConfig, toks, fixed: list[tuple]):
+    """--subword-sampling: epoch -> the training examples with freshly sampled input
+    segmentations (the same on every rank); an example that sampling makes longer than
+    --max-tokens keeps its best segmentation. None when the option is off."""
+    if cfg.subword_sampling <= 0:
+        return None
+    lengths = seq2seq_lengths if cfg.task != "sentiment" else classify_lengths
+
+    def resample(epoch: int) -> list[tuple]:
+        sampled, _ = encode_examples(data.train, cfg.task, toks, cfg.max_len,
+                                     sampling=(cfg.subword_sampling, cfg.seed * 100_003 + epoch))
+        return [ex if n <= cfg.max_tokens else best
+                for ex, best, n in zip(sampled, fixed, lengths(sampled), strict=True)]
+
+    return resample
+
+
 def prepare(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist):
     """Load and check everything; returns what the Trainer needs. Writes nothing."""
     device = pick_device(cfg.device if cfg.device != "auto" or not dist.enabled else
@@ -171,7 +188,8 @@ def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: d
         ckpt.atomic_write_text(out / ckpt.TRAIN_CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
         ckpt.atomic_write_text(out / ckpt.CONFIG_FILE, json.dumps(run_meta(req, cfg, mcfg, data, params), indent=2))
     dd.barrier(dist)
-    trainer = Trainer(cfg, mcfg, model, toks, train, valid, refs, out, reporter, dist, device)
+    trainer = Trainer(cfg, mcfg, model, toks, train, valid, refs, out, reporter, dist, device,
+                      resample=resampler(data, cfg, toks, train))
     if req.resume:
         trainer.load_last()
         if dist.is_main:

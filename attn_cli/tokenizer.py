@@ -63,6 +63,12 @@ class Tokenizer:
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return self.sp.encode(texts, num_threads=os.cpu_count() or 1)
 
+    def sample_batch(self, texts: list[str], alpha: float, seed: int) -> list[list[int]]:
+        """Segmentations sampled from the model (subword regularization; BPE-dropout for BPE
+        models), reproducible from ``seed``: one thread, SentencePiece's generator reseeded."""
+        spm.set_random_generator_seed(seed % (1 << 32))
+        return self.sp.encode(texts, enable_sampling=True, alpha=alpha, nbest_size=-1, num_threads=1)
+
     def pieces(self, text: str) -> list[str]:
         return self.sp.encode(text, out_type=str)
 

@@ -18,6 +18,7 @@ import math
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -148,8 +149,10 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, model_cfg: ModelConfig, model: nn.Module, toks: Tokenizers,
                  train: list[tuple], valid: list[tuple], valid_refs: list, run_dir: Path,
-                 reporter: Reporter, dist: dd.Dist, device: torch.device):
+                 reporter: Reporter, dist: dd.Dist, device: torch.device,
+                 resample: Callable[[int], list[tuple]] | None = None):
         self.cfg, self.model_cfg, self.toks = cfg, model_cfg, toks
+        self.resample, self.sampled_epoch = resample, None  # --subword-sampling
         self.train_ex, self.valid_ex, self.valid_refs = train, valid, valid_refs
         self.run_dir, self.reporter, self.dist, self.device = run_dir, reporter, dist, device
         self.seq2seq = model_cfg.is_seq2seq
@@ -393,6 +396,10 @@ class Trainer:
         try:
             while reason is None:
                 epoch = st.data.epoch
+                if self.resample is not None and self.sampled_epoch != epoch:
+                    self.train_ex = self.resample(epoch)  # this epoch's segmentations
+                    self.lengths = (seq2seq_lengths if self.seq2seq else classify_lengths)(self.train_ex)
+                    self.sampled_epoch = epoch
                 plan = make_batches(self.lengths, cfg.max_tokens, seed=cfg.seed, epoch=epoch)
                 micro: list[tuple[Batch, float]] = []
                 for position in range(st.data.position, len(plan)):
