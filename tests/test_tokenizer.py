@@ -36,6 +36,16 @@ def test_joint_tokenizer_files_and_specials(joint_tok):
     assert info["joint"] is True and info["model_type"] == "unigram"
 
 
+def test_sampled_segmentations_are_reproducible_and_decode_to_the_text(joint_tok):
+    tok = Tokenizers.load(joint_tok).src
+    texts = [json.loads(x)["it"] for x in open(IT_EN, encoding="utf-8")][:200]
+    best = tok.encode_batch(texts)
+    a, b = tok.sample_batch(texts, 0.3, seed=5), tok.sample_batch(texts, 0.3, seed=5)
+    assert a == b and a != tok.sample_batch(texts, 0.3, seed=6)
+    assert sum(x != y for x, y in zip(a, best, strict=True)) > 50  # most sentences get another segmentation
+    assert [tok.decode(x) for x in a] == [tok.decode(x) for x in best]
+
+
 def test_round_trip_both_languages_and_unseen_characters(joint_tok):
     tok = Tokenizers.load(joint_tok).src
     for text in ("Dov'è la stazione? Vorrei un caffè.", "Where is the station? I'd like a coffee.",

@@ -19,6 +19,7 @@ from attn_cli.cli import app
 from attn_cli.config import TrainConfig
 from attn_cli.data import Fields
 from attn_cli.pipeline import RunRequest, train_run
+from attn_cli.tokenizer import Tokenizers
 
 runner = CliRunner()
 IT_EN = f"{DATA_DIR}/translate.it-en.jsonl"
@@ -241,6 +242,43 @@ def test_mlm_pretraining_then_classifier_resumes_exactly(tmp_path):
     assert not torch.equal(two["embed.weight"], four["embed.weight"])
     with pytest.raises(ValueError, match="mlm_steps applies to sentiment only"):
         TrainConfig(**{**BASE, "mlm_steps": 5})
+
+
+def test_subword_sampling_resegments_each_epoch_and_resumes_exactly(tmp_path):
+    kw = dict(subword_sampling=0.2, max_tokens=2000)  # 5 steps per epoch
+
+    train(tmp_path / "full", max_steps=12, **kw)
+    train(tmp_path / "half", max_steps=7, **kw)  # stops inside the second epoch
+    train(tmp_path / "half", resume=True, max_steps=12, **kw)
+    train(tmp_path / "plain", max_steps=12, max_tokens=2000)
+    a, b = weights(tmp_path / "full/last/model.safetensors"), weights(tmp_path / "half/last/model.safetensors")
+    plain = weights(tmp_path / "plain/last/model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+    assert any(not torch.allclose(a[n], plain[n]) for n in a)
+    state = json.loads((tmp_path / "full/last/state.json").read_text())
+    assert state["data"]["epoch"] >= 2
+    with pytest.raises(ValueError, match="subword_sampling must be >= 0"):
+        TrainConfig(**{**BASE, "subword_sampling": -0.1})
+
+
+def test_resampler_draws_new_segmentations_per_epoch_and_keeps_labels(tmp_path):
+    from attn_cli.data import encode_examples, load_task_data
+    from attn_cli.pipeline import resampler
+
+    spec = f"{DATA_DIR}/sentiment.jsonl"
+    cfg = TrainConfig(**{**BASE, "task": "sentiment", "max_steps": 1, "eval_samples": 2})
+    train_run(RunRequest(data=spec, out=tmp_path / "r"), cfg, Quiet())
+    toks = Tokenizers.load(tmp_path / "r")
+    data = load_task_data(spec, "sentiment", Fields(), seed=1)
+    fixed, _ = encode_examples(data.train, "sentiment", toks, 256)
+    cfg = TrainConfig(**{**BASE, "task": "sentiment", "subword_sampling": 0.2})
+    resample = resampler(data, cfg, toks, fixed)
+    e0, e0_again, e1 = resample(0), resample(0), resample(1)
+    assert e0 == e0_again and e0 != e1 and e0 != fixed
+    assert [y for _, y in e0] == [y for _, y in fixed]
+    assert [toks.src.decode(x) for x, _ in e1] == [toks.src.decode(x) for x, _ in fixed]
+    assert resampler(data, TrainConfig(**{**BASE, "task": "sentiment"}), toks, fixed) is None
 
 
 def test_sentiment_and_summarize_train(tmp_path):
