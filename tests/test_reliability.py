@@ -711,8 +711,8 @@ def test_skip_nonfinite_skips_and_counts(models, tmp_path, monkeypatch):
     real = T.Trainer._loss_sum
     calls = {"n": 0}
 
-    def poisoned(self, batch, smoothing, model=None):
-        loss = real(self, batch, smoothing, model)
+    def poisoned(self, batch, smoothing, model=None, **kw):
+        loss = real(self, batch, smoothing, model, **kw)
         if model is None:  # a training batch (evaluation passes the model)
             calls["n"] += 1
             if calls["n"] in (2, 3):

@@ -298,8 +298,8 @@ def test_nan_loss_stops_and_keeps_last_good(tmp_path, monkeypatch):
     good = weights(tmp_path / "r/last/model.safetensors")
     real = T.Trainer._loss_sum
 
-    def poisoned(self, batch, smoothing, model=None):
-        loss = real(self, batch, smoothing, model)
+    def poisoned(self, batch, smoothing, model=None, **kw):
+        loss = real(self, batch, smoothing, model, **kw)
         return loss * float("nan") if self.state.step >= 4 and model is None else loss
 
     monkeypatch.setattr(T.Trainer, "_loss_sum", poisoned)
