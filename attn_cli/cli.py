@@ -80,9 +80,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     version: Annotated[bool, flag("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+                                  help="Print the version and exit.")] = False,
     debug: Annotated[bool, flag("--debug", envvar="ATTN_DEBUG",
-                                        help="Show full tracebacks on errors.")] = False,
+                                help="Show full tracebacks on errors.")] = False,
 ) -> None:
     """Train and run your own transformer."""
     _state["debug"] = debug  # set on every invocation (ATTN_DEBUG arrives through envvar)

@@ -201,7 +201,7 @@ def summarize(
     no_repeat_ngram: Annotated[int, typer.Option("--no-repeat-ngram", rich_help_panel=DEC,
                                                  help="Never repeat n-grams of this size; 0 = off.")] = 3,
     sample: Annotated[bool, flag("--sample", rich_help_panel=DEC,
-                                         help="Sample instead of beam search.")] = False,
+                                 help="Sample instead of beam search.")] = False,
     top_k: Annotated[int, typer.Option("--top-k", rich_help_panel=DEC,
                                        help="Sample among the k best; 0 = off.")] = 0,
     top_p: Annotated[float, typer.Option("--top-p", rich_help_panel=DEC, help="Nucleus sampling mass.")] = 1.0,
@@ -227,7 +227,7 @@ def summarize(
 def sentiment(
     model: ModelOpt, texts: TextsArg = None, input_file: InOpt = None, output: OutOpt = None,
     as_json: Annotated[bool, flag("--json", help="JSON lines with label, confidence and every "
-                                          "label's probability.")] = False,
+                                  "label's probability.")] = False,
     explain: Annotated[bool, flag("--explain", help=(
         "Shade each token by its importance (attention rollout) and list the top tokens (stderr)."))] = False,
     device: DeviceOpt = "auto", max_tokens: MaxTokOpt = 16000,

@@ -131,7 +131,7 @@ def train(
     resume: Annotated[bool, flag("--resume", rich_help_panel=RUN, help=(
         "Continue the run in --out from last/ (same data order and RNG).") )] = False,
     overwrite: Annotated[bool, flag("--overwrite", rich_help_panel=RUN,
-                                            help="Replace a non-empty --out.")] = False,
+                                    help="Replace a non-empty --out.")] = False,
     tokenizer: Annotated[Path | None, typer.Option("--tokenizer", rich_help_panel=RUN, help=(
         "Use this tokenizer directory (default: train one on the training data)."))] = None,
     vocab_size: Annotated[int | None, typer.Option("--vocab-size", rich_help_panel=RUN, help=(
@@ -200,7 +200,7 @@ def train(
     precision: Annotated[str | None, typer.Option("--precision", rich_help_panel=HW, help=(
         "auto (fp32 on CPU, bf16 on GPU), fp32, bf16 or fp16 (default: auto)."))] = None,
     compile: Annotated[bool | None, flag("--compile", rich_help_panel=HW, show_default=False,
-                                                 help="torch.compile the model.")] = None,
+                                         help="torch.compile the model.")] = None,
     nproc: Annotated[int | None, typer.Option("--nproc", rich_help_panel=HW, help=(
         "Launch N processes on this machine through torch.distributed.run (DDP)."))] = None,
 ) -> None:

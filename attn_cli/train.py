@@ -175,7 +175,8 @@ class Trainer:
             self.model = torch.compile(self.model, dynamic=True)
         self.collate = (functools.partial(collate_seq2seq, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID)
                         if self.seq2seq else functools.partial(collate_classify, pad_id=PAD_ID))
-        self.lengths = (seq2seq_lengths if self.seq2seq else classify_lengths)(train)
+        self.lengths_of = seq2seq_lengths if self.seq2seq else classify_lengths
+        self.lengths = self.lengths_of(train)
         self.state = TrainState()
         self.stop_requested = False
 
@@ -241,15 +242,13 @@ class Trainer:
     def _loss_sum(self, batch: Batch, smoothing: float, model: nn.Module | None = None,
                   mixup: float = 0.0, lm_at: torch.Tensor | None = None) -> torch.Tensor:
         model = model or self.model
-        if lm_at is not None:  # masked-LM pretraining: batch.labels holds the N hidden pieces
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                enabled=self.amp_dtype is not None):
-                logits = model(batch.src, lm_at=lm_at)  # (N, V)
-            return F.cross_entropy(logits.float(), batch.labels, reduction="sum")
-        mix = mixup_pairs(batch.n_examples, mixup, batch.src.device) if mixup > 0 else None
+        mix = mixup_pairs(batch.n_examples, mixup, batch.src.device) if mixup > 0 and lm_at is None else None
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
-            if self.seq2seq:
+            if lm_at is not None:  # masked-LM pretraining: batch.labels holds the N hidden pieces
+                logits = model(batch.src, lm_at=lm_at)  # (N, V)
+                target, smoothing = batch.labels, 0.0
+            elif self.seq2seq:
                 logits = model(batch.src, batch.tgt_in)  # (B, T, V)
                 target = batch.tgt_out
             else:
@@ -326,8 +325,7 @@ class Trainer:
         """Validation loss (no smoothing) and the task metric, on the unwrapped (or averaged) model."""
         model = self.eval_model
         model.eval()
-        plan = make_batches((seq2seq_lengths if self.seq2seq else classify_lengths)(self.valid_ex),
-                            self.cfg.max_tokens, seed=0, epoch=0, shuffle=False)
+        plan = make_batches(self.lengths_of(self.valid_ex), self.cfg.max_tokens, seed=0, epoch=0, shuffle=False)
         loss, count = 0.0, 0
         for _, batch in iterate_epoch(self.valid_ex, plan, self.collate):
             batch = batch.to(self.device)
@@ -398,7 +396,7 @@ class Trainer:
                 epoch = st.data.epoch
                 if self.resample is not None and self.sampled_epoch != epoch:
                     self.train_ex = self.resample(epoch)  # this epoch's segmentations
-                    self.lengths = (seq2seq_lengths if self.seq2seq else classify_lengths)(self.train_ex)
+                    self.lengths = self.lengths_of(self.train_ex)
                     self.sampled_epoch = epoch
                 plan = make_batches(self.lengths, cfg.max_tokens, seed=cfg.seed, epoch=epoch)
                 micro: list[tuple[Batch, float]] = []

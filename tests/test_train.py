@@ -23,6 +23,7 @@ from attn_cli.tokenizer import Tokenizers
 
 runner = CliRunner()
 IT_EN = f"{DATA_DIR}/translate.it-en.jsonl"
+SENTIMENT = f"{DATA_DIR}/sentiment.jsonl"
 FIELDS = Fields(src_lang="it", tgt_lang="en")
 BASE = dict(task="translate", preset="tiny", max_tokens=600, eval_every=1000, eval_samples=3,
             vocab_size=500, warmup=5, log_every=1)
@@ -33,8 +34,20 @@ def train(out, resume=False, **kw):
     return train_run(RunRequest(data=IT_EN, out=out, fields=FIELDS, resume=resume), cfg, Quiet())
 
 
+def train_sentiment(out, resume=False, **kw):
+    """A tiny sentiment run on the shipped sample data."""
+    cfg = TrainConfig(**{**BASE, "task": "sentiment", "eval_samples": 2, **kw})
+    return train_run(RunRequest(data=SENTIMENT, out=out, resume=resume), cfg, Quiet())
+
+
 def weights(path):
     return load_file(str(path))
+
+
+def assert_same_weights(a, b, f="last/model.safetensors"):
+    wa, wb = weights(a / f), weights(b / f)
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], atol=1e-6, rtol=0)
 
 
 def test_run_directory_layout_and_card(tmp_path):
@@ -155,26 +168,17 @@ def test_mixup_blends_pooled_vectors_and_labels():
 
 
 def test_mixup_trains_sentiment_resumes_exactly_and_is_refused_for_seq2seq(tmp_path):
-    kw = dict(task="sentiment", eval_samples=2, mixup=0.4)
-    data = f"{DATA_DIR}/sentiment.jsonl"
-
-    def run(out, resume=False, **more):
-        cfg = TrainConfig(**{**BASE, **kw, **more})
-        train_run(RunRequest(data=data, out=out, resume=resume), cfg, Quiet())
-
-    run(tmp_path / "full", max_steps=6)
-    run(tmp_path / "half", max_steps=3)
-    run(tmp_path / "half", resume=True, max_steps=6)
-    run(tmp_path / "plain", max_steps=6, mixup=0.0)
-    a, b = weights(tmp_path / "full/last/model.safetensors"), weights(tmp_path / "half/last/model.safetensors")
-    plain = weights(tmp_path / "plain/last/model.safetensors")
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+    train_sentiment(tmp_path / "full", max_steps=6, mixup=0.4)
+    train_sentiment(tmp_path / "half", max_steps=3, mixup=0.4)
+    train_sentiment(tmp_path / "half", resume=True, max_steps=6, mixup=0.4)
+    train_sentiment(tmp_path / "plain", max_steps=6)
+    assert_same_weights(tmp_path / "full", tmp_path / "half")
+    a, plain = weights(tmp_path / "full/last/model.safetensors"), weights(tmp_path / "plain/last/model.safetensors")
     assert any(not torch.allclose(a[n], plain[n]) for n in a)
     with pytest.raises(ValueError, match="mixup applies to sentiment only"):
         TrainConfig(**{**BASE, "mixup": 0.4})
     with pytest.raises(ValueError, match="mixup must be >= 0"):
-        TrainConfig(**{**BASE, **kw, "mixup": -1.0})
+        TrainConfig(**{**BASE, "task": "sentiment", "mixup": -1.0})
 
 
 def test_mask_for_lm_hides_ordinary_pieces_bert_style():
@@ -210,20 +214,16 @@ def test_classifier_lm_logits_use_the_tied_embeddings():
 
 
 def test_mlm_pretraining_then_classifier_resumes_exactly(tmp_path):
-    kw = dict(task="sentiment", eval_samples=2, mlm_steps=4, ema=0.9, eval_every=2)
-    data = f"{DATA_DIR}/sentiment.jsonl"
+    kw = dict(mlm_steps=4, ema=0.9, eval_every=2)
 
     def run(out, resume=False, **more):
-        cfg = TrainConfig(**{**BASE, **kw, **more})
-        train_run(RunRequest(data=data, out=out, resume=resume), cfg, Quiet())
+        train_sentiment(out, resume, **{**kw, **more})
 
     run(tmp_path / "full", max_steps=7)
     run(tmp_path / "half", max_steps=3)  # stopped inside pretraining
     run(tmp_path / "half", resume=True, max_steps=7)
     for f in ("last/model.safetensors", "last/ema.safetensors"):
-        a, b = weights(tmp_path / "full" / f), weights(tmp_path / "half" / f)
-        for name in a:
-            torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+        assert_same_weights(tmp_path / "full", tmp_path / "half", f)
     rows = [json.loads(x) for x in (tmp_path / "full/metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r.get("event") == "pretrained"] == [4]
     assert [r["step"] for r in rows if r.get("event") == "eval"] == [6, 7]  # none while pretraining
@@ -251,10 +251,8 @@ def test_subword_sampling_resegments_each_epoch_and_resumes_exactly(tmp_path):
     train(tmp_path / "half", max_steps=7, **kw)  # stops inside the second epoch
     train(tmp_path / "half", resume=True, max_steps=12, **kw)
     train(tmp_path / "plain", max_steps=12, max_tokens=2000)
-    a, b = weights(tmp_path / "full/last/model.safetensors"), weights(tmp_path / "half/last/model.safetensors")
-    plain = weights(tmp_path / "plain/last/model.safetensors")
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+    assert_same_weights(tmp_path / "full", tmp_path / "half")
+    a, plain = weights(tmp_path / "full/last/model.safetensors"), weights(tmp_path / "plain/last/model.safetensors")
     assert any(not torch.allclose(a[n], plain[n]) for n in a)
     state = json.loads((tmp_path / "full/last/state.json").read_text())
     assert state["data"]["epoch"] >= 2
@@ -266,11 +264,9 @@ def test_resampler_draws_new_segmentations_per_epoch_and_keeps_labels(tmp_path):
     from attn_cli.data import encode_examples, load_task_data
     from attn_cli.pipeline import resampler
 
-    spec = f"{DATA_DIR}/sentiment.jsonl"
-    cfg = TrainConfig(**{**BASE, "task": "sentiment", "max_steps": 1, "eval_samples": 2})
-    train_run(RunRequest(data=spec, out=tmp_path / "r"), cfg, Quiet())
+    train_sentiment(tmp_path / "r", max_steps=1)
     toks = Tokenizers.load(tmp_path / "r")
-    data = load_task_data(spec, "sentiment", Fields(), seed=1)
+    data = load_task_data(SENTIMENT, "sentiment", Fields(), seed=1)
     fixed, _ = encode_examples(data.train, "sentiment", toks, 256)
     cfg = TrainConfig(**{**BASE, "task": "sentiment", "subword_sampling": 0.2})
     resample = resampler(data, cfg, toks, fixed)
