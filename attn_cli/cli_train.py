@@ -174,6 +174,10 @@ def train(
                                                        help="AdamW weight decay (default: 0.01).")] = None,
     clip: Annotated[float | None, typer.Option("--clip", rich_help_panel=OPT, help=(
         "Gradient-norm clipping, 0 = off (default: 1.0)."))] = None,
+    sam: Annotated[float | None, typer.Option("--sam", rich_help_panel=OPT, help=(
+        "Sharpness-aware minimization: take each step with the gradient at weights moved this "
+        "far (rho, e.g. 0.05) uphill; seeks flat minima, costs a second forward/backward per "
+        "step (default: 0 = off)."))] = None,
     ema: Annotated[float | None, typer.Option("--ema", rich_help_panel=OPT, help=(
         "Evaluate and keep an exponential moving average of the weights with this decay, "
         "e.g. 0.999 (default: 0 = off)."))] = None,
@@ -215,7 +219,7 @@ def train(
                    mixup=mixup, mlm_steps=mlm_steps, subword_sampling=subword_sampling,
                    max_len=max_len, max_tokens=max_tokens, accum=accum,
                    lr=lr, warmup=warmup, schedule=schedule, label_smoothing=label_smoothing,
-                   weight_decay=weight_decay, clip=clip, ema=ema, seed=seed, skip_nonfinite=skip_nonfinite,
+                   weight_decay=weight_decay, clip=clip, sam=sam, ema=ema, seed=seed, skip_nonfinite=skip_nonfinite,
                    time_budget=parse_duration(time_budget), max_steps=max_steps, epochs=epochs,
                    patience=patience, eval_every=eval_every, eval_samples=eval_samples,
                    log_every=log_every, device=device, precision=precision, compile=compile,

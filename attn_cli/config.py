@@ -226,6 +226,7 @@ class TrainConfig:
     mixup: float = 0.0  # sentiment: Beta(a, a) mixup of pooled vectors and labels while training (0 = off)
     subword_sampling: float = 0.0  # training: sample input segmentations each epoch with this alpha (0 = off)
     mlm_steps: int = 0  # sentiment: first train the encoder for N steps as a masked LM on the training texts
+    sam: float = 0.0  # sharpness-aware minimization: radius rho of the weight perturbation (0 = off)
     dropout: float | None = None  # None = the preset's dropout (0.1)
     epochs: int | None = None  # stop after this many epochs
     max_steps: int | None = None  # stop after this many optimizer steps
@@ -277,6 +278,8 @@ class TrainConfig:
                 raise ValueError(f"{name} applies to sentiment only, not {self.task}")
         if self.subword_sampling < 0:
             raise ValueError(f"subword_sampling must be >= 0 (e.g. 0.3; 0 = off), got {self.subword_sampling}")
+        if self.sam < 0:
+            raise ValueError(f"sam must be >= 0 (e.g. 0.05; 0 = off), got {self.sam}")
         if self.mlm_steps < 0:
             raise ValueError(f"mlm_steps must be >= 0 (0 = no pretraining), got {self.mlm_steps}")
         if not 0.0 <= self.ema < 1.0:

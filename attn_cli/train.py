@@ -3,7 +3,8 @@ best-weights selection, early stopping, exact resume, DDP. The library never pri
 a :class:`Reporter`.
 
 Step order (nanoGPT): autocast forward, scaled backward (``no_sync`` on accumulation
-micro-steps), unscale, clip, step, scheduler, ``zero_grad(set_to_none=True)``.
+micro-steps), [--sam: perturb the weights along the gradient, forward and backward again,
+restore], unscale, clip, step, scheduler, ``zero_grad(set_to_none=True)``.
 Losses are summed over tokens (examples for sentiment) and divided by the global count of the
 whole optimizer step, so N processes with split batches compute the same update as one.
 """
@@ -283,6 +284,35 @@ class Trainer:
             batch = dataclasses.replace(batch, src=drop_tokens(batch.src, self.cfg.token_dropout))
         return batch, None, float(batch.n_tokens if self.seq2seq else batch.n_examples)
 
+    def _backward(self, prepared: list[tuple[Batch, torch.Tensor | None, float, float]],
+                  scale: float) -> torch.Tensor:
+        """Forward and backward every prepared micro-batch, gradients accumulated (all-reduced
+        on the last one under DDP); returns this process's weighted loss sum."""
+        total = torch.zeros((), device=self.device)
+        for i, (batch, lm_at, _, weight) in enumerate(prepared):
+            sync = i == len(prepared) - 1 or not self.dist.enabled
+            ctx = contextlib.nullcontext() if sync else self.model.no_sync()
+            with ctx:
+                loss = self._loss_sum(batch, self.cfg.smoothing, mixup=self.cfg.mixup, lm_at=lm_at)
+                loss = loss * weight
+                self.scaler.scale(loss * scale).backward()
+            total += loss.detach()
+        return total
+
+    @torch.no_grad()
+    def _sam_perturb(self) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
+        """SAM's ascent: move the weights by rho * g / ||g|| (the loss scale cancels out), and
+        return (params, their original values) to restore; None (weights untouched) when the
+        gradient is not finite, e.g. an fp16 overflow that the grad scaler will skip anyway."""
+        params = [p for p in self.raw_model.parameters() if p.grad is not None]
+        norm = nn.utils.get_total_norm([p.grad for p in params]).item()
+        if not math.isfinite(norm) or norm == 0.0:
+            return None
+        originals = [p.detach().clone() for p in params]
+        for p in params:
+            p.add_(p.grad, alpha=self.cfg.sam / norm)
+        return params, originals
+
     def train_step(self, micro: list[tuple[Batch, float]]) -> tuple[float, int]:
         """One optimizer step over weighted ``micro`` batches; returns (mean loss, global count of
         target tokens (seq2seq) or examples (sentiment))."""
@@ -292,19 +322,19 @@ class Trainer:
         counts = torch.tensor([sum(w * n for _, _, n, w in prepared), float(seen)], device=self.device)
         global_count, global_seen = dd.all_reduce_sum(counts, self.dist).tolist()
         scale = self.dist.world_size / max(global_count, 1.0)
-        total = torch.zeros((), device=self.device)
-        for i, (batch, lm_at, _, weight) in enumerate(prepared):
-            sync = i == len(micro) - 1 or not self.dist.enabled
-            ctx = contextlib.nullcontext() if sync else self.model.no_sync()
-            with ctx:
-                loss = self._loss_sum(batch, self.cfg.smoothing, mixup=self.cfg.mixup, lm_at=lm_at)
-                loss = loss * weight
-                self.scaler.scale(loss * scale).backward()
-            total += loss.detach()
+        total = self._backward(prepared, scale)
         loss_value = dd.all_reduce_sum(total, self.dist).item() / max(global_count, 1.0)
         if not math.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
             return loss_value, int(global_seen)
+        if self.cfg.sam > 0:  # the step's gradient is taken again at the perturbed weights
+            moved = self._sam_perturb()
+            if moved is not None:
+                self.optimizer.zero_grad(set_to_none=True)
+                self._backward(prepared, scale)
+                with torch.no_grad():
+                    for p, original in zip(*moved, strict=True):
+                        p.copy_(original)
         self.scaler.unscale_(self.optimizer)
         if self.cfg.clip > 0:
             nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.cfg.clip)

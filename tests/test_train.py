@@ -181,6 +181,60 @@ def test_mixup_trains_sentiment_resumes_exactly_and_is_refused_for_seq2seq(tmp_p
         TrainConfig(**{**BASE, "task": "sentiment", "mixup": -1.0})
 
 
+def test_sam_steps_with_the_gradient_taken_at_the_perturbed_weights(tmp_path, monkeypatch):
+    """--sam: the second backward runs at w + rho * g / ||g||, and the optimizer then steps
+    from the original weights w with that second gradient."""
+    import attn_cli.train as T
+
+    def flat(model, grad=False):
+        return torch.cat([(p.grad if grad else p).detach().flatten().clone()
+                          for p in model.parameters() if p.requires_grad])
+
+    seen = []  # (weights, gradient) around each backward; then (weights, gradient) at the step
+    real_backward, real_step = T.Trainer._backward, torch.amp.GradScaler.step
+
+    def backward(self, prepared, scale):
+        w = flat(self.raw_model)
+        total = real_backward(self, prepared, scale)
+        seen.append((w, flat(self.raw_model, grad=True)))
+        return total
+
+    def step(scaler, optimizer, *a, **kw):
+        model = seen_model[0]
+        seen.append((flat(model), flat(model, grad=True)))
+        return real_step(scaler, optimizer, *a, **kw)
+
+    seen_model = []
+    real_init = T.Trainer.__init__
+
+    def init(self, *a, **kw):
+        real_init(self, *a, **kw)
+        seen_model.append(self.raw_model)
+
+    monkeypatch.setattr(T.Trainer, "__init__", init)
+    monkeypatch.setattr(T.Trainer, "_backward", backward)
+    monkeypatch.setattr(torch.amp.GradScaler, "step", step)
+    train_sentiment(tmp_path / "sam", max_steps=1, sam=0.05, clip=0.0, dropout=0.0)
+    (w1, g1), (w2, g2), (w_step, g_step) = seen
+    torch.testing.assert_close(w2 - w1, 0.05 * g1 / g1.norm(), atol=1e-6, rtol=1e-5)
+    assert abs((w2 - w1).norm().item() - 0.05) < 1e-5
+    assert not torch.allclose(g1, g2)
+    torch.testing.assert_close(w_step, w1, atol=0, rtol=0)  # restored exactly
+    torch.testing.assert_close(g_step, g2, atol=0, rtol=0)
+
+
+def test_sam_resumes_exactly_and_is_checked(tmp_path):
+    train(tmp_path / "full", max_steps=6, sam=0.05)
+    train(tmp_path / "half", max_steps=3, sam=0.05)
+    train(tmp_path / "half", resume=True, max_steps=6, sam=0.05)
+    train(tmp_path / "plain", max_steps=6)
+    assert_same_weights(tmp_path / "full", tmp_path / "half")
+    a, plain = weights(tmp_path / "full/last/model.safetensors"), weights(tmp_path / "plain/last/model.safetensors")
+    assert any(not torch.allclose(a[n], plain[n]) for n in a)
+    with pytest.raises(ValueError, match="sam must be >= 0"):
+        TrainConfig(**{**BASE, "sam": -0.1})
+
+
 def test_mask_for_lm_hides_ordinary_pieces_bert_style():
     from attn_cli.train import mask_for_lm
 
