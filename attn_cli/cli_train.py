@@ -146,6 +146,10 @@ def train(
         "a regulariser for small data (default: 0)."))] = None,
     pooling: Annotated[str | None, typer.Option("--pooling", rich_help_panel=MODEL, help=(
         "sentiment: summarise the encoder outputs by their mean or max over tokens (default: mean)."))] = None,
+    positions: Annotated[str | None, typer.Option("--positions", rich_help_panel=MODEL, help=(
+        "How the model sees token order: sinusoidal encodings added to the embeddings, or rope "
+        "(rotary, relative positions inside self-attention; for inputs longer than most "
+        "training examples) (default: sinusoidal)."))] = None,
     subword_sampling: Annotated[float | None, typer.Option("--subword-sampling", rich_help_panel=MODEL, help=(
         "While training, re-segment the input (source) texts every epoch by sampling from the "
         "tokenizer with this smoothing (SentencePiece subword regularization; smaller = more "
@@ -216,6 +220,7 @@ def train(
     if nproc is not None and nproc > 1:
         return launch(nproc)
     options = dict(preset=preset, dropout=dropout, token_dropout=token_dropout, pooling=pooling,
+                   positions=positions,
                    mixup=mixup, mlm_steps=mlm_steps, subword_sampling=subword_sampling,
                    max_len=max_len, max_tokens=max_tokens, accum=accum,
                    lr=lr, warmup=warmup, schedule=schedule, label_smoothing=label_smoothing,

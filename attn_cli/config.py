@@ -79,6 +79,7 @@ def dataclass_from_dict(cls: type, d: dict[str, Any]) -> Any:
 
 
 POOLINGS = ("mean", "max")  # how the sentiment classifier summarises its encoder outputs
+POSITIONS = ("sinusoidal", "rope")  # how the model sees token order
 
 
 @dataclass
@@ -103,6 +104,7 @@ class ModelConfig:
     eos_id: int = 3  # end-of-sequence id, where decoding stops
     tie_embeddings: bool = True  # output projection shares the target embedding matrix
     pooling: str = "mean"  # sentiment: "mean" or "max" over the encoder outputs of real tokens
+    positions: str = "sinusoidal"  # sinusoidal (added to embeddings) or rope (rotary, in self-attention)
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -119,6 +121,12 @@ class ModelConfig:
                              f"n_heads ({self.n_heads})")
         if self.pooling not in POOLINGS:
             raise ValueError(f"ModelConfig.pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"ModelConfig.positions must be one of {', '.join(POSITIONS)}, "
+                             f"got {self.positions!r}")
+        if self.positions == "rope" and (self.d_model // self.n_heads) % 2:
+            raise ValueError(f"ModelConfig.positions rope needs an even head dimension "
+                             f"(d_model / n_heads), got {self.d_model // self.n_heads}")
         for name in ("dropout", "attn_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"ModelConfig.{name} must be in [0, 1), got {getattr(self, name)}")
@@ -223,6 +231,7 @@ class TrainConfig:
     ema: float = 0.0  # decay of a moving average of the weights used for evaluation (0 = off)
     token_dropout: float = 0.0  # training: replace each source/text token by <unk> with this probability
     pooling: str = "mean"  # sentiment: how the classifier pools the encoder outputs (mean or max)
+    positions: str = "sinusoidal"  # token order: sinusoidal encodings or rope (rotary, relative)
     mixup: float = 0.0  # sentiment: Beta(a, a) mixup of pooled vectors and labels while training (0 = off)
     subword_sampling: float = 0.0  # training: sample input segmentations each epoch with this alpha (0 = off)
     mlm_steps: int = 0  # sentiment: first train the encoder for N steps as a masked LM on the training texts
@@ -263,6 +272,8 @@ class TrainConfig:
                                  f"got {getattr(self, name)}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}")
         if self.schedule not in ("inverse_sqrt", "cosine"):
             raise ValueError(f"schedule must be inverse_sqrt or cosine, got {self.schedule!r}")
         if self.schedule == "cosine" and self.max_steps is None:

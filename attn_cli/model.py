@@ -24,9 +24,18 @@ from attn_cli.layers import (
     DecoderCache,
     Encoder,
     MultiHeadAttention,
+    RotaryPositions,
     SinusoidalPositions,
     padding_mask,
 )
+
+
+def _positions(cfg: ModelConfig) -> tuple[SinusoidalPositions | None, RotaryPositions | None]:
+    """(encodings added to the embeddings, rotary positions shared by every self-attention):
+    exactly one of them, by ``cfg.positions``."""
+    if cfg.positions == "rope":
+        return None, RotaryPositions(cfg.d_model // cfg.n_heads, cfg.max_len)
+    return SinusoidalPositions(cfg.d_model, cfg.max_len), None
 
 
 def _init_weights(model: nn.Module, d_model: int) -> None:
@@ -59,9 +68,9 @@ class Seq2Seq(nn.Module):
         self.tgt_embed = nn.Embedding(tgt_vocab, d) if cfg.tgt_vocab_size is not None else None
         # None = the output projection is tied to the target embedding.
         self.out_proj = None if cfg.tie_embeddings else nn.Linear(d, tgt_vocab, bias=False)
-        self.pos = SinusoidalPositions(d, cfg.max_len)
+        self.pos, rope = _positions(cfg)
         self.drop = nn.Dropout(cfg.dropout)
-        dims = (d, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.attn_dropout)
+        dims = (d, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.attn_dropout, rope)
         self.encoder = Encoder(cfg.n_enc_layers, *dims)
         self.decoder = Decoder(cfg.n_dec_layers, *dims)
         self.embed_scale = math.sqrt(d)
@@ -81,7 +90,7 @@ class Seq2Seq(nn.Module):
 
     def _embed(self, emb: nn.Embedding, ids: Tensor, offset: int = 0) -> Tensor:
         x = emb(ids) * self.embed_scale  # (B, T, D)
-        return self.drop(self.pos(x, offset))  # (B, T, D)
+        return self.drop(self.pos(x, offset) if self.pos is not None else x)  # (B, T, D)
 
     def new_cache(self) -> DecoderCache:
         """An empty KV cache for incremental ``decode`` calls."""
@@ -138,10 +147,10 @@ class Classifier(nn.Module):
         self.cfg = cfg
         d = cfg.d_model
         self.embed = nn.Embedding(cfg.vocab_size, d)
-        self.pos = SinusoidalPositions(d, cfg.max_len)
+        self.pos, rope = _positions(cfg)
         self.drop = nn.Dropout(cfg.dropout)
         self.encoder = Encoder(cfg.n_enc_layers, d, cfg.n_heads, cfg.d_ff, cfg.dropout,
-                               cfg.attn_dropout)
+                               cfg.attn_dropout, rope)
         self.head = nn.Sequential(
             nn.Linear(d, d), nn.Tanh(), nn.Dropout(cfg.dropout), nn.Linear(d, cfg.num_labels)
         )
@@ -151,7 +160,8 @@ class Classifier(nn.Module):
     def _encode(self, ids: Tensor, need_weights: bool = False
                 ) -> tuple[Tensor, Tensor, list[Tensor]]:
         mask = padding_mask(ids, self.cfg.pad_id)  # (B, 1, 1, S)
-        x = self.drop(self.pos(self.embed(ids) * self.embed_scale))  # (B, S, D)
+        x = self.embed(ids) * self.embed_scale  # (B, S, D)
+        x = self.drop(self.pos(x) if self.pos is not None else x)
         h, maps = self.encoder(x, mask, need_weights)  # (B, S, D)
         return h, mask, maps
 

@@ -77,7 +77,7 @@ def load_tokenizers(req: RunRequest, data: TaskData, cfg: TrainConfig, reporter:
 
 
 def build_model_config(cfg: TrainConfig, toks: Tokenizers, data: TaskData) -> ModelConfig:
-    overrides: dict = {"max_len": cfg.max_len}
+    overrides: dict = {"max_len": cfg.max_len, "positions": cfg.positions}
     if cfg.task == "sentiment":
         overrides["pooling"] = cfg.pooling
     if cfg.dropout is not None:

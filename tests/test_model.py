@@ -137,14 +137,15 @@ def test_causal_self_attention_fast_path_matches_reference(gen):
 # --------------------------------------------------------------------------- model
 
 
-def test_seq2seq_and_classifier_forward_backward(gen):
-    s2s = build_model(tiny_cfg())
+@pytest.mark.parametrize("positions", ["sinusoidal", "rope"])
+def test_seq2seq_and_classifier_forward_backward(positions, gen):
+    s2s = build_model(tiny_cfg(positions=positions))
     src, tgt = rand_ids(2, 7, gen), rand_ids(2, 5, gen)
     src[1, 4:] = PAD
     logits = s2s(src, tgt)
     assert isinstance(s2s, Seq2Seq) and logits.shape == (2, 5, V)
     F.cross_entropy(logits.reshape(-1, V), rand_ids(2, 5, gen).reshape(-1)).backward()
-    clf = build_model(tiny_cfg("sentiment"))
+    clf = build_model(tiny_cfg("sentiment", positions=positions))
     out = clf(src)
     assert isinstance(clf, Classifier) and out.shape == (2, 3)
     F.cross_entropy(out, torch.tensor([0, 2])).backward()
@@ -154,8 +155,10 @@ def test_seq2seq_and_classifier_forward_backward(gen):
             assert p.grad.abs().sum() > 0, name
 
 
-def test_padding_invariance(gen):
-    s2s, clf = Seq2Seq(tiny_cfg()).eval(), Classifier(tiny_cfg("sentiment")).eval()
+@pytest.mark.parametrize("positions", ["sinusoidal", "rope"])
+def test_padding_invariance(positions, gen):
+    s2s = Seq2Seq(tiny_cfg(positions=positions)).eval()
+    clf = Classifier(tiny_cfg("sentiment", positions=positions)).eval()
     src = rand_ids(2, 6, gen)
     src[1, 4:] = PAD
     padded = torch.cat([src, torch.full((2, 5), PAD)], dim=1)
@@ -173,8 +176,9 @@ def test_padding_invariance(gen):
         assert not torch.allclose(h, s2s(src, tgt), atol=1e-3)
 
 
-def test_decoder_is_causal(gen):
-    model = Seq2Seq(tiny_cfg()).eval()
+@pytest.mark.parametrize("positions", ["sinusoidal", "rope"])
+def test_decoder_is_causal(positions, gen):
+    model = Seq2Seq(tiny_cfg(positions=positions)).eval()
     src, tgt = rand_ids(2, 6, gen), rand_ids(2, 6, gen)
     tgt2 = tgt.clone()
     tgt2[:, 4] = (tgt[:, 4] + 1 - 4) % (V - 4) + 4  # change position 4
@@ -184,8 +188,9 @@ def test_decoder_is_causal(gen):
     assert (a[:, 4:] - b[:, 4:]).abs().max() > 1e-3
 
 
-def test_cached_decode_matches_full_decode(gen):
-    model = Seq2Seq(tiny_cfg()).double().eval()
+@pytest.mark.parametrize("positions", ["sinusoidal", "rope"])
+def test_cached_decode_matches_full_decode(positions, gen):
+    model = Seq2Seq(tiny_cfg(positions=positions)).double().eval()
     src, tgt = rand_ids(2, 6, gen), rand_ids(2, 7, gen)
     with torch.no_grad():
         full = model(src, tgt)
@@ -233,10 +238,10 @@ class EosAt(Seq2Seq):
         return logits
 
 
-@pytest.mark.parametrize("min_len", [0, 3])
-def test_greedy_cache_matches_nocache(min_len, gen):
+@pytest.mark.parametrize("min_len,positions", [(0, "sinusoidal"), (3, "sinusoidal"), (3, "rope")])
+def test_greedy_cache_matches_nocache(min_len, positions, gen):
     torch.manual_seed(3)
-    model = EosAt(tiny_cfg()).double().eval()
+    model = EosAt(tiny_cfg(positions=positions)).double().eval()
     model.eos_from = torch.tensor([0, 2, 5, 10_000])
     src = rand_ids(4, 6, gen)
     src[2, 3:] = PAD
@@ -260,6 +265,31 @@ def test_greedy_stops_when_all_finished(gen):
     model.eos_from = torch.tensor([1, 2])
     ids, _ = greedy_decode(model, rand_ids(2, 5, gen), max_len=20)
     assert ids.shape[1] <= 3 and (ids == EOS).any(dim=1).all()
+
+
+def test_rotary_scores_depend_on_relative_position_only(gen):
+    from attn_cli.layers import RotaryPositions
+
+    rope = RotaryPositions(8, max_len=64).double()
+    q, k = torch.randn(1, 1, 1, 8, dtype=torch.float64), torch.randn(1, 1, 1, 8, dtype=torch.float64)
+
+    def score(i, j):
+        return (rope(q, i) * rope(k, j)).sum().item()
+
+    assert score(3, 1) == pytest.approx(score(40, 38), abs=1e-5)  # both 2 apart
+    assert score(3, 1) != pytest.approx(score(3, 5), abs=1e-3)  # direction matters
+    x = torch.randn(2, 3, 5, 8, dtype=torch.float64)
+    torch.testing.assert_close(rope(x).norm(dim=-1), x.norm(dim=-1))  # a rotation
+    torch.testing.assert_close(rope(x)[:, :, :1], x[:, :, :1])  # position 0 is left alone
+    with pytest.raises(ValueError, match="exceeds max_len=64"):
+        rope(x, offset=60)
+    # the rotary model has no sinusoidal encodings and sees order only through attention
+    clf = Classifier(tiny_cfg("sentiment", positions="rope")).eval()
+    ids = rand_ids(1, 6, gen)
+    with torch.no_grad():
+        assert clf.pos is None and not torch.allclose(clf(ids), clf(ids.flip(1)), atol=1e-4)
+    with pytest.raises(ValueError, match="positions must be one of sinusoidal, rope"):
+        tiny_cfg(positions="alibi")
 
 
 def test_embedding_tying_and_parameter_count():
