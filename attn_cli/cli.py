@@ -16,13 +16,34 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 from . import __version__
 from . import console as ui
 from .errors import EXIT_INTERRUPTED, EXIT_RUNTIME, AttnError
 
+def _without_flag_placeholders(params: list) -> list:
+    """On/off options (ours, and Typer's own --help and completion flags) show no ``<bool>``
+    value placeholder in --help: they take no value."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class AttnGroup(TyperGroup):
+    def get_params(self, ctx):
+        return _without_flag_placeholders(super().get_params(ctx))
+
+
+class AttnCommand(TyperCommand):
+    def get_params(self, ctx):
+        return _without_flag_placeholders(super().get_params(ctx))
+
+
 app = typer.Typer(
     name="attn",
+    cls=AttnGroup,
     help="Train and run your own transformer for [bold]translation[/], [bold]sentiment[/] and "
     "[bold]summarization[/], from scratch, on one CPU or many GPUs.",
     epilog="Examples:  attn tokenizer train --data data/translate.it-en.jsonl --src it --tgt en "
@@ -33,7 +54,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 tokenizer_app = typer.Typer(help="Train and inspect SentencePiece tokenizers.", no_args_is_help=True,
-                            rich_markup_mode="rich")
+                            rich_markup_mode="rich", cls=AttnGroup)
 app.add_typer(tokenizer_app, name="tokenizer")
 
 _state = {"debug": os.environ.get("ATTN_DEBUG", "") not in ("", "0")}
@@ -143,7 +164,7 @@ def infer_task(task: str | None, fields, columns: list[str]) -> str:
 
 # ------------------------------------------------------------------ attn tokenizer
 
-@tokenizer_app.command("train", epilog="Example:  attn tokenizer train --data "
+@tokenizer_app.command("train", cls=AttnCommand, epilog="Example:  attn tokenizer train --data "
                        "../shared/data/translation/multi30k/train --src de --tgt en "
                        "--vocab-size 8000 --out tok-de-en")
 @command
@@ -205,7 +226,7 @@ def tokenizer_train(
     ui.err.print(table)
 
 
-@tokenizer_app.command("encode", epilog="Example:  attn tokenizer encode --tokenizer tok "
+@tokenizer_app.command("encode", cls=AttnCommand, epilog="Example:  attn tokenizer encode --tokenizer tok "
                        "\"Ein Hund läuft.\"")
 @command
 def tokenizer_encode(

@@ -11,12 +11,12 @@ import typer
 from rich.table import Table
 
 from . import console as ui
-from .cli import (DataOpt, LabelFieldOpt, SrcFieldOpt, SrcOpt, SubsetOpt, TextFieldOpt, TgtFieldOpt,
+from .cli import (AttnCommand, DataOpt, LabelFieldOpt, SrcFieldOpt, SrcOpt, SubsetOpt, TextFieldOpt, TgtFieldOpt,
                   TgtOpt, app, command, flag, make_fields)
 from .cli_infer import DEC, ModelOpt, _decode_cfg, check_max_tokens, check_output, write_outputs
 
 
-@app.command("eval", epilog="Examples:  attn eval -m runs/de-en --data ../shared/data/translation/"
+@app.command("eval", cls=AttnCommand, epilog="Examples:  attn eval -m runs/de-en --data ../shared/data/translation/"
              "multi30k --split test_2016_flickr  ·  attn eval -m runs/sst2 --data ../shared/data/"
              "sentiment/sst2 --json")
 @command
@@ -100,7 +100,7 @@ def _metrics_table(metrics: dict, title: str) -> None:
         ui.out.print(f"sacreBLEU: {metrics['bleu_signature']}", markup=False)
 
 
-@app.command(epilog="Example:  attn info runs/it-en")
+@app.command(cls=AttnCommand, epilog="Example:  attn info runs/it-en")
 @command
 def info(run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_default=False)]) -> None:
     """Show what a run directory holds: task, size, vocabulary, data, training, best metric."""
@@ -114,7 +114,8 @@ def info(run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_def
     table = Table(title=f"attn model {run_dir}", show_header=False, title_justify="left")
     table.add_row("task", meta["task"])
     table.add_row("preset", f"{meta.get('preset')}: d_model {m['d_model']}, heads {m['n_heads']}, "
-                  f"layers {m['n_enc_layers']}+{m['n_dec_layers']}, ffn {m['d_ff']}, max_len {m['max_len']}")
+                  f"layers {m['n_enc_layers']}+{m['n_dec_layers']}, ffn {m['d_ff']}, max_len {m['max_len']}, "
+                  f"{m.get('positions', 'sinusoidal')} positions")
     table.add_row("parameters", f"{meta.get('parameters', 0):,}")
     table.add_row("vocabulary", f"{toks.src.vocab_size:,} " + ("joint" if toks.joint else
                                                                f"/ {toks.tgt.vocab_size:,} separate"))

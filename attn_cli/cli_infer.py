@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from . import console as ui
-from .cli import app, command, flag
+from .cli import AttnCommand, app, command, flag
 from .errors import AttnError
 
 DEC = "Decoding"
@@ -157,7 +157,7 @@ def _show_attention(run, ids, results, show: bool, plot: Path | None) -> None:
             ui.note(f"attention plot of the first input saved to {plot}")
 
 
-@app.command(epilog="Examples:  attn translate --model runs/it-en \"Dov'è la stazione?\"  ·  "
+@app.command(cls=AttnCommand, epilog="Examples:  attn translate --model runs/it-en \"Dov'è la stazione?\"  ·  "
              "cat news.de | attn translate -m runs/de-en --beam 5 > news.en  ·  "
              "attn translate -m runs/it-en --show-attention --plot att.png \"Ho fame.\"")
 @command
@@ -185,7 +185,7 @@ def translate(
               show_attention, plot)
 
 
-@app.command(epilog="Examples:  attn summarize -m runs/dialogsum -i dialogues.jsonl  ·  "
+@app.command(cls=AttnCommand, epilog="Examples:  attn summarize -m runs/dialogsum -i dialogues.jsonl  ·  "
              "attn summarize -m runs/news --sample --top-p 0.9 < article.txt")
 @command
 def summarize(
@@ -220,7 +220,7 @@ def summarize(
               show_attention, plot)
 
 
-@app.command(epilog="Examples:  attn sentiment -m runs/sst2 \"a gorgeous, witty film\"  ·  "
+@app.command(cls=AttnCommand, epilog="Examples:  attn sentiment -m runs/sst2 \"a gorgeous, witty film\"  ·  "
              "attn sentiment -m runs/sst2 --explain \"not bad at all\"  ·  "
              "attn sentiment -m runs/sst2 --json -i reviews.txt")
 @command

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import console as ui
-from .cli import (DataOpt, LabelFieldOpt, SplitOpt, SrcFieldOpt, SrcOpt, SubsetOpt, TextFieldOpt,
+from .cli import (AttnCommand, DataOpt, LabelFieldOpt, SplitOpt, SrcFieldOpt, SrcOpt, SubsetOpt, TextFieldOpt,
                   TgtFieldOpt, TgtOpt, app, command, flag, make_fields)
 from .errors import AttnError
 
@@ -111,7 +111,7 @@ class RichReporter:
         ui.note(message)
 
 
-@app.command(epilog="Examples:  attn train translate --data data/translate.it-en.jsonl --src it "
+@app.command(cls=AttnCommand, epilog="Examples:  attn train translate --data data/translate.it-en.jsonl --src it "
              "--tgt en --out runs/it-en --preset tiny --max-steps 300  ·  attn train sentiment "
              "--data ../shared/data/sentiment/sst2 --out runs/sst2 --time-budget 15m  ·  "
              "torchrun --nproc-per-node 4 -m attn_cli train translate ... (multi-GPU)")

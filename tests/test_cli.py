@@ -56,10 +56,12 @@ def test_installed_console_script_and_module():
 
 
 def test_flags_show_no_value_placeholder_in_help():
-    """A flag takes no value, so its help row must not show `<bool>` (only Typer's own --help does)."""
-    for cmd in (["train", "--help"], ["translate", "--help"], ["sentiment", "--help"],
-                ["tokenizer", "train", "--help"], ["eval", "--help"]):
+    """A flag takes no value, so no help row shows `<bool>`: not ours, not Typer's own --help,
+    --install-completion or --show-completion."""
+    for cmd in (["--help"], ["train", "--help"], ["translate", "--help"], ["sentiment", "--help"],
+                ["summarize", "--help"], ["tokenizer", "--help"], ["tokenizer", "train", "--help"],
+                ["tokenizer", "encode", "--help"], ["eval", "--help"], ["info", "--help"]):
         r = runner.invoke(app, cmd, env={"COLUMNS": "120"})
         assert r.exit_code == 0, cmd
-        rows = [ln for ln in r.output.splitlines() if "<bool>" in ln]
-        assert all("--help" in ln for ln in rows), (cmd, rows)
+        assert "--help" in r.output and "<bool>" not in r.output, cmd
+    assert "--show-completion" in runner.invoke(app, ["--help"], env={"COLUMNS": "120"}).output
