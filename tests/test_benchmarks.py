@@ -51,3 +51,18 @@ def test_report_merges_results_files_later_wins(tmp_path, capsys):
 def test_run_option_rejects_a_directory_that_is_not_a_run(tmp_path):
     with pytest.raises(SystemExit):
         quality.main(["--tasks", "sst2", "--run", f"sst2={tmp_path}", "--dry-run"])
+
+
+def test_sentiment_errors_buckets_and_ensemble():
+    import sentiment_errors as se
+
+    assert [se.bucket_of(n) for n in (0, 9, 10, 29, 30, 500)] == [0, 0, 1, 2, 3, 3]
+    gold, pred, words = [1, 0, 1, 1, 0], [1, 1, 1, 0, 0], [3, 4, 12, 40, 41]
+    overall, per = se.accuracy_by_bucket(gold, pred, words)
+    assert overall == 60.0 and per == [50.0, 100.0, None, 50.0]
+    # the mean of the probabilities, not a majority vote: two 0.6 votes for class 0 lose to one 1.0
+    a = [[0.6, 0.4], [0.2, 0.8]]
+    b = [[0.6, 0.4], [0.9, 0.1]]
+    c = [[0.0, 1.0], [0.9, 0.1]]
+    assert se.ensemble([a]) == [0, 1]
+    assert se.ensemble([a, b, c]) == [1, 0]
