@@ -22,11 +22,14 @@ def test_auto_precision_is_bf16_on_gpu():
     assert pick_precision("auto", torch.device("cpu")) is None
 
 
-def test_flash_sdpa_bf16_matches_fp32():
-    """A batch without padding passes no mask, so every attention call can take flash."""
+@pytest.mark.parametrize("positions", ["sinusoidal", "rope"])
+def test_flash_sdpa_bf16_matches_fp32(positions):
+    """A batch without padding passes no mask, so every attention call can take flash (rotary
+    positions rotate q and k before the kernel, so they keep it too)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    model = build_model(model_config_from_preset("small", "translate", 500)).cuda().eval()
+    cfg = model_config_from_preset("small", "translate", 500, positions=positions)
+    model = build_model(cfg).cuda().eval()
     src, tgt = _batch()
     with torch.no_grad():
         ref = model(src, tgt).float()
