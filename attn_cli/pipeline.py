@@ -168,6 +168,24 @@ def train_run(req: RunRequest, cfg: TrainConfig, reporter: Reporter) -> RunResul
         lock.release()
 
 
+TRAINING_ONLY = ("dropout", "attn_dropout")  # model fields that may change on --resume
+
+
+def check_same_model(out: Path, mcfg: ModelConfig) -> None:
+    """--resume must rebuild the model the run was trained as: an option that changes the
+    architecture (--positions, --pooling, --max-len, ...) would otherwise load the weights into a
+    different model and leave config.json describing the old one."""
+    try:
+        saved = ModelConfig.from_dict(json.loads((out / ckpt.CONFIG_FILE).read_text())["model"])
+    except (ValueError, TypeError, KeyError, OSError) as e:
+        raise AttnError(f"{out / ckpt.CONFIG_FILE} is damaged ({e})", "restore it, or start a new run") from None
+    for name, old in saved.to_dict().items():
+        new = getattr(mcfg, name)
+        if name not in TRAINING_ONLY and new != old:
+            raise AttnError(f"cannot resume {out} as a different model: {name} was {old!r}, now {new!r}",
+                            f"resume without the option that sets {name}, or start a new run")
+
+
 def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist) -> RunResult:
     torch.manual_seed(cfg.seed)
     device, data, toks, train, valid, refs = prepare(req, cfg, reporter, dist)
@@ -176,6 +194,8 @@ def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: d
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     mcfg = build_model_config(cfg, toks, data)
+    if req.resume:
+        check_same_model(req.out, mcfg)
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg)
     params = count_parameters(model)

@@ -544,3 +544,20 @@ def test_compile_on_cpu_trains_like_eager_and_saves_plain_weights(tmp_path):
     assert len(losses["compiled"]) == len(losses["eager"]) == 2
     for a, b in zip(losses["compiled"], losses["eager"], strict=True):
         assert abs(a - b) < 5e-3
+
+
+def test_resume_refuses_options_that_change_the_model(tmp_path):
+    """--positions (or --pooling, --max-len) on --resume would load the weights into another
+    architecture while config.json kept describing the old one."""
+    from attn_cli.errors import AttnError
+
+    run = tmp_path / "run"
+    train_sentiment(run, max_steps=2)
+    before = (run / "last" / "state.json").read_text()
+    with pytest.raises(AttnError, match="positions was 'sinusoidal', now 'rope'"):
+        train_sentiment(run, resume=True, max_steps=4, positions="rope")
+    with pytest.raises(AttnError, match="pooling was 'mean', now 'max'"):
+        train_sentiment(run, resume=True, max_steps=4, pooling="max")
+    assert (run / "last" / "state.json").read_text() == before
+    train_sentiment(run, resume=True, max_steps=4, dropout=0.3)  # training-only: allowed
+    assert json.loads((run / "last" / "state.json").read_text())["step"] == 4
