@@ -110,9 +110,9 @@ class SinusoidalPositions(nn.Module):
 
 
 class RotaryPositions(nn.Module):
-    """Rotary position embedding (RoPE): rotates each (even, odd) pair of query/key dimensions,
-    here the first and second halves of a head, by an angle proportional to the position, so
-    that attention scores depend on relative positions only (no parameters)."""
+    """Rotary position embedding (RoPE): rotates each pair of query/key dimensions (i, i + Dh/2)
+    of a head by an angle proportional to the position, so that attention scores depend on
+    relative positions only (no parameters)."""
 
     def __init__(self, head_dim: int, max_len: int, base: float = 10000.0) -> None:
         super().__init__()
