@@ -50,6 +50,19 @@ def assert_same_weights(a, b, f="last/model.safetensors"):
         torch.testing.assert_close(wa[name], wb[name], atol=1e-6, rtol=0)
 
 
+def assert_option_resumes_exactly_and_matters(tmp_path, run=None, **option):
+    """3 steps, then --resume to 6, equals 6 uninterrupted steps with the option; and the option
+    changes the weights against 6 steps without it."""
+    run = run or train
+    run(tmp_path / "full", max_steps=6, **option)
+    run(tmp_path / "half", max_steps=3, **option)
+    run(tmp_path / "half", resume=True, max_steps=6, **option)
+    run(tmp_path / "plain", max_steps=6)
+    assert_same_weights(tmp_path / "full", tmp_path / "half")
+    a, plain = weights(tmp_path / "full/last/model.safetensors"), weights(tmp_path / "plain/last/model.safetensors")
+    assert any(not torch.allclose(a[n], plain[n]) for n in a)
+
+
 def test_run_directory_layout_and_card(tmp_path):
     res = train(tmp_path / "run", max_steps=4)
     run = tmp_path / "run"
@@ -133,16 +146,7 @@ def test_drop_tokens_replaces_real_tokens_only_at_about_rate_p():
 
 
 def test_token_dropout_changes_training_and_resumes_exactly(tmp_path):
-    kw = dict(token_dropout=0.3)
-    train(tmp_path / "full", max_steps=6, **kw)
-    train(tmp_path / "half", max_steps=3, **kw)
-    train(tmp_path / "half", resume=True, max_steps=6, **kw)
-    train(tmp_path / "plain", max_steps=6)
-    a, b = weights(tmp_path / "full/last/model.safetensors"), weights(tmp_path / "half/last/model.safetensors")
-    plain = weights(tmp_path / "plain/last/model.safetensors")
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
-    assert any(not torch.allclose(a[n], plain[n]) for n in a)
+    assert_option_resumes_exactly_and_matters(tmp_path, token_dropout=0.3)
 
 
 def test_mixup_blends_pooled_vectors_and_labels():
@@ -168,13 +172,7 @@ def test_mixup_blends_pooled_vectors_and_labels():
 
 
 def test_mixup_trains_sentiment_resumes_exactly_and_is_refused_for_seq2seq(tmp_path):
-    train_sentiment(tmp_path / "full", max_steps=6, mixup=0.4)
-    train_sentiment(tmp_path / "half", max_steps=3, mixup=0.4)
-    train_sentiment(tmp_path / "half", resume=True, max_steps=6, mixup=0.4)
-    train_sentiment(tmp_path / "plain", max_steps=6)
-    assert_same_weights(tmp_path / "full", tmp_path / "half")
-    a, plain = weights(tmp_path / "full/last/model.safetensors"), weights(tmp_path / "plain/last/model.safetensors")
-    assert any(not torch.allclose(a[n], plain[n]) for n in a)
+    assert_option_resumes_exactly_and_matters(tmp_path, train_sentiment, mixup=0.4)
     with pytest.raises(ValueError, match="mixup applies to sentiment only"):
         TrainConfig(**{**BASE, "mixup": 0.4})
     with pytest.raises(ValueError, match="mixup must be >= 0"):
@@ -224,13 +222,7 @@ def test_sam_steps_with_the_gradient_taken_at_the_perturbed_weights(tmp_path, mo
 
 
 def test_sam_resumes_exactly_and_is_checked(tmp_path):
-    train(tmp_path / "full", max_steps=6, sam=0.05)
-    train(tmp_path / "half", max_steps=3, sam=0.05)
-    train(tmp_path / "half", resume=True, max_steps=6, sam=0.05)
-    train(tmp_path / "plain", max_steps=6)
-    assert_same_weights(tmp_path / "full", tmp_path / "half")
-    a, plain = weights(tmp_path / "full/last/model.safetensors"), weights(tmp_path / "plain/last/model.safetensors")
-    assert any(not torch.allclose(a[n], plain[n]) for n in a)
+    assert_option_resumes_exactly_and_matters(tmp_path, sam=0.05)
     with pytest.raises(ValueError, match="sam must be >= 0"):
         TrainConfig(**{**BASE, "sam": -0.1})
 
