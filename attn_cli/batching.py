@@ -114,6 +114,11 @@ def classify_lengths(examples: Sequence[ClassifyExample]) -> list[int]:
     return [len(ids) for ids, _ in examples]
 
 
+def example_lengths(examples: Sequence, seq2seq: bool) -> list[int]:
+    """Per-example padded cost of seq2seq or classification examples."""
+    return seq2seq_lengths(examples) if seq2seq else classify_lengths(examples)
+
+
 def make_batches(
     lengths: Sequence[int],
     max_tokens: int,

@@ -31,14 +31,17 @@ def _without_flag_placeholders(params: list) -> list:
     return params
 
 
-class AttnGroup(TyperGroup):
+class _NoFlagPlaceholders:
     def get_params(self, ctx):
         return _without_flag_placeholders(super().get_params(ctx))
 
 
-class AttnCommand(TyperCommand):
-    def get_params(self, ctx):
-        return _without_flag_placeholders(super().get_params(ctx))
+class AttnGroup(_NoFlagPlaceholders, TyperGroup):
+    """The attn app and its sub-apps."""
+
+
+class AttnCommand(_NoFlagPlaceholders, TyperCommand):
+    """Every attn command."""
 
 
 app = typer.Typer(

@@ -19,7 +19,7 @@ from . import checkpoint as ckpt
 from . import distributed as dd
 from .config import PRESETS, ModelConfig, TrainConfig, model_config_from_preset
 from .data import Fields, TaskData, encode_examples, load_task_data, texts_for_tokenizer
-from .batching import classify_lengths, seq2seq_lengths
+from .batching import example_lengths
 from .errors import AttnError, RunFailure
 from .model import build_model, count_parameters
 from .tokenizer import TokenizerConfig, Tokenizers, VocabTooLarge, train_tokenizers
@@ -104,13 +104,13 @@ def resampler(data: TaskData, cfg: TrainConfig, toks, fixed: list[tuple]):
     --max-tokens keeps its best segmentation. None when the option is off."""
     if cfg.subword_sampling <= 0:
         return None
-    lengths = seq2seq_lengths if cfg.task != "sentiment" else classify_lengths
 
     def resample(epoch: int) -> list[tuple]:
         sampled, _ = encode_examples(data.train, cfg.task, toks, cfg.max_len,
                                      sampling=(cfg.subword_sampling, cfg.seed * 100_003 + epoch))
+        lengths = example_lengths(sampled, cfg.task != "sentiment")
         return [ex if n <= cfg.max_tokens else best
-                for ex, best, n in zip(sampled, fixed, lengths(sampled), strict=True)]
+                for ex, best, n in zip(sampled, fixed, lengths, strict=True)]
 
     return resample
 
@@ -132,7 +132,7 @@ def prepare(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist
     valid, _ = encode_examples(data.valid, cfg.task, toks, cfg.max_len)
     if cut:
         reporter.note(f"{cut} training example(s) longer than --max-len {cfg.max_len} were truncated")
-    lengths = (seq2seq_lengths if cfg.task != "sentiment" else classify_lengths)(train)
+    lengths = example_lengths(train, cfg.task != "sentiment")
     if max(lengths) > cfg.max_tokens:
         raise AttnError(f"--max-tokens {cfg.max_tokens} is smaller than the longest training example "
                         f"({max(lengths)} tokens after --max-len {cfg.max_len})",

@@ -31,8 +31,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import checkpoint as ckpt
 from . import distributed as dd
-from .batching import (Batch, DataPosition, classify_lengths, collate_classify, collate_seq2seq,
-                       iterate_epoch, make_batches, seq2seq_lengths, split_batch_indices)
+from .batching import (Batch, DataPosition, collate_classify, collate_seq2seq, example_lengths,
+                       iterate_epoch, make_batches, split_batch_indices)
 from .config import ModelConfig, TrainConfig, check_field_types
 from .decoding import greedy_decode
 from .errors import AttnError, RunFailure
@@ -176,8 +176,7 @@ class Trainer:
             self.model = torch.compile(self.model, dynamic=True)
         self.collate = (functools.partial(collate_seq2seq, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID)
                         if self.seq2seq else functools.partial(collate_classify, pad_id=PAD_ID))
-        self.lengths_of = seq2seq_lengths if self.seq2seq else classify_lengths
-        self.lengths = self.lengths_of(train)
+        self.lengths = example_lengths(train, self.seq2seq)
         self.state = TrainState()
         self.stop_requested = False
 
@@ -355,7 +354,8 @@ class Trainer:
         """Validation loss (no smoothing) and the task metric, on the unwrapped (or averaged) model."""
         model = self.eval_model
         model.eval()
-        plan = make_batches(self.lengths_of(self.valid_ex), self.cfg.max_tokens, seed=0, epoch=0, shuffle=False)
+        plan = make_batches(example_lengths(self.valid_ex, self.seq2seq), self.cfg.max_tokens,
+                            seed=0, epoch=0, shuffle=False)
         loss, count = 0.0, 0
         for _, batch in iterate_epoch(self.valid_ex, plan, self.collate):
             batch = batch.to(self.device)
@@ -426,7 +426,7 @@ class Trainer:
                 epoch = st.data.epoch
                 if self.resample is not None and self.sampled_epoch != epoch:
                     self.train_ex = self.resample(epoch)  # this epoch's segmentations
-                    self.lengths = self.lengths_of(self.train_ex)
+                    self.lengths = example_lengths(self.train_ex, self.seq2seq)
                     self.sampled_epoch = epoch
                 plan = make_batches(self.lengths, cfg.max_tokens, seed=cfg.seed, epoch=epoch)
                 micro: list[tuple[Batch, float]] = []
