@@ -145,7 +145,8 @@ def train(
         "While training, replace each input (source) token by <unk> with this probability, "
         "a regulariser for small data (default: 0)."))] = None,
     pooling: Annotated[str | None, typer.Option("--pooling", rich_help_panel=MODEL, help=(
-        "sentiment: summarise the encoder outputs by their mean or max over tokens (default: mean)."))] = None,
+        "sentiment: summarise the encoder outputs by their mean or max over tokens, or by attention "
+        "from one learned query, whose weights --explain shows (default: mean)."))] = None,
     positions: Annotated[str | None, typer.Option("--positions", rich_help_panel=MODEL, help=(
         "How the model sees token order: sinusoidal encodings added to the embeddings, or rope "
         "(rotary, relative positions inside self-attention; for inputs longer than most "

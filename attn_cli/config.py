@@ -78,7 +78,7 @@ def dataclass_from_dict(cls: type, d: dict[str, Any]) -> Any:
     return cls(**d)
 
 
-POOLINGS = ("mean", "max")  # how the sentiment classifier summarises its encoder outputs
+POOLINGS = ("mean", "max", "attention")  # how the sentiment classifier summarises its encoder outputs
 POSITIONS = ("sinusoidal", "rope")  # how the model sees token order
 
 
@@ -103,7 +103,7 @@ class ModelConfig:
     bos_id: int = 2  # beginning-of-sequence id, the first decoder input
     eos_id: int = 3  # end-of-sequence id, where decoding stops
     tie_embeddings: bool = True  # output projection shares the target embedding matrix
-    pooling: str = "mean"  # sentiment: "mean" or "max" over the encoder outputs of real tokens
+    pooling: str = "mean"  # sentiment: "mean", "max" or "attention" over the encoder outputs of real tokens
     positions: str = "sinusoidal"  # sinusoidal (added to embeddings) or rope (rotary, in self-attention)
 
     def __post_init__(self) -> None:
@@ -230,7 +230,7 @@ class TrainConfig:
     clip: float = 1.0  # gradient-norm clipping (0 = off)
     ema: float = 0.0  # decay of a moving average of the weights used for evaluation (0 = off)
     token_dropout: float = 0.0  # training: replace each source/text token by <unk> with this probability
-    pooling: str = "mean"  # sentiment: how the classifier pools the encoder outputs (mean or max)
+    pooling: str = "mean"  # sentiment: how the classifier pools the encoder outputs (mean, max, attention)
     positions: str = "sinusoidal"  # token order: sinusoidal encodings or rope (rotary, relative)
     mixup: float = 0.0  # sentiment: Beta(a, a) mixup of pooled vectors and labels while training (0 = off)
     subword_sampling: float = 0.0  # training: sample input segmentations each epoch with this alpha (0 = off)

@@ -13,7 +13,8 @@ averages the heads, adds the identity for the residual stream (``0.5 * A + 0.5 *
 renormalisation), and multiplies the layers, so ``rollout[i, j]`` estimates how much input
 token j flows into position i at the top of the encoder. The classifier pools by the mean over
 real tokens, so the importance of token j is the mean of ``rollout[i, j]`` over real queries i;
-under max pooling each query i is weighted instead by the share of pooled dimensions it wins.
+under max pooling each query i is weighted instead by the share of pooled dimensions it wins,
+under attention pooling by the pooling attention's weight on it (mean over heads).
 
 Limits: rollout follows attention only. It ignores the feed-forward blocks, the layer norms,
 the value vectors and the classification head, so it says where information *can* flow, not

@@ -27,6 +27,7 @@ from attn_cli.layers import (
     RotaryPositions,
     SinusoidalPositions,
     padding_mask,
+    sdpa_mask,
 )
 
 
@@ -137,8 +138,8 @@ class Seq2Seq(nn.Module):
 
 
 class Classifier(nn.Module):
-    """Encoder, masked mean (or max, ``cfg.pooling``) pooling over real tokens, and a
-    Linear-tanh-Linear head."""
+    """Encoder, pooling over real tokens (``cfg.pooling``: mean, max, or attention from one
+    learned query), and a Linear-tanh-Linear head."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -151,11 +152,17 @@ class Classifier(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.encoder = Encoder(cfg.n_enc_layers, d, cfg.n_heads, cfg.d_ff, cfg.dropout,
                                cfg.attn_dropout, rope)
+        if cfg.pooling == "attention":  # multi-head attention from one learned query
+            self.pool_attn = MultiHeadAttention(d, cfg.n_heads, cfg.attn_dropout, cross=True)
         self.head = nn.Sequential(
             nn.Linear(d, d), nn.Tanh(), nn.Dropout(cfg.dropout), nn.Linear(d, cfg.num_labels)
         )
         self.embed_scale = math.sqrt(d)
         _init_weights(self, d)
+        if cfg.pooling == "attention":
+            # Zero: every head starts with equal weights on the real tokens (a mean of the
+            # values). A vector, so that AdamW does not decay it (matrices only).
+            self.pool_query = nn.Parameter(torch.zeros(d))
 
     def _encode(self, ids: Tensor, need_weights: bool = False
                 ) -> tuple[Tensor, Tensor, list[Tensor]]:
@@ -166,7 +173,7 @@ class Classifier(nn.Module):
         return h, mask, maps
 
     def pooled(self, ids: Tensor) -> Tensor:
-        """ids (B, S) -> mean or max of encoder outputs over non-pad tokens (B, D)."""
+        """ids (B, S) -> the encoder outputs of the non-pad tokens pooled into one vector (B, D)."""
         h, mask, _ = self._encode(ids)
         return self._pool(h, mask[:, 0, 0, :])
 
@@ -175,8 +182,22 @@ class Classifier(nn.Module):
         """h (B, S, D) with pad positions (keep (B, S) False) at -inf, for a max over S."""
         return h.masked_fill(~keep[:, :, None], float("-inf"))
 
+    def _attend_pool(self, h: Tensor, keep: Tensor,
+                     need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Attention pooling: h (B, S, D), keep (B, S) -> (B, D) and, if need_weights, the
+        head-averaged weights (B, S). An all-pad row attends to its pads (so that the softmax
+        stays finite) and is zeroed by the callers."""
+        has_real = keep.any(1, keepdim=True)  # (B, 1)
+        mask = sdpa_mask((keep | ~has_real)[:, None, None, :])  # (B, 1, 1, S) or None
+        query = self.pool_query.expand(h.size(0), 1, -1)  # (B, 1, D)
+        out, w = self.pool_attn(query, memory=h, mask=mask, need_weights=need_weights)
+        return out[:, 0], (w[:, :, 0].mean(1) if w is not None else None)  # (B, D), (B, S)
+
     def _pool(self, h: Tensor, keep: Tensor) -> Tensor:
         """h (B, S, D), keep (B, S) bool -> (B, D); an all-pad row pools to zeros."""
+        if self.cfg.pooling == "attention":
+            pooled, _ = self._attend_pool(h, keep)  # (B, D)
+            return pooled.masked_fill(~keep.any(1, keepdim=True), 0.0)
         if self.cfg.pooling == "max":
             pooled = self._pad_to_minus_inf(h, keep).amax(1)  # (B, D)
             return pooled.masked_fill(~keep.any(1, keepdim=True), 0.0)
@@ -185,9 +206,13 @@ class Classifier(nn.Module):
 
     def pool_shares(self, ids: Tensor) -> Tensor:
         """ids (B, S) -> (B, S): each position's share of the pooled vector (rows sum to 1 over
-        real tokens): 1/n for mean pooling, the fraction of dimensions it wins for max pooling."""
+        real tokens): 1/n for mean pooling, the fraction of dimensions it wins for max pooling,
+        the pooling attention's weight (mean over heads) for attention pooling."""
         h, mask, _ = self._encode(ids)
         keep = mask[:, 0, 0, :]  # (B, S)
+        if self.cfg.pooling == "attention":
+            _, w = self._attend_pool(h, keep, need_weights=True)  # (B, S)
+            return w.float() * keep
         if self.cfg.pooling == "max":
             winner = self._pad_to_minus_inf(h, keep).argmax(1)  # (B, D)
             wins = torch.zeros(keep.shape, dtype=torch.float32, device=h.device)

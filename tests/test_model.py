@@ -363,6 +363,36 @@ def test_max_pooling_classifier(gen):
         tiny_cfg("sentiment", pooling="sum")
 
 
+def test_attention_pooling_classifier(gen):
+    model = Classifier(tiny_cfg("sentiment", pooling="attention")).eval()
+    ids = rand_ids(3, 7, gen)
+    ids[0, 4:] = 0  # padding
+    ids[2, :] = 0  # an all-pad row
+    # the zero query starts as a mean over the real tokens
+    torch.testing.assert_close(model.pool_shares(ids)[0], torch.tensor([0.25] * 4 + [0.0] * 3))
+    with torch.no_grad():
+        model.pool_query.normal_(generator=gen)
+    # against an explicit softmax over the real tokens, head by head
+    h, _, _ = model._encode(ids[:1, :4])  # (1, 4, D)
+    att = model.pool_attn
+    q = att.q_proj(model.pool_query).view(4, 8)  # (H, Dh)
+    k, v = (x.view(4, 4, 8).transpose(0, 1) for x in att.kv_proj(h[0]).split(32, -1))  # (H, S, Dh)
+    w = torch.softmax((k @ q[:, :, None])[..., 0] / 8**0.5, dim=-1)  # (H, S)
+    want = att.out_proj((w[:, :, None] * v).sum(1).reshape(32))
+    torch.testing.assert_close(model.pooled(ids)[0], want)
+    shares = model.pool_shares(ids)
+    torch.testing.assert_close(shares[0, :4], w.mean(0))  # what --explain weights by
+    torch.testing.assert_close(shares.sum(1), torch.tensor([1.0, 1.0, 0.0]))
+    assert not torch.allclose(shares[1], torch.full((7,), 1 / 7))  # no longer uniform
+    assert (model.pooled(ids)[2] == 0).all()
+    torch.testing.assert_close(model(ids[:1, :4]), model(ids)[:1])  # padding changes nothing
+    model.train()
+    model(ids).sum().backward()  # the all-pad row included
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert model.pool_query.grad.abs().sum() > 0
+
+
 def test_kv_cache_append_grows_in_place_and_reorders():
     from attn_cli.layers import KVCache
 

@@ -488,11 +488,12 @@ def test_missing_parent_directories_are_created(tmp_path):
     assert (out / "model.safetensors").is_file()
 
 
-def test_max_pooling_sentiment_run_trains_saves_and_explains(tmp_path):
-    cfg = TrainConfig(**{**BASE, "task": "sentiment", "max_steps": 2, "pooling": "max"})
+@pytest.mark.parametrize("pooling", ["max", "attention"])
+def test_pooling_sentiment_run_trains_saves_and_explains(tmp_path, pooling):
+    cfg = TrainConfig(**{**BASE, "task": "sentiment", "max_steps": 2, "pooling": pooling})
     train_run(RunRequest(data=f"{DATA_DIR}/sentiment.jsonl", out=tmp_path / "s"), cfg, Quiet())
     meta = json.loads((tmp_path / "s" / "config.json").read_text())
-    assert meta["model"]["pooling"] == "max"
+    assert meta["model"]["pooling"] == pooling
     res = runner.invoke(app, ["sentiment", "--model", str(tmp_path / "s"), "--explain",
                               "a wonderful, moving film"])
     assert res.exit_code == 0, res.output
