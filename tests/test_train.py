@@ -404,29 +404,57 @@ def test_cli_bad_options(tmp_path, args, fragment):
 # ----------------------------------------------------------------- processes
 
 
-def _train_cmd(out, *extra):
-    return [sys.executable, "-m", "attn_cli", "train", "translate", "--data", IT_EN, "--src", "it",
-            "--tgt", "en", "--out", str(out), "--preset", "tiny", "--vocab-size", "500",
-            "--max-tokens", "600", "--warmup", "5", "--eval-samples", "3", *extra]
+def _train_cmd(out, *extra, task="translate"):
+    data = (["--data", IT_EN, "--src", "it", "--tgt", "en"] if task == "translate"
+            else ["--data", f"{DATA_DIR}/sentiment.jsonl"])
+    return [sys.executable, "-m", "attn_cli", "train", task, *data, "--out", str(out),
+            "--preset", "tiny", "--vocab-size", "500", "--max-tokens", "600", "--warmup", "5",
+            "--eval-samples", "3", *extra]
 
 
 @pytest.mark.slow
-def test_two_process_gloo_equals_one_process(tmp_path):
-    common = ["--max-steps", "4", "--dropout", "0", "--eval-every", "1000"]
+@pytest.mark.parametrize("task, extra, atol", [
+    ("translate", [], 1e-5),
+    # Both passes all-reduced, the shift from the global gradient. The second gradient is taken
+    # at weights that already carry the all-reduce's rounding (~1e-7), and Adam's first steps
+    # scale tiny gradients up to ~lr: one weight in 12k lands 1.6e-5 away.
+    ("translate", ["--sam", "0.05"], 5e-5),
+    ("sentiment", ["--pooling", "attention"], 1e-5),
+], ids=["translate", "translate-sam", "sentiment-attention-pooling"])
+def test_two_process_gloo_equals_one_process(tmp_path, task, extra, atol):
+    common = ["--max-steps", "4", "--dropout", "0", "--eval-every", "1000", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run(_train_cmd(tmp_path / "one", *common), capture_output=True, text=True, env=env,
-                         timeout=300)
+    one = subprocess.run(_train_cmd(tmp_path / "one", *common, task=task), capture_output=True,
+                         text=True, env=env, timeout=300)
     assert one.returncode == 0, one.stderr
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-           str(random.randint(20000, 40000)), "-m", "attn_cli"] + _train_cmd(tmp_path / "two", *common)[3:]
+           str(random.randint(20000, 40000)), "-m", "attn_cli"] + _train_cmd(tmp_path / "two", *common, task=task)[3:]
     two = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = weights(tmp_path / "one/last/model.safetensors"), weights(tmp_path / "two/last/model.safetensors")
     for name in a:
-        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=0)
+        torch.testing.assert_close(a[name], b[name], atol=atol, rtol=0)
     assert "x 2 processes" in two.stderr
     assert two.stderr.count("Training finished") == 1  # only rank 0 prints
     assert not list((tmp_path / "two").glob(".*tmp")) and not list(tmp_path.glob(".two*"))
+
+
+@pytest.mark.slow
+def test_two_process_masked_lm_pretraining_hands_over_to_the_classifier(tmp_path):
+    """--mlm-steps under DDP: the head gets no gradient while pretraining (DDP must allow unused
+    parameters), then trains. Not compared with one process: each rank draws its own masks
+    (as with dropout), so only a run without random corruption can equal one process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+           str(random.randint(20000, 40000)), "-m", "attn_cli"] + _train_cmd(
+        tmp_path / "two", "--max-steps", "4", "--mlm-steps", "2", "--eval-every", "1000",
+        task="sentiment")[3:]
+    two = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stderr.count("Training finished") == 1
+    assert json.loads((tmp_path / "two/last/state.json").read_text())["step"] == 4
+    w = weights(tmp_path / "two/last/model.safetensors")
+    assert all(torch.isfinite(t).all() for t in w.values())
 
 
 @pytest.mark.slow
