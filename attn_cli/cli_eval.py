@@ -121,6 +121,7 @@ def info(run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_def
                                                                f"/ {toks.tgt.vocab_size:,} separate"))
     if meta["task"] == "sentiment":
         table.add_row("labels", ", ".join(meta.get("label_names") or []))
+        table.add_row("pooling", m.get("pooling", "mean"))
     elif meta.get("languages", {}).get("src"):
         table.add_row("languages", f"{meta['languages']['src']} -> {meta['languages']['tgt']}")
     d = meta.get("data", {})

@@ -1,6 +1,7 @@
 """The two model families: ``Seq2Seq`` (translate, summarize) and ``Classifier`` (sentiment).
 
-Both embed tokens as ``embedding * sqrt(D)`` plus fixed sinusoidal positions, then run pre-LN
+Both embed tokens as ``embedding * sqrt(D)`` plus fixed sinusoidal positions (or, with
+``cfg.positions == "rope"``, rotate self-attention queries and keys instead), then run pre-LN
 transformer stacks from ``layers.py``. ``build_model(cfg)`` is the only factory.
 
 Embedding sharing in ``Seq2Seq``:

@@ -4,6 +4,7 @@ DDP equivalence, kills, and bad options."""
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -526,6 +527,8 @@ def test_pooling_sentiment_run_trains_saves_and_explains(tmp_path, pooling):
                               "a wonderful, moving film"])
     assert res.exit_code == 0, res.output
     assert "wonderful" in res.output
+    res = runner.invoke(app, ["info", str(tmp_path / "s")])
+    assert res.exit_code == 0 and re.search(rf"pooling\s+│\s+{pooling}", res.output), res.output
 
 
 def test_shipped_recipes_resolve_to_valid_train_configs():
