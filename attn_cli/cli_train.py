@@ -153,8 +153,8 @@ def train(
         "training examples) (default: sinusoidal)."))] = None,
     subword_sampling: Annotated[float | None, typer.Option("--subword-sampling", rich_help_panel=MODEL, help=(
         "While training, re-segment the input (source) texts every epoch by sampling from the "
-        "tokenizer with this smoothing (SentencePiece subword regularization; smaller = more "
-        "varied, e.g. 0.3) (default: 0 = off, always the best segmentation)."))] = None,
+        "tokenizer with this smoothing (subword regularization, unigram tokenizers; smaller = "
+        "more varied, e.g. 0.3) (default: 0 = off, always the best segmentation)."))] = None,
     mixup: Annotated[float | None, typer.Option("--mixup", rich_help_panel=MODEL, help=(
         "sentiment: while training, blend each pooled sentence vector and its label with another "
         "example's, weight ~ Beta(A, A) (mixup; e.g. 0.4) (default: 0 = off)."))] = None,

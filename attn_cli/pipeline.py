@@ -104,6 +104,7 @@ def resampler(data: TaskData, cfg: TrainConfig, toks, fixed: list[tuple]):
     --max-tokens keeps its best segmentation. None when the option is off."""
     if cfg.subword_sampling <= 0:
         return None
+    toks.src.check_sampling()  # a BPE tokenizer is refused now, not at the first epoch
 
     def resample(epoch: int) -> list[tuple]:
         sampled, _ = encode_examples(data.train, cfg.task, toks, cfg.max_len,
@@ -196,6 +197,7 @@ def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: d
     mcfg = build_model_config(cfg, toks, data)
     if req.resume:
         check_same_model(req.out, mcfg)
+    resample = resampler(data, cfg, toks, train)
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg)
     params = count_parameters(model)
@@ -209,7 +211,7 @@ def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: d
         ckpt.atomic_write_text(out / ckpt.CONFIG_FILE, json.dumps(run_meta(req, cfg, mcfg, data, params), indent=2))
     dd.barrier(dist)
     trainer = Trainer(cfg, mcfg, model, toks, train, valid, refs, out, reporter, dist, device,
-                      resample=resampler(data, cfg, toks, train))
+                      resample=resample)
     if req.resume:
         trainer.load_last()
         if dist.is_main:

@@ -7,6 +7,7 @@ vocabulary by default (it lets the model tie source, target and output embedding
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import io
 import json
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import sentencepiece as spm
 from datasets import Dataset
 
@@ -25,6 +27,7 @@ from .errors import DataError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 SRC_FILE, TGT_FILE, INFO_FILE = "tokenizer.model", "tokenizer.tgt.model", "tokenizer.json"
+SAMPLE_NBEST = 32  # --subword-sampling draws each word's segmentation from its 32 best
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Tokenizer:
     def __init__(self, proto: bytes):
         self.proto = proto
         self.sp = spm.SentencePieceProcessor(model_proto=proto)
+        self._sample_cache: dict[tuple[str, float], tuple[list[list[int]], list[float]]] = {}
 
     @property
     def vocab_size(self) -> int:
@@ -64,10 +68,51 @@ class Tokenizer:
         return self.sp.encode(texts, num_threads=os.cpu_count() or 1)
 
     def sample_batch(self, texts: list[str], alpha: float, seed: int) -> list[list[int]]:
-        """Segmentations sampled from the model (subword regularization; BPE-dropout for BPE
-        models), reproducible from ``seed``: one thread, SentencePiece's generator reseeded."""
-        spm.set_random_generator_seed(seed % (1 << 32))
-        return self.sp.encode(texts, enable_sampling=True, alpha=alpha, nbest_size=-1, num_threads=1)
+        """Segmentations sampled from a unigram model (subword regularization, Kudo 2018), the
+        same for the same ``seed`` in every process.
+
+        SentencePiece's own sampling (``enable_sampling``) is not: with sentencepiece 0.2.3 the
+        same ``set_random_generator_seed`` gives other segmentations in another process, which
+        would break ``--resume`` and hand DDP ranks different data. So the draw happens here.
+        Unigram pieces never span a word boundary, so a text's segmentation is its words'
+        segmentations in a row; each word's is drawn from its ``SAMPLE_NBEST`` best with
+        probability proportional to P(segmentation)^alpha (from the pieces' log-probabilities),
+        by numpy's generator seeded with ``seed``. A text whose words' best segmentations do not
+        add up to its own best one (an unusual normalization) keeps its best one.
+        """
+        rng = np.random.default_rng(seed % (1 << 64))  # numpy refuses negative seeds
+        best = self.encode_batch(texts)
+        out = []
+        for text, text_best in zip(texts, best, strict=True):
+            words = [self._candidates(w, alpha) for w in text.split()]
+            if [i for cands, _ in words for i in cands[0]] != text_best:
+                out.append(text_best)
+                continue
+            draws = rng.random(len(words))
+            out.append([i for (cands, cum), u in zip(words, draws, strict=True)
+                        for i in cands[min(bisect.bisect_right(cum, u), len(cands) - 1)]])
+        return out
+
+    def check_sampling(self) -> None:
+        """Raise DataError unless :meth:`sample_batch` can work (it needs a unigram model)."""
+        self._nbest("a")
+
+    def _nbest(self, word: str) -> list[list[int]]:
+        try:
+            return self.sp.nbest_encode_as_ids(word, nbest_size=SAMPLE_NBEST)
+        except RuntimeError as e:
+            raise DataError(f"--subword-sampling needs a unigram tokenizer: {first_line(e)}",
+                            "train the tokenizer with --model-type unigram (the default)") from None
+
+    def _candidates(self, word: str, alpha: float) -> tuple[list[list[int]], list[float]]:
+        """A word's best segmentations and their cumulative sampling probabilities (cached)."""
+        key = (word, alpha)
+        if key not in self._sample_cache:
+            cands = self._nbest(word)
+            scores = np.array([alpha * sum(self.sp.get_score(i) for i in c) for c in cands])
+            probs = np.exp(scores - scores.max())
+            self._sample_cache[key] = (cands, (np.cumsum(probs) / probs.sum()).tolist())
+        return self._sample_cache[key]
 
     def pieces(self, text: str) -> list[str]:
         return self.sp.encode(text, out_type=str)

@@ -1,12 +1,15 @@
 """Tokenizer training, saving/loading, special ids, round trips and errors (CLI and library)."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 from conftest import DATA_DIR
 from typer.testing import CliRunner
 
 from attn_cli.cli import app
+from attn_cli.errors import DataError
 from attn_cli.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizers
 
 runner = CliRunner()
@@ -44,6 +47,34 @@ def test_sampled_segmentations_are_reproducible_and_decode_to_the_text(joint_tok
     assert a == b and a != tok.sample_batch(texts, 0.3, seed=6)
     assert sum(x != y for x, y in zip(a, best, strict=True)) > 50  # most sentences get another segmentation
     assert [tok.decode(x) for x in a] == [tok.decode(x) for x in best]
+    sharp = tok.sample_batch(texts, 50.0, seed=5)  # alpha -> inf: the best segmentation
+    assert sum(x != y for x, y in zip(sharp, best, strict=True)) < 5
+
+
+def test_sampled_segmentations_are_the_same_in_another_process(joint_tok):
+    """SentencePiece's own seeded sampling differs between processes (sentencepiece 0.2.3);
+    --resume and DDP ranks need the same draw everywhere."""
+    tok = Tokenizers.load(joint_tok).src
+    texts = [json.loads(x)["it"] for x in open(IT_EN, encoding="utf-8")][:200]
+    code = ("import json, sys; from attn_cli.tokenizer import Tokenizers; "
+            f"tok = Tokenizers.load({str(joint_tok)!r}).src; texts = json.load(sys.stdin); "
+            "print(json.dumps(tok.sample_batch(texts, 0.3, seed=5)))")
+    other = subprocess.run([sys.executable, "-c", code], input=json.dumps(texts), capture_output=True,
+                           text=True, timeout=120, check=True)
+    assert json.loads(other.stdout) == tok.sample_batch(texts, 0.3, seed=5)
+
+
+def test_sampling_a_bpe_tokenizer_is_a_clear_error(tmp_path):
+    out = tmp_path / "bpe"
+    r = run("tokenizer", "train", "--data", IT_EN, "--src", "it", "--tgt", "en", "--vocab-size", 400,
+            "--model-type", "bpe", "--out", out)
+    assert r.exit_code == 0, r.output
+    with pytest.raises(DataError, match="needs a unigram tokenizer"):
+        Tokenizers.load(out).src.sample_batch(["la casa"], 0.3, seed=1)
+    r = run("train", "translate", "--data", IT_EN, "--src", "it", "--tgt", "en", "--tokenizer", out,
+            "--out", tmp_path / "run", "--preset", "tiny", "--max-steps", 1, "--subword-sampling", 0.3)
+    assert r.exit_code == 2 and "needs a unigram tokenizer" in r.stderr and "Traceback" not in r.output
+    assert not (tmp_path / "run").exists()
 
 
 def test_round_trip_both_languages_and_unseen_characters(joint_tok):
