@@ -430,30 +430,23 @@ def texts_for_tokenizer(data: Dataset, task: str) -> tuple[list[str], list[str]]
     return (["text"], []) if task == "sentiment" else (["src"], ["tgt"])
 
 
-def encode_examples(ds: Dataset, task: str, toks, max_len: int, batch_size: int = 8192,
-                    sampling: tuple[float, int] | None = None) -> tuple[list[tuple], int]:
+def encode_examples(ds: Dataset, task: str, toks, max_len: int,
+                    batch_size: int = 8192) -> tuple[list[tuple], int]:
     """Tokenize normalized data: seq2seq -> [(src_ids, tgt_ids)], sentiment -> [(ids, label)].
 
     Sources are cut to ``max_len`` tokens and targets to ``max_len - 1`` (room for BOS/EOS);
-    returns the examples and how many were truncated. ``sampling`` = (alpha, seed): sample the
-    sources' segmentations (subword regularization) instead of taking the best one.
+    returns the examples and how many were truncated.
     """
     examples: list[tuple] = []
     cut = 0
     cols = ["text", "label"] if task == "sentiment" else ["src", "tgt"]
-
-    def sources(texts: list[str], part: int) -> list[list[int]]:
-        if sampling is None:
-            return toks.src.encode_batch(texts)
-        return toks.src.sample_batch(texts, sampling[0], sampling[1] * 7919 + part)
-
-    for part, batch in enumerate(ds.select_columns(cols).iter(batch_size=batch_size)):
+    for batch in ds.select_columns(cols).iter(batch_size=batch_size):
         if task == "sentiment":
-            ids = sources(batch["text"], part)
+            ids = toks.src.encode_batch(batch["text"])
             cut += sum(len(x) > max_len for x in ids)
             examples += [(x[:max_len], y) for x, y in zip(ids, batch["label"], strict=True)]
         else:
-            src = sources(batch["src"], part)
+            src = toks.src.encode_batch(batch["src"])
             tgt = toks.tgt.encode_batch(batch["tgt"])
             cut += sum(len(s) > max_len or len(t) > max_len - 1 for s, t in zip(src, tgt, strict=True))
             examples += [(s[:max_len], t[:max_len - 1]) for s, t in zip(src, tgt, strict=True)]

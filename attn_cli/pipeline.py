@@ -22,7 +22,7 @@ from .data import Fields, TaskData, encode_examples, load_task_data, texts_for_t
 from .batching import example_lengths
 from .errors import AttnError, RunFailure
 from .model import build_model, count_parameters
-from .tokenizer import TokenizerConfig, Tokenizers, VocabTooLarge, train_tokenizers
+from .tokenizer import SubwordSampler, TokenizerConfig, Tokenizers, VocabTooLarge, train_tokenizers
 from .train import PRIMARY, Reporter, Trainer, pick_device
 
 
@@ -100,15 +100,17 @@ def run_meta(req: RunRequest, cfg: TrainConfig, mcfg: ModelConfig, data: TaskDat
 
 def resampler(data: TaskData, cfg: TrainConfig, toks, fixed: list[tuple]):
     """--subword-sampling: epoch -> the training examples with freshly sampled input
-    segmentations (the same on every rank); an example that sampling makes longer than
-    --max-tokens keeps its best segmentation. None when the option is off."""
+    segmentations (the same in every process, from --seed and the epoch); an example that
+    sampling makes longer than --max-tokens keeps its best segmentation. None when the option
+    is off. Refuses a tokenizer that cannot sample (BPE) now, not at the first epoch."""
     if cfg.subword_sampling <= 0:
         return None
-    toks.src.check_sampling()  # a BPE tokenizer is refused now, not at the first epoch
+    column = "text" if cfg.task == "sentiment" else "src"
+    sampler = SubwordSampler(toks.src, list(data.train[column]), cfg.subword_sampling)
 
     def resample(epoch: int) -> list[tuple]:
-        sampled, _ = encode_examples(data.train, cfg.task, toks, cfg.max_len,
-                                     sampling=(cfg.subword_sampling, cfg.seed * 100_003 + epoch))
+        sources = sampler.sample(cfg.seed * 100_003 + epoch)
+        sampled = [(src[:cfg.max_len], other) for src, (_, other) in zip(sources, fixed, strict=True)]
         lengths = example_lengths(sampled, cfg.task != "sentiment")
         return [ex if n <= cfg.max_tokens else best
                 for ex, best, n in zip(sampled, fixed, lengths, strict=True)]
