@@ -198,12 +198,12 @@ class Classifier(nn.Module):
         """h (B, S, D), keep (B, S) bool -> (B, D); an all-pad row pools to zeros."""
         if self.cfg.pooling == "attention":
             pooled, _ = self._attend_pool(h, keep)  # (B, D)
-            return pooled.masked_fill(~keep.any(1, keepdim=True), 0.0)
-        if self.cfg.pooling == "max":
+        elif self.cfg.pooling == "max":
             pooled = self._pad_to_minus_inf(h, keep).amax(1)  # (B, D)
-            return pooled.masked_fill(~keep.any(1, keepdim=True), 0.0)
-        w = keep[:, :, None].to(h.dtype)  # (B, S, 1)
-        return (h * w).sum(1) / w.sum(1).clamp(min=1.0)  # (B, D)
+        else:
+            w = keep[:, :, None].to(h.dtype)  # (B, S, 1)
+            return (h * w).sum(1) / w.sum(1).clamp(min=1.0)  # (B, D): an all-pad row is 0 already
+        return pooled.masked_fill(~keep.any(1, keepdim=True), 0.0)
 
     def pool_shares(self, ids: Tensor) -> Tensor:
         """ids (B, S) -> (B, S): each position's share of the pooled vector (rows sum to 1 over

@@ -413,6 +413,12 @@ def _train_cmd(out, *extra, task="translate"):
             "--eval-samples", "3", *extra]
 
 
+def _torchrun_cmd(out, *extra, task="translate"):
+    """:func:`_train_cmd` as two gloo processes under torchrun."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+            str(random.randint(20000, 40000)), "-m", "attn_cli"] + _train_cmd(out, *extra, task=task)[3:]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("task, extra, atol", [
     ("translate", [], 1e-5),
@@ -428,9 +434,8 @@ def test_two_process_gloo_equals_one_process(tmp_path, task, extra, atol):
     one = subprocess.run(_train_cmd(tmp_path / "one", *common, task=task), capture_output=True,
                          text=True, env=env, timeout=300)
     assert one.returncode == 0, one.stderr
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-           str(random.randint(20000, 40000)), "-m", "attn_cli"] + _train_cmd(tmp_path / "two", *common, task=task)[3:]
-    two = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    two = subprocess.run(_torchrun_cmd(tmp_path / "two", *common, task=task), capture_output=True,
+                         text=True, env=env, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = weights(tmp_path / "one/last/model.safetensors"), weights(tmp_path / "two/last/model.safetensors")
     for name in a:
@@ -446,10 +451,8 @@ def test_two_process_masked_lm_pretraining_hands_over_to_the_classifier(tmp_path
     parameters), then trains. Not compared with one process: each rank draws its own masks
     (as with dropout), so only a run without random corruption can equal one process."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-           str(random.randint(20000, 40000)), "-m", "attn_cli"] + _train_cmd(
-        tmp_path / "two", "--max-steps", "4", "--mlm-steps", "2", "--eval-every", "1000",
-        task="sentiment")[3:]
+    cmd = _torchrun_cmd(tmp_path / "two", "--max-steps", "4", "--mlm-steps", "2", "--eval-every", "1000",
+                        task="sentiment")
     two = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stderr.count("Training finished") == 1
