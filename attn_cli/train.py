@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -81,7 +82,7 @@ class TrainState:
 
 def drop_tokens(ids: torch.Tensor, p: float) -> torch.Tensor:
     """ids (B, S) with each real (non-pad) token replaced by <unk> with probability p; draws
-    from torch's global generator (saved in last/, so resume stays exact)."""
+    from torch's global generator, seeded per step by :func:`step_seed`."""
     if p <= 0.0:
         return ids
     hit = (torch.rand(ids.shape, device=ids.device) < p) & ids.ne(PAD_ID)  # (B, S)
@@ -102,9 +103,17 @@ def mask_for_lm(ids: torch.Tensor, vocab_size: int, rate: float = MLM_RATE
 
 def mixup_pairs(n: int, alpha: float, device: torch.device) -> tuple[torch.Tensor, float]:
     """Mixup partners for a batch of n: (perm (n,), lam ~ Beta(alpha, alpha)), both drawn from
-    torch's global generator (saved in last/, so resume stays exact)."""
+    torch's global generator, seeded per step by :func:`step_seed`."""
     lam = torch.distributions.Beta(alpha, alpha).sample().item()
     return torch.randperm(n).to(device), lam
+
+
+def step_seed(seed: int, rank: int, draw: int) -> int:
+    """The torch seed of a training step's random draws (dropout, --token-dropout, masked-LM
+    masks, --mixup): a pure function of --seed, the DDP rank and the step's number (optimizer
+    steps plus skipped ones), so each rank draws its own masks and a resumed run draws exactly
+    what an uninterrupted one would, with any number of processes."""
+    return int(np.random.SeedSequence([seed % 2**64, rank, draw]).generate_state(1, np.uint64)[0])
 
 
 def pick_device(name: str) -> torch.device:
@@ -316,6 +325,7 @@ class Trainer:
         """One optimizer step over weighted ``micro`` batches; returns (mean loss, global count of
         target tokens (seq2seq) or examples (sentiment))."""
         pretraining = self.state.step < self.cfg.mlm_steps
+        torch.manual_seed(step_seed(self.cfg.seed, self.dist.rank, self.state.step + self.state.skipped))
         prepared = [(*self._prepare(batch, pretraining), weight) for batch, weight in micro]
         seen = sum(w * (b.n_tokens if self.seq2seq else b.n_examples) for b, w in micro)
         counts = torch.tensor([sum(w * n for _, _, n, w in prepared), float(seen)], device=self.device)

@@ -146,6 +146,30 @@ def test_drop_tokens_replaces_real_tokens_only_at_about_rate_p():
     assert 0.22 < changed[:, :40].float().mean().item() < 0.28
 
 
+def test_step_seed_gives_every_rank_and_step_its_own_draws():
+    from attn_cli.train import step_seed
+
+    seeds = {step_seed(1, rank, draw) for rank in range(4) for draw in range(100)}
+    assert len(seeds) == 400 and step_seed(1, 2, 7) == step_seed(1, 2, 7) != step_seed(2, 2, 7)
+    masks = []
+    for rank in (0, 1):  # two DDP ranks at the same step: different dropout masks
+        torch.manual_seed(step_seed(1, rank, 5))
+        masks.append(torch.rand(64) < 0.5)
+    assert not torch.equal(*masks)
+    assert step_seed(-3, 0, 0) >= 0  # any --seed is usable
+
+
+def test_training_reseeds_each_step_from_seed_rank_and_step(tmp_path, monkeypatch):
+    """Under DDP every rank would otherwise share one stream (and so one set of masks)."""
+    import attn_cli.train as tr
+
+    calls = []
+    real = tr.step_seed
+    monkeypatch.setattr(tr, "step_seed", lambda *a: calls.append(a) or real(*a))
+    train(tmp_path / "r", max_steps=3, token_dropout=0.2, seed=4)
+    assert calls == [(4, 0, 0), (4, 0, 1), (4, 0, 2)]
+
+
 def test_token_dropout_changes_training_and_resumes_exactly(tmp_path):
     assert_option_resumes_exactly_and_matters(tmp_path, token_dropout=0.3)
 
