@@ -22,7 +22,7 @@ from .data import Fields, TaskData, encode_examples, load_task_data, texts_for_t
 from .batching import example_lengths
 from .errors import AttnError, RunFailure
 from .model import build_model, count_parameters
-from .tokenizer import SubwordSampler, TokenizerConfig, Tokenizers, VocabTooLarge, train_tokenizers
+from .tokenizer import SAMPLE_NBEST, SubwordSampler, TokenizerConfig, Tokenizers, VocabTooLarge, train_tokenizers
 from .train import PRIMARY, Reporter, Trainer, pick_device
 
 
@@ -98,7 +98,7 @@ def run_meta(req: RunRequest, cfg: TrainConfig, mcfg: ModelConfig, data: TaskDat
                      "train_examples": len(data.train), "valid_examples": len(data.valid)}}
 
 
-def resampler(data: TaskData, cfg: TrainConfig, toks, fixed: list[tuple]):
+def resampler(data: TaskData, cfg: TrainConfig, toks, fixed: list[tuple], reporter: Reporter | None = None):
     """--subword-sampling: epoch -> the training examples with freshly sampled input
     segmentations (the same in every process, from --seed and the epoch); an example that
     sampling makes longer than --max-tokens keeps its best segmentation. None when the option
@@ -106,7 +106,15 @@ def resampler(data: TaskData, cfg: TrainConfig, toks, fixed: list[tuple]):
     if cfg.subword_sampling <= 0:
         return None
     column = "text" if cfg.task == "sentiment" else "src"
-    sampler = SubwordSampler(toks.src, list(data.train[column]), cfg.subword_sampling)
+    texts = list(data.train[column])
+    if reporter is not None:  # about a minute for IMDB's 25k reviews
+        reporter.note(f"subword sampling: finding the {SAMPLE_NBEST} best segmentations of each "
+                      f"distinct word in {len(texts):,} training texts")
+    started = time.perf_counter()
+    sampler = SubwordSampler(toks.src, texts, cfg.subword_sampling)
+    if reporter is not None:
+        reporter.note(f"subword sampling: {len(sampler.word_first) - 1:,} distinct words ready "
+                      f"in {time.perf_counter() - started:.1f} s")
 
     def resample(epoch: int) -> list[tuple]:
         sources = sampler.sample(cfg.seed * 100_003 + epoch)
@@ -199,7 +207,7 @@ def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: d
     mcfg = build_model_config(cfg, toks, data)
     if req.resume:
         check_same_model(req.out, mcfg)
-    resample = resampler(data, cfg, toks, train)
+    resample = resampler(data, cfg, toks, train, reporter)
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg)
     params = count_parameters(model)

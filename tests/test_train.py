@@ -340,7 +340,13 @@ def test_resampler_draws_new_segmentations_per_epoch_and_keeps_labels(tmp_path):
     data = load_task_data(SENTIMENT, "sentiment", Fields(), seed=1)
     fixed, _ = encode_examples(data.train, "sentiment", toks, 256)
     cfg = TrainConfig(**{**BASE, "task": "sentiment", "subword_sampling": 0.2})
-    resample = resampler(data, cfg, toks, fixed)
+    notes = []
+    reporter = Quiet()
+    reporter.note = notes.append
+    resample = resampler(data, cfg, toks, fixed, reporter)
+    n_words = len({w for t in data.train["text"] for w in t.split()})
+    assert f"best segmentations of each distinct word in {len(fixed):,} training texts" in notes[0]
+    assert f"{n_words:,} distinct words ready in" in notes[1]  # the slow setup is announced
     e0, e0_again, e1 = resample(0), resample(0), resample(1)
     assert e0 == e0_again and e0 != e1 and e0 != fixed
     assert [y for _, y in e0] == [y for _, y in fixed]
