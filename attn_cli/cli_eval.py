@@ -127,6 +127,8 @@ def info(run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_def
     d = meta.get("data", {})
     table.add_row("training data", f"{d.get('train')} ({d.get('train_examples', 0):,} examples), "
                   f"validation {d.get('valid') or 'held out'} ({d.get('valid_examples', 0):,})")
+    if meta.get("init_from"):
+        table.add_row("started from", f"{meta['init_from']} (--init-from)")
     last = find_dir(run_dir / LAST_DIR)
     if last is not None and (last / "state.json").is_file():
         try:

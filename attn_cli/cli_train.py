@@ -134,6 +134,10 @@ def train(
                                     help="Replace a non-empty --out.")] = False,
     tokenizer: Annotated[Path | None, typer.Option("--tokenizer", rich_help_panel=RUN, help=(
         "Use this tokenizer directory (default: train one on the training data)."))] = None,
+    init_from: Annotated[Path | None, typer.Option("--init-from", rich_help_panel=RUN, help=(
+        "Start from the best weights of this earlier run directory (a warm start: fine-tune it "
+        "on this data) with its tokenizer; the same --preset and --positions. A classifier head "
+        "for a different number of labels starts fresh."))] = None,
     vocab_size: Annotated[int | None, typer.Option("--vocab-size", rich_help_panel=RUN, help=(
         "Size of the tokenizer trained when --tokenizer is not given (default: 8000)."))] = None,
     preset: Annotated[str | None, typer.Option("--preset", rich_help_panel=MODEL, help=(
@@ -239,7 +243,7 @@ def train(
         valid = valid or (meta.get("data") or {}).get("valid")
     cfg = resolve_config(task, options, load_toml(config), saved)
     req = RunRequest(data=data, out=out, valid=valid, subset=subset, split=split, tokenizer=tokenizer,
-                     resume=resume, overwrite=overwrite, fields=fields)
+                     init_from=init_from, resume=resume, overwrite=overwrite, fields=fields)
     with ui.progress(total_known=cfg.max_steps is not None) as bar:
         reporter = RichReporter(bar, cfg.max_steps, cfg.log_every, "ex" if task == "sentiment" else "tok")
         try:

@@ -23,7 +23,8 @@ from .model import build_model
 from .tokenizer import EOS_ID, PAD_ID, Tokenizers
 
 META_KEYS = {"attn_version": str, "task": str, "preset": str, "parameters": int, "model": dict,
-             "label_names": (list, type(None)), "languages": dict, "fields": dict, "data": dict}
+             "label_names": (list, type(None)), "languages": dict, "fields": dict, "data": dict,
+             "init_from": str}  # init_from: only in runs started with --init-from
 # Inside the dicts above: what each value may be. Nothing in config.json is ever opened as a path
 # (data.train/valid are shown by `attn info`, never read); every file comes from a fixed name.
 _STR = (str, type(None))

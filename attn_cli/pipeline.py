@@ -37,6 +37,7 @@ class RunRequest:
     subset: str | None = None  # Hub configuration
     split: str = "train"
     tokenizer: Path | None = None  # an existing tokenizer directory
+    init_from: Path | None = None  # a run directory whose best weights start this run
     resume: bool = False
     overwrite: bool = False
 
@@ -52,6 +53,9 @@ class RunResult:
 def check_run_dir(req: RunRequest) -> None:
     """Refuse to clobber: a non-empty directory needs --resume or --overwrite."""
     out = req.out
+    if req.init_from is not None and not (req.init_from / ckpt.CONFIG_FILE).is_file():
+        raise AttnError(f"--init-from {req.init_from} is not a run directory (no {ckpt.CONFIG_FILE})",
+                        "pass the --out directory of an earlier attn train")
     if req.resume:
         if not (out / ckpt.CONFIG_FILE).is_file():
             raise AttnError(f"cannot resume: {out} holds no run (missing {ckpt.CONFIG_FILE})",
@@ -66,6 +70,8 @@ def load_tokenizers(req: RunRequest, data: TaskData, cfg: TrainConfig, reporter:
         return Tokenizers.load(req.out)
     if req.tokenizer is not None:
         return Tokenizers.load(req.tokenizer)
+    if req.init_from is not None:  # its embeddings belong to its tokenizer
+        return Tokenizers.load(req.init_from)
     src_cols, tgt_cols = texts_for_tokenizer(data.train, cfg.task)
     tcfg = TokenizerConfig(vocab_size=cfg.vocab_size, max_sentences=400_000, seed=cfg.seed)
     try:
@@ -95,7 +101,8 @@ def run_meta(req: RunRequest, cfg: TrainConfig, mcfg: ModelConfig, data: TaskDat
             "languages": {"src": req.fields.src_lang, "tgt": req.fields.tgt_lang},
             "fields": {k: v for k, v in req.fields.__dict__.items() if v is not None},
             "data": {"train": req.data, "valid": req.valid, "subset": req.subset,
-                     "train_examples": len(data.train), "valid_examples": len(data.valid)}}
+                     "train_examples": len(data.train), "valid_examples": len(data.valid)},
+            **({"init_from": str(req.init_from)} if req.init_from is not None else {})}
 
 
 def resampler(data: TaskData, cfg: TrainConfig, toks, fixed: list[tuple], reporter: Reporter | None = None):
@@ -180,6 +187,9 @@ def train_run(req: RunRequest, cfg: TrainConfig, reporter: Reporter) -> RunResul
 
 
 TRAINING_ONLY = ("dropout", "attn_dropout")  # model fields that may change on --resume
+# --init-from: fields that shape the shared weights; max_len, pooling and num_labels may differ
+INIT_SAME = ("vocab_size", "tgt_vocab_size", "d_model", "n_heads", "n_enc_layers", "n_dec_layers",
+             "d_ff", "tie_embeddings", "positions")
 
 
 def check_same_model(out: Path, mcfg: ModelConfig) -> None:
@@ -197,6 +207,33 @@ def check_same_model(out: Path, mcfg: ModelConfig) -> None:
                             f"resume without the option that sets {name}, or start a new run")
 
 
+def init_weights(model: torch.nn.Module, mcfg: ModelConfig, run_dir: Path) -> str:
+    """--init-from: copy the best weights of another run into ``model`` (a warm start: optimizer,
+    schedule and step begin afresh). Tensors of the same name and shape are copied; the rest
+    (a classifier head for other labels, attention pooling's query) keep their fresh values.
+    Returns a one-line note of what was copied."""
+    from .infer import load_run
+
+    source = load_run(run_dir, device="cpu")
+    old = source.model_cfg
+    if old.is_seq2seq != mcfg.is_seq2seq:
+        raise AttnError(f"cannot initialise a {mcfg.task} model from {run_dir}, a {old.task} model",
+                        "pass a run of the same kind (encoder-decoder or classifier)")
+    for name in INIT_SAME:
+        if getattr(old, name) != getattr(mcfg, name):
+            hint = ("leave out --tokenizer: the run's own tokenizer is used" if "vocab" in name else
+                    "pass the --preset and --positions it was trained with (attn info shows them)")
+            raise AttnError(f"cannot initialise from {run_dir}: its {name} is {getattr(old, name)!r}, "
+                            f"this run's {getattr(mcfg, name)!r}", hint)
+    given = source.model.state_dict()
+    state = model.state_dict()
+    copied = {n: given[n] for n, t in state.items() if n in given and given[n].shape == t.shape}
+    model.load_state_dict({**state, **copied})
+    fresh = [n for n in state if n not in copied]
+    return (f"initialised {len(copied)} of {len(state)} weight tensors from {run_dir}"
+            + (f"; new: {', '.join(fresh)}" if fresh else ""))
+
+
 def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist) -> RunResult:
     torch.manual_seed(cfg.seed)
     device, data, toks, train, valid, refs = prepare(req, cfg, reporter, dist)
@@ -210,6 +247,8 @@ def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: d
     resample = resampler(data, cfg, toks, train, reporter)
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg)
+    if req.init_from is not None and not req.resume:  # (a resumed run's weights come from last/)
+        reporter.note(init_weights(model, mcfg, req.init_from))
     params = count_parameters(model)
     out = req.out
     if dist.is_main and not req.resume:
@@ -285,6 +324,8 @@ def write_card(out: Path, cfg: TrainConfig, data: TaskData, params: int, state: 
     meta = json.loads((out / ckpt.CONFIG_FILE).read_text())
     pretrained = (f"- the first {cfg.mlm_steps:,} steps pretrained the encoder as a masked language "
                   "model on the training texts\n" if cfg.mlm_steps else "")
+    if meta.get("init_from"):
+        pretrained = f"- started from the best weights of `{meta['init_from']}` (--init-from)\n" + pretrained
     text = (f"# attn {cfg.task} model\n\n"
             f"- preset: `{cfg.preset}` ({PRESETS[cfg.preset]}), {params:,} parameters\n"
             f"- training data: `{meta['data']['train']}` ({meta['data']['train_examples']:,} examples); "

@@ -618,3 +618,63 @@ def test_resume_refuses_options_that_change_the_model(tmp_path):
     assert (run / "last" / "state.json").read_text() == before
     train_sentiment(run, resume=True, max_steps=4, dropout=0.3)  # training-only: allowed
     assert json.loads((run / "last" / "state.json").read_text())["step"] == 4
+
+
+# ----------------------------------------------------------------- --init-from
+
+
+def train_from(out, init_from, resume=False, **kw):
+    cfg = TrainConfig(**{**BASE, "task": "sentiment", "eval_samples": 2, **kw})
+    return train_run(RunRequest(data=SENTIMENT, out=out, init_from=init_from, resume=resume), cfg, Quiet())
+
+
+def test_init_from_copies_the_best_weights_and_the_tokenizer(tmp_path):
+    from attn_cli.config import ModelConfig
+    from attn_cli.model import build_model
+    from attn_cli.pipeline import init_weights
+
+    train_sentiment(tmp_path / "a", max_steps=20, eval_every=10)
+    best = weights(tmp_path / "a/model.safetensors")
+    meta = json.loads((tmp_path / "a/config.json").read_text())
+    mcfg = ModelConfig.from_dict({**meta["model"], "pooling": "attention"})
+    model = build_model(mcfg)
+    note = init_weights(model, mcfg, tmp_path / "a")
+    fresh = {n for n in model.state_dict() if n.startswith("pool_")}
+    assert fresh and note.endswith("new: " + ", ".join(n for n in model.state_dict() if n in fresh))
+    for name, t in model.state_dict().items():
+        assert name in fresh or torch.equal(t, best[name])
+    # a run started from it: its tokenizer, a lower first loss than from scratch, and it says so
+    train_from(tmp_path / "b", tmp_path / "a", max_steps=2)
+    train_sentiment(tmp_path / "c", max_steps=2)
+    assert (tmp_path / "b/tokenizer.model").read_bytes() == (tmp_path / "a/tokenizer.model").read_bytes()
+    first = [next(json.loads(x)["loss"] for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()
+                  if json.loads(x)["event"] == "train") for r in ("b", "c")]
+    assert first[0] < first[1] - 0.05, first
+    assert json.loads((tmp_path / "b/config.json").read_text())["init_from"] == str(tmp_path / "a")
+    assert f"started from the best weights of `{tmp_path / 'a'}`" in (tmp_path / "b/README.md").read_text()
+    assert "init_from" not in json.loads((tmp_path / "c/config.json").read_text())
+
+
+def test_init_from_then_resume_equals_uninterrupted(tmp_path):
+    train_sentiment(tmp_path / "a", max_steps=4)
+    train_from(tmp_path / "full", tmp_path / "a", max_steps=6)
+    train_from(tmp_path / "half", tmp_path / "a", max_steps=3)
+    train_from(tmp_path / "half", tmp_path / "a", resume=True, max_steps=6)  # weights from last/
+    assert_same_weights(tmp_path / "full", tmp_path / "half")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["sentiment", "--data", SENTIMENT, "--preset", "small"], "its d_model is 64, this run's 256"),
+    (["sentiment", "--data", SENTIMENT, "--positions", "rope"], "its positions is 'sinusoidal'"),
+    (["translate", "--data", IT_EN, "--src", "it", "--tgt", "en"], "a translate model from"),
+    (["sentiment", "--data", SENTIMENT, "--init-from", "nowhere"], "is not a run directory"),
+])
+def test_init_from_refuses_what_does_not_fit(tmp_path, args, fragment):
+    train_sentiment(tmp_path / "a", max_steps=1)
+    r = cli("train", *args[:1], "--out", tmp_path / "r", "--preset", "tiny", "--max-steps", 1,
+            "--init-from", tmp_path / "a", *args[1:])
+    assert r.exit_code == 2, r.output
+    error = r.stderr.splitlines()[-1]  # (after the note on the held-out validation examples)
+    assert error.startswith("Error:") and fragment in error and "Traceback" not in r.output
+    assert not (tmp_path / "r").exists()
+
