@@ -186,6 +186,9 @@ def tokenizer_train(
     max_sentences: Annotated[int, typer.Option(
         "--max-sentences", help="Sample at most this many sentences per vocabulary.")] = 2_000_000,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
+    lowercase: Annotated[bool, flag("--lowercase", help=(
+        "Fold case ('The' and 'the' become the same pieces), in training and in every later "
+        "encoding; decoding then gives lowercase text."))] = False,
     overwrite: Annotated[bool, flag("--overwrite", help="Replace a non-empty --out.")] = False,
     verbose: Annotated[bool, flag("--verbose", help="Show SentencePiece's own log.")] = False,
     src: SrcOpt = None, tgt: TgtOpt = None, src_field: SrcFieldOpt = None,
@@ -198,7 +201,7 @@ def tokenizer_train(
     from .tokenizer import TokenizerConfig, train_tokenizers
 
     cfg = TokenizerConfig(vocab_size=vocab_size, model_type=model_type, joint=not separate_vocab,
-                          max_sentences=max_sentences, seed=seed)
+                          max_sentences=max_sentences, seed=seed, lowercase=lowercase)
     prepare_out_dir(out, overwrite, "tokenizer")
     fields = make_fields(src, tgt, src_field, tgt_field, text_field, label_field)
     start = time.perf_counter()
@@ -224,7 +227,7 @@ def tokenizer_train(
     table.add_row("vocabulary", "joint" if toks.joint else "separate (source / target)")
     table.add_row("pieces", f"{toks.src.vocab_size:,}" if toks.joint
                   else f"{toks.src.vocab_size:,} / {toks.tgt.vocab_size:,}")
-    table.add_row("model type", cfg.model_type)
+    table.add_row("model type", cfg.model_type + (", lowercase" if cfg.lowercase else ""))
     table.add_row("time", f"{time.perf_counter() - start:.1f} s")
     ui.err.print(table)
 

@@ -39,6 +39,7 @@ class TokenizerConfig:
     max_sentences: int = 2_000_000  # sample at most this many sentences per vocabulary
     character_coverage: float = 0.9995  # rarer characters fall back to bytes
     seed: int = 0  # sampling seed
+    lowercase: bool = False  # fold case when normalizing (SentencePiece's nmt_nfkc_cf), also when encoding
 
     def __post_init__(self):
         if self.model_type not in ("unigram", "bpe"):
@@ -249,7 +250,8 @@ def _train_one(sentences: Iterator[str], cfg: TokenizerConfig, verbose: bool) ->
         sentence_iterator=sentences, model_writer=model, vocab_size=cfg.vocab_size,
         model_type=cfg.model_type, character_coverage=cfg.character_coverage,
         pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, byte_fallback=True,
-        split_digits=True, num_threads=os.cpu_count() or 1, input_sentence_size=0,
+        split_digits=True, normalization_rule_name="nmt_nfkc_cf" if cfg.lowercase else "nmt_nfkc",
+        num_threads=os.cpu_count() or 1, input_sentence_size=0,
         max_sentence_length=1 << 14, train_extremely_large_corpus=False,
     )
     try:

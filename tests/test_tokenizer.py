@@ -144,6 +144,19 @@ def test_max_sentences_samples(tmp_path):
     assert r.exit_code == 0, r.output
 
 
+def test_lowercase_folds_case_in_training_and_encoding(tmp_path, joint_tok):
+    r = run("tokenizer", "train", "--data", f"{DATA_DIR}/sentiment.jsonl", "--vocab-size", 400,
+            "--lowercase", "--out", tmp_path / "lc")
+    assert r.exit_code == 0, r.output
+    assert "unigram, lowercase" in r.stderr
+    lc, cased = Tokenizers.load(tmp_path / "lc").src, Tokenizers.load(joint_tok).src
+    assert lc.encode("The Film Was GREAT .") == lc.encode("the film was great .")
+    assert lc.decode(lc.encode("The Film")) == "the film"
+    assert cased.encode("The Film") != cased.encode("the film")  # the default keeps case
+    assert not any(c.isupper() for i in range(lc.vocab_size) for c in lc.id_to_piece(i)
+                   if not lc.id_to_piece(i).startswith("<"))
+
+
 # ----------------------------------------------------------------- bad input (exit 2, one line)
 
 
