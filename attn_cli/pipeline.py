@@ -68,10 +68,16 @@ def load_tokenizers(req: RunRequest, data: TaskData, cfg: TrainConfig, reporter:
     """The given tokenizer, the run's own (resume), or a new one trained on the training data."""
     if req.resume:
         return Tokenizers.load(req.out)
+    if req.init_from is not None:  # its embeddings belong to its tokenizer
+        toks = Tokenizers.load(req.init_from)
+        if req.tokenizer is not None:
+            given = Tokenizers.load(req.tokenizer)
+            if (given.src.proto, given.tgt.proto) != (toks.src.proto, toks.tgt.proto):
+                raise AttnError(f"--tokenizer {req.tokenizer} is not the tokenizer of --init-from "
+                                f"{req.init_from}", "leave out --tokenizer: the run's own is used")
+        return toks
     if req.tokenizer is not None:
         return Tokenizers.load(req.tokenizer)
-    if req.init_from is not None:  # its embeddings belong to its tokenizer
-        return Tokenizers.load(req.init_from)
     src_cols, tgt_cols = texts_for_tokenizer(data.train, cfg.task)
     tcfg = TokenizerConfig(vocab_size=cfg.vocab_size, max_sentences=400_000, seed=cfg.seed)
     try:

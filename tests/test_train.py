@@ -678,3 +678,14 @@ def test_init_from_refuses_what_does_not_fit(tmp_path, args, fragment):
     assert error.startswith("Error:") and fragment in error and "Traceback" not in r.output
     assert not (tmp_path / "r").exists()
 
+
+
+def test_init_from_refuses_another_tokenizer(tmp_path):
+    train_sentiment(tmp_path / "a", max_steps=1)
+    train_sentiment(tmp_path / "b", max_steps=1, vocab_size=400)
+    r = cli("train", "sentiment", "--data", SENTIMENT, "--out", tmp_path / "r", "--preset", "tiny",
+            "--init-from", tmp_path / "a", "--tokenizer", tmp_path / "b")
+    assert r.exit_code == 2 and "is not the tokenizer of --init-from" in r.stderr.splitlines()[-1]
+    r = cli("train", "sentiment", "--data", SENTIMENT, "--out", tmp_path / "r", "--preset", "tiny",
+            "--init-from", tmp_path / "a", "--tokenizer", tmp_path / "a", "--max-steps", 1)
+    assert r.exit_code == 0, r.output  # its own tokenizer, named, is fine
