@@ -140,6 +140,9 @@ def train(
         "for a different number of labels starts fresh."))] = None,
     vocab_size: Annotated[int | None, typer.Option("--vocab-size", rich_help_panel=RUN, help=(
         "Size of the tokenizer trained when --tokenizer is not given (default: 8000)."))] = None,
+    lowercase: Annotated[bool | None, flag("--lowercase", rich_help_panel=RUN, show_default=False, help=(
+        "Have the tokenizer trained when --tokenizer is not given fold case ('The' and 'the' "
+        "become the same pieces; as attn tokenizer train --lowercase)."))] = None,
     preset: Annotated[str | None, typer.Option("--preset", rich_help_panel=MODEL, help=(
         "Model size: tiny (0.75M params*), small (7.6M*), base (48M*), big (185M*) "
         "(default: small). *joint 8k vocabulary translation model."))] = None,
@@ -233,7 +236,7 @@ def train(
                    time_budget=parse_duration(time_budget), max_steps=max_steps, epochs=epochs,
                    patience=patience, eval_every=eval_every, eval_samples=eval_samples,
                    log_every=log_every, device=device, precision=precision, compile=compile,
-                   vocab_size=vocab_size)
+                   vocab_size=vocab_size, lowercase=lowercase)
     saved, fields = None, make_fields(src, tgt, src_field, tgt_field, text_field, label_field)
     if resume:
         saved = read_json(out / TRAIN_CONFIG_FILE)

@@ -251,6 +251,7 @@ class TrainConfig:
     log_every: int = 50  # optimizer steps between log lines in metrics.jsonl
     skip_nonfinite: bool = False  # skip batches whose loss is NaN/inf instead of stopping
     vocab_size: int = 8000  # tokenizer size when attn trains one (lowered to what the data allows)
+    lowercase: bool = False  # the tokenizer attn trains folds case (SentencePiece's nmt_nfkc_cf)
 
     def __post_init__(self) -> None:
         check_field_types(self)

@@ -79,7 +79,8 @@ def load_tokenizers(req: RunRequest, data: TaskData, cfg: TrainConfig, reporter:
     if req.tokenizer is not None:
         return Tokenizers.load(req.tokenizer)
     src_cols, tgt_cols = texts_for_tokenizer(data.train, cfg.task)
-    tcfg = TokenizerConfig(vocab_size=cfg.vocab_size, max_sentences=400_000, seed=cfg.seed)
+    tcfg = TokenizerConfig(vocab_size=cfg.vocab_size, max_sentences=400_000, seed=cfg.seed,
+                           lowercase=cfg.lowercase)
     try:
         return train_tokenizers(data.train, src_cols, tgt_cols, tcfg)
     except VocabTooLarge as e:

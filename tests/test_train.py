@@ -390,6 +390,17 @@ def cli(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
+def test_lowercase_makes_the_run_tokenizer_fold_case(tmp_path):
+    train_sentiment(tmp_path / "lc", max_steps=1, lowercase=True)
+    train_sentiment(tmp_path / "cased", max_steps=1)
+    lc, cased = Tokenizers.load(tmp_path / "lc").src, Tokenizers.load(tmp_path / "cased").src
+    assert lc.encode("The FILM") == lc.encode("the film") and cased.encode("The FILM") != cased.encode("the film")
+    r = cli("train", "sentiment", "--data", SENTIMENT, "--out", tmp_path / "c", "--preset", "tiny",
+            "--max-steps", 1, "--vocab-size", 500, "--lowercase")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "c/train_config.json").read_text())["lowercase"] is True
+
+
 def test_cli_train_and_refuse_existing(tmp_path):
     out = tmp_path / "run"
     args = ["train", "translate", "--data", IT_EN, "--src", "it", "--tgt", "en", "--out", out,
