@@ -112,7 +112,7 @@ def run_meta(req: RunRequest, cfg: TrainConfig, mcfg: ModelConfig, data: TaskDat
             **({"init_from": str(req.init_from)} if req.init_from is not None else {})}
 
 
-def resampler(data: TaskData, cfg: TrainConfig, toks, fixed: list[tuple], reporter: Reporter | None = None):
+def resampler(data: TaskData, cfg: TrainConfig, toks, fixed: list[tuple], reporter: Reporter):
     """--subword-sampling: epoch -> the training examples with freshly sampled input
     segmentations (the same in every process, from --seed and the epoch); an example that
     sampling makes longer than --max-tokens keeps its best segmentation. None when the option
@@ -121,14 +121,12 @@ def resampler(data: TaskData, cfg: TrainConfig, toks, fixed: list[tuple], report
         return None
     column = "text" if cfg.task == "sentiment" else "src"
     texts = list(data.train[column])
-    if reporter is not None:  # about a minute for IMDB's 25k reviews
-        reporter.note(f"subword sampling: finding the {SAMPLE_NBEST} best segmentations of each "
-                      f"distinct word in {len(texts):,} training texts")
+    reporter.note(f"subword sampling: finding the {SAMPLE_NBEST} best segmentations of each "
+                  f"distinct word in {len(texts):,} training texts")  # about a minute for IMDB
     started = time.perf_counter()
     sampler = SubwordSampler(toks.src, texts, cfg.subword_sampling)
-    if reporter is not None:
-        reporter.note(f"subword sampling: {len(sampler.word_first) - 1:,} distinct words ready "
-                      f"in {time.perf_counter() - started:.1f} s")
+    reporter.note(f"subword sampling: {sampler.n_words:,} distinct words ready "
+                  f"in {time.perf_counter() - started:.1f} s")
 
     def resample(epoch: int) -> list[tuple]:
         sources = sampler.sample(cfg.seed * 100_003 + epoch)
@@ -228,10 +226,9 @@ def init_weights(model: torch.nn.Module, mcfg: ModelConfig, run_dir: Path) -> st
                         "pass a run of the same kind (encoder-decoder or classifier)")
     for name in INIT_SAME:
         if getattr(old, name) != getattr(mcfg, name):
-            hint = ("leave out --tokenizer: the run's own tokenizer is used" if "vocab" in name else
-                    "pass the --preset and --positions it was trained with (attn info shows them)")
             raise AttnError(f"cannot initialise from {run_dir}: its {name} is {getattr(old, name)!r}, "
-                            f"this run's {getattr(mcfg, name)!r}", hint)
+                            f"this run's {getattr(mcfg, name)!r}",
+                            "pass the --preset and --positions it was trained with (attn info shows them)")
     given = source.model.state_dict()
     state = model.state_dict()
     copied = {n: given[n] for n, t in state.items() if n in given and given[n].shape == t.shape}
@@ -329,17 +326,17 @@ def write_card(out: Path, cfg: TrainConfig, data: TaskData, params: int, state: 
     metric_lines = "".join(f"| {k} | {v:.4g} |\n" for k, v in (best or {}).items()
                            if isinstance(v, float) and k not in ("time", "best"))
     meta = json.loads((out / ckpt.CONFIG_FILE).read_text())
-    pretrained = (f"- the first {cfg.mlm_steps:,} steps pretrained the encoder as a masked language "
+    origin = (f"- the first {cfg.mlm_steps:,} steps pretrained the encoder as a masked language "
                   "model on the training texts\n" if cfg.mlm_steps else "")
     if meta.get("init_from"):
-        pretrained = f"- started from the best weights of `{meta['init_from']}` (--init-from)\n" + pretrained
+        origin = f"- started from the best weights of `{meta['init_from']}` (--init-from)\n" + origin
     text = (f"# attn {cfg.task} model\n\n"
             f"- preset: `{cfg.preset}` ({PRESETS[cfg.preset]}), {params:,} parameters\n"
             f"- training data: `{meta['data']['train']}` ({meta['data']['train_examples']:,} examples); "
             f"validation: {meta['data']['valid'] or 'see notes'} ({meta['data']['valid_examples']:,})\n"
             f"- trained {state['step']:,} steps, {state['train_seconds'] / 60:.1f} min on {device}, "
             f"{state['tokens']:,} {'examples' if cfg.task == 'sentiment' else 'target tokens'}\n"
-            f"{pretrained}"
+            f"{origin}"
             f"- attn {__version__}; weights in `model.safetensors` (best validation "
             f"{PRIMARY[cfg.task]}, step {state['best_step']}"
             f"{f'; moving average of the weights, decay {cfg.ema}' if cfg.ema else ''})\n\n"

@@ -148,6 +148,11 @@ class SubwordSampler:
         self.occ = np.array(occ, dtype=np.int64)
         self.text_occ = np.array(text_occ, dtype=np.int64)
 
+    @property
+    def n_words(self) -> int:
+        """W, the distinct words whose segmentations are drawn."""
+        return len(self.word_first) - 1
+
     @staticmethod
     def _candidates(tok: Tokenizer, word: str, alpha: float) -> tuple[list[list[int]], np.ndarray]:
         """The word's best segmentations, best first, and their probabilities (∝ P^alpha)."""

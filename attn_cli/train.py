@@ -212,6 +212,8 @@ class Trainer:
         ckpt.save_weights(self.raw_model, staged / ckpt.WEIGHTS_FILE)
         if self.ema is not None:
             ckpt.save_weights(self.ema.module, staged / EMA_FILE)
+        # (training draws are reseeded every step by step_seed; the generators are kept so that
+        # any other draw between steps resumes exactly too)
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)

@@ -351,7 +351,7 @@ def test_resampler_draws_new_segmentations_per_epoch_and_keeps_labels(tmp_path):
     assert e0 == e0_again and e0 != e1 and e0 != fixed
     assert [y for _, y in e0] == [y for _, y in fixed]
     assert [toks.src.decode(x) for x, _ in e1] == [toks.src.decode(x) for x, _ in fixed]
-    assert resampler(data, TrainConfig(**{**BASE, "task": "sentiment"}), toks, fixed) is None
+    assert resampler(data, TrainConfig(**{**BASE, "task": "sentiment"}), toks, fixed, Quiet()) is None
 
 
 def test_sentiment_and_summarize_train(tmp_path):
