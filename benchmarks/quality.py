@@ -121,9 +121,9 @@ def split_file(directory: Path, split: str) -> Path:
     raise FileNotFoundError(f"no {split}.jsonl[.gz] in {directory}")
 
 
-def tfidf_predictions(directory: Path, split: str = "test") -> list:
-    """Labels predicted for ``split`` by TF-IDF (1-2 grams, min_df 2, sublinear tf) + logistic
-    regression (C=4), fit on train."""
+def tfidf_probabilities(directory: Path, split: str = "test") -> tuple[list, list[list[float]]]:
+    """(labels, class probabilities per ``split`` example in that label order) of TF-IDF (1-2
+    grams, min_df 2, sublinear tf) + logistic regression (C=4), fit on train."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
@@ -132,7 +132,13 @@ def tfidf_predictions(directory: Path, split: str = "test") -> list:
     x_train = vec.fit_transform([r["text"] for r in train])
     clf = LogisticRegression(C=4.0, max_iter=2000)
     clf.fit(x_train, [r["label"] for r in train])
-    return clf.predict(vec.transform([r["text"] for r in test])).tolist()
+    return clf.classes_.tolist(), clf.predict_proba(vec.transform([r["text"] for r in test])).tolist()
+
+
+def tfidf_predictions(directory: Path, split: str = "test") -> list:
+    """Labels predicted for ``split`` by :func:`tfidf_probabilities`' model."""
+    labels, probs = tfidf_probabilities(directory, split)
+    return [labels[max(range(len(p)), key=p.__getitem__)] for p in probs]
 
 
 def tfidf_baseline(directory: Path, split: str = "test") -> dict:

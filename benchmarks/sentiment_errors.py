@@ -8,8 +8,10 @@ For each run directory it predicts the split with the run's best weights (``attn
 what ``attn sentiment`` uses) and prints accuracy on the whole split and per length bucket
 (words), beside the TF-IDF + logistic regression baseline of ``quality.py`` fitted on the
 split's ``train`` file, and, with two or more runs, the ensemble that averages their
-probabilities. Labels must be the run's label names (SST-2's 0/1). Nothing is trained here
-except the baseline (seconds); nothing is written.
+probabilities. ``--with-tfidf`` adds, for each run, the two-model ensemble of the run and the
+baseline (mean of their probabilities), and the mean accuracy over the runs with and without
+it. Labels must be the run's label names (SST-2's 0/1). Nothing is trained here except the
+baseline (seconds); nothing is written.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from quality import read_jsonl, split_file, tfidf_predictions
+from quality import read_jsonl, split_file, tfidf_probabilities
 
 BUCKETS = ((0, 10), (10, 20), (20, 30), (30, None))  # words, [low, high)
 
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=Path("../shared/data/sentiment/sst2"),
                     help="directory with train.jsonl and the split (text, label)")
     ap.add_argument("--split", default="validation", help="split to score (default: validation)")
+    ap.add_argument("--with-tfidf", action="store_true",
+                    help="also score each run averaged with the TF-IDF + LR baseline")
     args = ap.parse_args(argv)
 
     from attn_cli.infer import classify, encode_inputs, load_run
@@ -60,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = read_jsonl(split_file(args.data, args.split))
     texts, gold = [r["text"] for r in rows], [int(r["label"]) for r in rows]
     words = [len(t.split()) for t in texts]
-    table: list[tuple[str, list[int]]] = [("TF-IDF + LR", tfidf_predictions(args.data, args.split))]
-    all_probs, labels = [], None
+    lr_labels, lr_probs = tfidf_probabilities(args.data, args.split)
+    lr_labels = [int(c) for c in lr_labels]
+    table: list[tuple[str, list[int]]] = [("TF-IDF + LR", [lr_labels[i] for i in ensemble([lr_probs])])]
+    all_probs, labels, with_lr = [], None, []
     for run_dir in args.runs:
         run = load_run(run_dir, task="sentiment")
         names = [int(n) for n in run.meta["label_names"]]
@@ -71,8 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         probs = classify(run, encode_inputs(run, texts)[0])
         all_probs.append([[p[names.index(c)] for c in labels] for p in probs])  # label order
         table.append((run_dir.name, [labels[i] for i in ensemble(all_probs[-1:])]))
+        if args.with_tfidf:
+            if lr_labels != labels:
+                raise SystemExit(f"{run_dir} has labels {labels}, the baseline {lr_labels}")
+            with_lr.append((f"{run_dir.name} + TF-IDF + LR", [labels[i] for i in ensemble([all_probs[-1], lr_probs])]))
     if len(args.runs) > 1:
         table.append((f"ensemble of {len(args.runs)}", [labels[i] for i in ensemble(all_probs)]))
+    table += with_lr
 
     counts = [0] * len(BUCKETS)
     for n in words:
@@ -85,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         overall, per = accuracy_by_bucket(gold, pred, words)
         cells = " | ".join("—" if a is None else f"{a:.1f}" for a in per)
         print(f"| {name} | {overall:.2f} | {cells} |")
+    if with_lr:
+        def mean_acc(rows):
+            return sum(accuracy_by_bucket(gold, pred, words)[0] for _, pred in rows) / len(rows)
+        alone = [row for row in table if row[0] in {r.name for r in args.runs}]
+        print(f"mean over the {len(alone)} runs: alone {mean_acc(alone):.2f}, "
+              f"each averaged with TF-IDF + LR {mean_acc(with_lr):.2f}")
     return 0
 
 
