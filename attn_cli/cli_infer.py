@@ -1,4 +1,5 @@
-"""`attn translate`, `attn summarize`, `attn sentiment`, `attn eval` and `attn info`.
+"""`attn translate`, `attn summarize` and `attn sentiment` (`attn eval` and `attn info` are in
+``cli_eval.py``).
 
 Results go to stdout (or `-o FILE`, written atomically), one line per input in input order;
 messages, progress and attention pictures go to stderr, so the commands compose in pipes.

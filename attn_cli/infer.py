@@ -93,7 +93,7 @@ def _check_values(path: Path, key: str, value) -> None:
 
 def load_run(run_dir: str | Path, *, task: str | None = None, device: str = "auto") -> LoadedRun:
     """Rebuild the model of a run directory, with its best weights, ready for inference."""
-    from .train import pick_device
+    from .optim import pick_device
 
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)

@@ -23,7 +23,8 @@ from .batching import example_lengths
 from .errors import AttnError, RunFailure
 from .model import build_model, count_parameters
 from .tokenizer import SAMPLE_NBEST, SubwordSampler, TokenizerConfig, Tokenizers, VocabTooLarge, train_tokenizers
-from .train import PRIMARY, Reporter, Trainer, pick_device
+from .optim import pick_device
+from .train import PRIMARY, Reporter, Trainer
 
 
 @dataclass

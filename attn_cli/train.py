@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,13 +37,13 @@ from .config import ModelConfig, TrainConfig, check_field_types
 from .decoding import greedy_decode
 from .errors import AttnError, RunFailure
 from .metrics import bleu_chrf, classification, rouge
-from .tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizers
+from .optim import lr_factor, make_optimizer, pick_precision
+from .regularize import drop_tokens, mask_for_lm, mixup_pairs, step_seed
+from .tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizers
 
 PRIMARY = {"translate": "bleu", "summarize": "rouge1", "sentiment": "accuracy"}
 SUMMARY_MAX_LEN = 96  # output cap when decoding validation summaries
 EMA_FILE = "ema.safetensors"  # in last/, with --ema
-MLM_RATE = 0.15  # share of pieces masked-LM pretraining hides and predicts
-FIRST_PIECE = 4  # ids below are pad, unk, bos and eos (never hidden or drawn as replacements)
 
 
 class Reporter(Protocol):
@@ -78,80 +77,6 @@ class TrainState:
     @classmethod
     def from_dict(cls, d: dict) -> TrainState:
         return cls(**{**d, "data": DataPosition.from_dict(d["data"])})
-
-
-def drop_tokens(ids: torch.Tensor, p: float) -> torch.Tensor:
-    """ids (B, S) with each real (non-pad) token replaced by <unk> with probability p; draws
-    from torch's global generator, seeded per step by :func:`step_seed`."""
-    if p <= 0.0:
-        return ids
-    hit = (torch.rand(ids.shape, device=ids.device) < p) & ids.ne(PAD_ID)  # (B, S)
-    return ids.masked_fill(hit, UNK_ID)
-
-
-def mask_for_lm(ids: torch.Tensor, vocab_size: int, rate: float = MLM_RATE
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT-style corruption for masked-LM pretraining: ids (B, S) -> (inputs (B, S), at (B, S)
-    bool). Each ordinary piece is picked with probability ``rate`` (at); of those, 80% become
-    <unk> (the mask symbol), 10% a random piece and 10% stay. Draws from torch's global generator."""
-    at = (torch.rand(ids.shape, device=ids.device) < rate) & ids.ge(FIRST_PIECE)  # (B, S)
-    roll = torch.rand(ids.shape, device=ids.device)  # (B, S)
-    inputs = ids.masked_fill(at & (roll < 0.8), UNK_ID)
-    other = torch.randint(FIRST_PIECE, vocab_size, ids.shape, device=ids.device)  # (B, S)
-    return torch.where(at & (roll >= 0.9), other, inputs), at
-
-
-def mixup_pairs(n: int, alpha: float, device: torch.device) -> tuple[torch.Tensor, float]:
-    """Mixup partners for a batch of n: (perm (n,), lam ~ Beta(alpha, alpha)), both drawn from
-    torch's global generator, seeded per step by :func:`step_seed`."""
-    lam = torch.distributions.Beta(alpha, alpha).sample().item()
-    return torch.randperm(n).to(device), lam
-
-
-def step_seed(seed: int, rank: int, draw: int) -> int:
-    """The torch seed of a training step's random draws (dropout, --token-dropout, masked-LM
-    masks, --mixup): a pure function of --seed, the DDP rank and the step's number (optimizer
-    steps plus skipped ones), so each rank draws its own masks and a resumed run draws exactly
-    what an uninterrupted one would, with any number of processes."""
-    return int(np.random.SeedSequence([seed % 2**64, rank, draw]).generate_state(1, np.uint64)[0])
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise AttnError("--device cuda was asked for, but no CUDA GPU is available",
-                        "use --device cpu or auto")
-    return torch.device(name)
-
-
-def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for fp32. auto: bf16 on CUDA when supported, else fp16."""
-    if name == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
-
-
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Multiplier of cfg.lr at ``step``: linear warmup, then 1/sqrt decay or cosine."""
-    warm = max(1, cfg.warmup)
-    if step < warm:
-        return (step + 1) / warm
-    if cfg.schedule == "inverse_sqrt":
-        return math.sqrt(warm / (step + 1))
-    progress = min(1.0, (step - warm) / max(1, cfg.max_steps - warm))
-    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW (0.9, 0.98); weight decay on matrices only; fused on CUDA."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-9,
-                             fused=device.type == "cuda")
 
 
 class Trainer:

@@ -33,7 +33,7 @@ exactly and fails loudly on anything else):
 
 The training step is the same code for both sides: forward (autocast bf16 on CUDA), summed
 cross-entropy with label smoothing 0.1 over non-pad targets divided by their number, backward,
-clip to norm 1, AdamW from ``attn_cli.train.make_optimizer`` (betas 0.9/0.98, weight decay on
+clip to norm 1, AdamW from ``attn_cli.optim.make_optimizer`` (betas 0.9/0.98, weight decay on
 matrices, fused on CUDA), ``zero_grad(set_to_none=True)``. The decoder gets no padding mask on
 either side (right padding under a causal mask needs none; its loss is ignored).
 Decoding forces exactly N output tokens per sentence on both sides: attn
@@ -242,7 +242,7 @@ def step_fn(spec: dict, model, batch: dict, device):
         return run
 
     from attn_cli.config import TrainConfig
-    from attn_cli.train import make_optimizer
+    from attn_cli.optim import make_optimizer
 
     model.train()
     opt = make_optimizer(model, TrainConfig(task="translate" if m == "train" else "sentiment"), device)

@@ -5,7 +5,7 @@ import torch
 
 from attn_cli.config import TrainConfig, model_config_from_preset
 from attn_cli.model import build_model
-from attn_cli.train import make_optimizer, pick_precision
+from attn_cli.optim import make_optimizer, pick_precision
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

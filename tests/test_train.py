@@ -134,7 +134,7 @@ def test_ema_is_the_moving_average_evaluated_and_kept_and_resumes_exactly(tmp_pa
 
 
 def test_drop_tokens_replaces_real_tokens_only_at_about_rate_p():
-    from attn_cli.train import drop_tokens
+    from attn_cli.regularize import drop_tokens
 
     torch.manual_seed(0)
     ids = torch.randint(4, 100, (200, 50))
@@ -147,7 +147,7 @@ def test_drop_tokens_replaces_real_tokens_only_at_about_rate_p():
 
 
 def test_step_seed_gives_every_rank_and_step_its_own_draws():
-    from attn_cli.train import step_seed
+    from attn_cli.regularize import step_seed
 
     seeds = {step_seed(1, rank, draw) for rank in range(4) for draw in range(100)}
     assert len(seeds) == 400 and step_seed(1, 2, 7) == step_seed(1, 2, 7) != step_seed(2, 2, 7)
@@ -177,7 +177,7 @@ def test_token_dropout_changes_training_and_resumes_exactly(tmp_path):
 def test_mixup_blends_pooled_vectors_and_labels():
     from attn_cli.config import ModelConfig
     from attn_cli.model import Classifier
-    from attn_cli.train import mixup_pairs
+    from attn_cli.regularize import mixup_pairs
 
     torch.manual_seed(0)
     perm, lam = mixup_pairs(64, 0.4, torch.device("cpu"))
@@ -253,7 +253,7 @@ def test_sam_resumes_exactly_and_is_checked(tmp_path):
 
 
 def test_mask_for_lm_hides_ordinary_pieces_bert_style():
-    from attn_cli.train import mask_for_lm
+    from attn_cli.regularize import mask_for_lm
 
     torch.manual_seed(0)
     ids = torch.randint(4, 100, (400, 50))

@@ -1,0 +1,50 @@
+"""Where and how the weights move: device and autocast precision, AdamW, and the learning-rate
+schedule (linear warmup, then inverse square root or cosine)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+from .errors import AttnError
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise AttnError("--device cuda was asked for, but no CUDA GPU is available",
+                        "use --device cpu or auto")
+    return torch.device(name)
+
+
+def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32. auto: bf16 on CUDA when supported, else fp16."""
+    if name == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of cfg.lr at ``step``: linear warmup, then 1/sqrt decay or cosine."""
+    warm = max(1, cfg.warmup)
+    if step < warm:
+        return (step + 1) / warm
+    if cfg.schedule == "inverse_sqrt":
+        return math.sqrt(warm / (step + 1))
+    progress = min(1.0, (step - warm) / max(1, cfg.max_steps - warm))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW (0.9, 0.98); weight decay on matrices only; fused on CUDA."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-9,
+                             fused=device.type == "cuda")
