@@ -82,12 +82,17 @@ def load_tokenizers(req: RunRequest, data: TaskData, cfg: TrainConfig, reporter:
     src_cols, tgt_cols = texts_for_tokenizer(data.train, cfg.task)
     tcfg = TokenizerConfig(vocab_size=cfg.vocab_size, max_sentences=400_000, seed=cfg.seed,
                            lowercase=cfg.lowercase)
+    reporter.note(f"training a SentencePiece tokenizer ({tcfg.vocab_size:,} pieces) on the training "
+                  "texts (--tokenizer DIR reuses one instead)")  # 11 s for SST-2, 38 s for IMDB
+    started = time.perf_counter()
     try:
-        return train_tokenizers(data.train, src_cols, tgt_cols, tcfg)
+        toks = train_tokenizers(data.train, src_cols, tgt_cols, tcfg)
     except VocabTooLarge as e:
         reporter.note(f"the data allows at most {e.maximum} pieces; using that vocabulary size")
         tcfg.vocab_size = e.maximum
-        return train_tokenizers(data.train, src_cols, tgt_cols, tcfg)
+        toks = train_tokenizers(data.train, src_cols, tgt_cols, tcfg)
+    reporter.note(f"tokenizer trained in {time.perf_counter() - started:.1f} s")
+    return toks
 
 
 def build_model_config(cfg: TrainConfig, toks: Tokenizers, data: TaskData) -> ModelConfig:

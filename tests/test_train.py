@@ -408,11 +408,18 @@ def test_cli_train_and_refuse_existing(tmp_path):
     r = cli(*args)
     assert r.exit_code == 0, r.output
     assert "Training finished: reached --max-steps 2" in r.stderr
+    # the tokenizer it trains itself is announced and timed (38 s of silence on IMDB before)
+    assert "training a SentencePiece tokenizer (500 pieces)" in r.stderr and "tokenizer trained in" in r.stderr
     r = cli(*args)
     assert r.exit_code == 2 and "exists and is not empty" in r.stderr and "--overwrite" in r.stderr
     r = cli(*args[:-6], "--resume", "--max-steps", 3)
     assert r.exit_code == 0, r.output
     assert json.loads((out / "last/state.json").read_text())["step"] == 3
+    assert "SentencePiece" not in r.stderr  # resumed with the run's own tokenizer
+    r = cli("train", "translate", "--data", IT_EN, "--src", "it", "--tgt", "en", "--out", tmp_path / "again",
+            "--preset", "tiny", "--max-steps", 1, "--tokenizer", out)
+    assert r.exit_code == 0, r.output
+    assert "SentencePiece" not in r.stderr
 
 
 def test_cli_config_toml_and_option_override(tmp_path):
