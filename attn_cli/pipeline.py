@@ -88,7 +88,7 @@ def load_tokenizers(req: RunRequest, data: TaskData, cfg: TrainConfig, reporter:
     try:
         toks = train_tokenizers(data.train, src_cols, tgt_cols, tcfg)
     except VocabTooLarge as e:
-        reporter.note(f"the data allows at most {e.maximum} pieces; using that vocabulary size")
+        reporter.note(f"the data allows at most {e.maximum:,} pieces; using that vocabulary size")
         tcfg.vocab_size = e.maximum
         toks = train_tokenizers(data.train, src_cols, tgt_cols, tcfg)
     reporter.note(f"tokenizer trained in {time.perf_counter() - started:.1f} s")

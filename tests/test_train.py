@@ -422,6 +422,16 @@ def test_cli_train_and_refuse_existing(tmp_path):
     assert "SentencePiece" not in r.stderr
 
 
+def test_cli_train_shrinks_a_vocabulary_the_data_cannot_fill(tmp_path):
+    r = cli("train", "sentiment", "--data", SENTIMENT, "--out", tmp_path / "r", "--preset", "tiny",
+            "--max-steps", 1, "--vocab-size", 50000)
+    assert r.exit_code == 0, r.output
+    maximum = int(re.search(r"allows at most ([\d,]+) pieces", r.stderr).group(1).replace(",", ""))
+    assert maximum < 50000
+    assert Tokenizers.load(tmp_path / "r").src.vocab_size == maximum
+    assert json.loads((tmp_path / "r/config.json").read_text())["model"]["vocab_size"] == maximum
+
+
 def test_cli_config_toml_and_option_override(tmp_path):
     toml = tmp_path / "c.toml"
     toml.write_text('preset = "tiny"\nmax-tokens = 500\nmax_steps = 2\nvocab-size = 400\nlr = 0.002\n')
