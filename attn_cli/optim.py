@@ -13,6 +13,8 @@ from .errors import AttnError
 
 
 def pick_device(name: str) -> torch.device:
+    """auto (cuda when available, else cpu), cpu, cuda or cuda:N; a GPU that is not there is an
+    AttnError, not a torch traceback."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
