@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     lr_labels, lr_probs = tfidf_probabilities(args.data, args.split)
     lr_labels = [int(c) for c in lr_labels]
     table: list[tuple[str, list[int]]] = [("TF-IDF + LR", [lr_labels[i] for i in ensemble([lr_probs])])]
-    all_probs, labels, with_lr = [], None, []
+    all_probs, labels, alone, with_lr = [], None, [], []
     for run_dir in args.runs:
         run = load_run(run_dir, task="sentiment")
         names = [int(n) for n in run.meta["label_names"]]
@@ -76,11 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         labels = sorted(names)
         probs = classify(run, encode_inputs(run, texts)[0])
         all_probs.append([[p[names.index(c)] for c in labels] for p in probs])  # label order
-        table.append((run_dir.name, [labels[i] for i in ensemble(all_probs[-1:])]))
+        alone.append((run_dir.name, [labels[i] for i in ensemble(all_probs[-1:])]))
         if args.with_tfidf:
             if lr_labels != labels:
                 raise SystemExit(f"{run_dir} has labels {labels}, the baseline {lr_labels}")
             with_lr.append((f"{run_dir.name} + TF-IDF + LR", [labels[i] for i in ensemble([all_probs[-1], lr_probs])]))
+    table += alone
     if len(args.runs) > 1:
         table.append((f"ensemble of {len(args.runs)}", [labels[i] for i in ensemble(all_probs)]))
     table += with_lr
@@ -99,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
     if with_lr:
         def mean_acc(rows):
             return sum(accuracy_by_bucket(gold, pred, words)[0] for _, pred in rows) / len(rows)
-        alone = [row for row in table if row[0] in {r.name for r in args.runs}]
         print(f"mean over the {len(alone)} runs: alone {mean_acc(alone):.2f}, "
               f"each averaged with TF-IDF + LR {mean_acc(with_lr):.2f}")
     return 0

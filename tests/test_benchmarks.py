@@ -66,3 +66,17 @@ def test_sentiment_errors_buckets_and_ensemble():
     c = [[0.0, 1.0], [0.9, 0.1]]
     assert se.ensemble([a]) == [0, 1]
     assert se.ensemble([a, b, c]) == [1, 0]
+
+
+def test_tfidf_probabilities_match_its_predictions(tmp_path):
+    pytest.importorskip("sklearn", reason="the TF-IDF baseline needs scikit-learn (pip install -e '.[bench]')")
+    good = ["a fine warm film", "a warm and fine story", "fine acting , warm heart", "warm fine fun"]
+    bad = ["a dull cold film", "a cold and dull story", "dull acting , cold heart", "cold dull mess"]
+    rows = [{"text": t, "label": 1} for t in good] + [{"text": t, "label": 0} for t in bad]
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    test = [{"text": "warm fine film", "label": 1}, {"text": "cold dull film", "label": 0}]
+    (tmp_path / "test.jsonl").write_text("\n".join(json.dumps(r) for r in test) + "\n")
+    labels, probs = quality.tfidf_probabilities(tmp_path, "test")
+    assert labels == [0, 1] and all(abs(sum(p) - 1) < 1e-9 for p in probs)
+    assert probs[0][1] > 0.5 > probs[1][1]  # label order: column 1 is label 1
+    assert quality.tfidf_predictions(tmp_path, "test") == [1, 0]
