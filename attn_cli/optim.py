@@ -20,7 +20,12 @@ def pick_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise AttnError("--device cuda was asked for, but no CUDA GPU is available",
                         "use --device cpu or auto")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise AttnError(f"--device {name} was asked for, but this machine has {count} GPU(s)",
+                        f"use cuda:0 to cuda:{count - 1}, or cuda")
+    return device
 
 
 def pick_precision(name: str, device: torch.device) -> torch.dtype | None:

@@ -718,3 +718,15 @@ def test_init_from_refuses_another_tokenizer(tmp_path):
     r = cli("train", "sentiment", "--data", SENTIMENT, "--out", tmp_path / "r", "--preset", "tiny",
             "--init-from", tmp_path / "a", "--tokenizer", tmp_path / "a", "--max-steps", 1)
     assert r.exit_code == 0, r.output  # its own tokenizer, named, is fine
+
+
+def test_pick_device_refuses_a_gpu_index_the_machine_lacks(monkeypatch):
+    from attn_cli.errors import AttnError
+    from attn_cli.optim import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device("cuda:1") == torch.device("cuda", 1)
+    assert pick_device("cuda") == torch.device("cuda")
+    with pytest.raises(AttnError, match="has 2 GPU"):
+        pick_device("cuda:2")
