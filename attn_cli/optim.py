@@ -21,8 +21,8 @@ def pick_device(name: str) -> torch.device:
         raise AttnError("--device cuda was asked for, but no CUDA GPU is available",
                         "use --device cpu or auto")
     device = torch.device(name)
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        count = torch.cuda.device_count()
+    count = torch.cuda.device_count() if device.type == "cuda" else None
+    if count is not None and device.index is not None and device.index >= count:
         raise AttnError(f"--device {name} was asked for, but this machine has {count} GPU(s)",
                         f"use cuda:0 to cuda:{count - 1}, or cuda")
     return device

@@ -83,7 +83,7 @@ def load_tokenizers(req: RunRequest, data: TaskData, cfg: TrainConfig, reporter:
     tcfg = TokenizerConfig(vocab_size=cfg.vocab_size, max_sentences=400_000, seed=cfg.seed,
                            lowercase=cfg.lowercase)
     reporter.note(f"training a SentencePiece tokenizer ({tcfg.vocab_size:,} pieces) on the training "
-                  "texts (--tokenizer DIR reuses one instead)")  # about 35 s for IMDB on 2 cores
+                  "texts (--tokenizer DIR reuses one instead)")  # about 33 s for IMDB on 2 cores
     started = time.perf_counter()
     try:
         toks = train_tokenizers(data.train, src_cols, tgt_cols, tcfg)
@@ -333,7 +333,7 @@ def write_card(out: Path, cfg: TrainConfig, data: TaskData, params: int, state: 
                            if isinstance(v, float) and k not in ("time", "best"))
     meta = json.loads((out / ckpt.CONFIG_FILE).read_text())
     origin = (f"- the first {cfg.mlm_steps:,} steps pretrained the encoder as a masked language "
-                  "model on the training texts\n" if cfg.mlm_steps else "")
+              "model on the training texts\n" if cfg.mlm_steps else "")
     if meta.get("init_from"):
         origin = f"- started from the best weights of `{meta['init_from']}` (--init-from)\n" + origin
     text = (f"# attn {cfg.task} model\n\n"
