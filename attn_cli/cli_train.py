@@ -137,7 +137,8 @@ def train(
     init_from: Annotated[Path | None, typer.Option("--init-from", rich_help_panel=RUN, help=(
         "Start from the best weights of this earlier run directory (a warm start: fine-tune it "
         "on this data) with its tokenizer; the same --preset and --positions. A classifier head "
-        "for a different number of labels starts fresh."))] = None,
+        "for a different number of labels starts fresh; a sentiment run may start from the encoder "
+        "of a translate or summarize run."))] = None,
     vocab_size: Annotated[int | None, typer.Option("--vocab-size", rich_help_panel=RUN, help=(
         "Size of the tokenizer trained when --tokenizer is not given (default: 8000)."))] = None,
     lowercase: Annotated[bool | None, flag("--lowercase", rich_help_panel=RUN, show_default=False, help=(

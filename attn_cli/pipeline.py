@@ -201,6 +201,7 @@ TRAINING_ONLY = ("dropout", "attn_dropout")  # model fields that may change on -
 # --init-from: fields that shape the shared weights; max_len, pooling and num_labels may differ
 INIT_SAME = ("vocab_size", "tgt_vocab_size", "d_model", "n_heads", "n_enc_layers", "n_dec_layers",
              "d_ff", "tie_embeddings", "positions")
+ENCODER_SAME = ("vocab_size", "d_model", "n_heads", "n_enc_layers", "d_ff", "positions")  # seq2seq -> classifier
 
 
 def check_same_model(out: Path, mcfg: ModelConfig) -> None:
@@ -222,25 +223,32 @@ def init_weights(model: torch.nn.Module, mcfg: ModelConfig, run_dir: Path) -> st
     """--init-from: copy the best weights of another run into ``model`` (a warm start: optimizer,
     schedule and step begin afresh). Tensors of the same name and shape are copied; the rest
     (a classifier head for other labels, attention pooling's query) keep their fresh values.
+    A classifier may start from an encoder-decoder: its source embedding and encoder are copied.
     Returns a one-line note of what was copied."""
     from .infer import load_run
 
     source = load_run(run_dir, device="cpu")
     old = source.model_cfg
-    if old.is_seq2seq != mcfg.is_seq2seq:
-        raise AttnError(f"cannot initialise a {mcfg.task} model from {run_dir}, a {old.task} model",
-                        "pass a run of the same kind (encoder-decoder or classifier)")
-    for name in INIT_SAME:
+    given = source.model.state_dict()
+    same = INIT_SAME
+    if old.is_seq2seq and not mcfg.is_seq2seq:  # the encoder only: Seq2Seq's names -> Classifier's
+        same = ENCODER_SAME
+        given = {("embed.weight" if n == "src_embed.weight" else n): t for n, t in given.items()
+                 if n == "src_embed.weight" or n.startswith("encoder.")}
+    elif old.is_seq2seq != mcfg.is_seq2seq:
+        raise AttnError(f"cannot initialise a {mcfg.task} model from {run_dir}, a {old.task} model "
+                        "(it has no decoder)", "pass a translate or summarize run, or leave out --init-from")
+    for name in same:
         if getattr(old, name) != getattr(mcfg, name):
             raise AttnError(f"cannot initialise from {run_dir}: its {name} is {getattr(old, name)!r}, "
                             f"this run's {getattr(mcfg, name)!r}",
                             "pass the --preset and --positions it was trained with (attn info shows them)")
-    given = source.model.state_dict()
     state = model.state_dict()
     copied = {n: given[n] for n, t in state.items() if n in given and given[n].shape == t.shape}
     model.load_state_dict({**state, **copied})
     fresh = [n for n in state if n not in copied]
     return (f"initialised {len(copied)} of {len(state)} weight tensors from {run_dir}"
+            + (f" ({old.task} encoder)" if same is ENCODER_SAME else "")
             + (f"; new: {', '.join(fresh)}" if fresh else ""))
 
 

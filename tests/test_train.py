@@ -692,6 +692,33 @@ def test_init_from_then_resume_equals_uninterrupted(tmp_path):
     assert_same_weights(tmp_path / "full", tmp_path / "half")
 
 
+def test_init_from_a_seq2seq_run_copies_its_encoder_into_a_classifier(tmp_path):
+    from attn_cli.config import model_config_from_preset
+    from attn_cli.infer import load_run
+    from attn_cli.model import build_model
+    from attn_cli.pipeline import init_weights
+
+    train(tmp_path / "mt", max_steps=3)
+    best = weights(tmp_path / "mt/model.safetensors")
+    vocab = load_run(tmp_path / "mt").model_cfg.vocab_size
+    mcfg = model_config_from_preset("tiny", "sentiment", vocab, None, 2)
+    model = build_model(mcfg)
+    note = init_weights(model, mcfg, tmp_path / "mt")
+    state = model.state_dict()
+    assert torch.equal(state["embed.weight"], best["src_embed.weight"])
+    encoder = [n for n in state if n.startswith("encoder.")]
+    assert encoder and all(torch.equal(state[n], best[n]) for n in encoder)
+    assert "(translate encoder); new: head." in note
+    assert note.startswith(f"initialised {len(encoder) + 1} of {len(state)} weight tensors")
+    # end to end: the classifier trains from it, with its tokenizer, and the run loads
+    r = cli("train", "sentiment", "--data", SENTIMENT, "--out", tmp_path / "clf", "--preset", "tiny",
+            "--max-steps", 2, "--init-from", tmp_path / "mt")
+    assert r.exit_code == 0, r.output
+    assert "(translate encoder)" in r.output
+    assert (tmp_path / "clf/tokenizer.model").read_bytes() == (tmp_path / "mt/tokenizer.model").read_bytes()
+    assert load_run(tmp_path / "clf").model_cfg.task == "sentiment"
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["sentiment", "--data", SENTIMENT, "--preset", "small"], "its d_model is 64, this run's 256"),
     (["sentiment", "--data", SENTIMENT, "--positions", "rope"], "its positions is 'sinusoidal'"),
