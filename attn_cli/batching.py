@@ -48,7 +48,6 @@ class Batch:
     tgt_in: Tensor | None = None  # (B, T) long, BOS + target (decoder input), seq2seq only
     tgt_out: Tensor | None = None  # (B, T) long, target + EOS (labels; pad = ignore_index)
     labels: Tensor | None = None  # (B,) long class ids, classification only
-    soft: Tensor | None = None  # (B, C) float teacher probabilities (training with --ngram-teacher)
     pad_id: int  # the padding id used in src / tgt_in / tgt_out
     n_examples: int  # B
     n_tokens: int  # loss-bearing tokens: non-pad tgt_out (seq2seq) or non-pad src (classify)

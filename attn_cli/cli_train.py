@@ -169,11 +169,6 @@ def train(
     mlm_steps: Annotated[int | None, typer.Option("--mlm-steps", rich_help_panel=MODEL, help=(
         "sentiment: spend the first N steps pretraining the encoder as a masked language model "
         "on the training texts (labels unused), then train the classifier (default: 0)."))] = None,
-    ngram_teacher: Annotated[float | None, typer.Option("--ngram-teacher", rich_help_panel=MODEL, help=(
-        "sentiment: also learn from a bag-of-n-grams model (TF-IDF + logistic regression, fitted "
-        "on the training texts before training, out-of-fold): the targets become (1 - A) x the "
-        "labels + A x its probabilities (knowledge distillation; e.g. 0.5; the saved model is "
-        "the transformer alone) (default: 0 = off)."))] = None,
     max_len: Annotated[int | None, typer.Option("--max-len", rich_help_panel=MODEL, help=(
         "Positions per side; longer inputs are truncated (default: 256)."))] = None,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", rich_help_panel=OPT, help=(
@@ -236,7 +231,6 @@ def train(
     options = dict(preset=preset, dropout=dropout, token_dropout=token_dropout, pooling=pooling,
                    positions=positions,
                    mixup=mixup, mlm_steps=mlm_steps, subword_sampling=subword_sampling,
-                   ngram_teacher=ngram_teacher,
                    max_len=max_len, max_tokens=max_tokens, accum=accum,
                    lr=lr, warmup=warmup, schedule=schedule, label_smoothing=label_smoothing,
                    weight_decay=weight_decay, clip=clip, sam=sam, ema=ema, seed=seed, skip_nonfinite=skip_nonfinite,

@@ -235,7 +235,6 @@ class TrainConfig:
     mixup: float = 0.0  # sentiment: Beta(a, a) mixup of pooled vectors and labels while training (0 = off)
     subword_sampling: float = 0.0  # training: sample input segmentations each epoch with this alpha (0 = off)
     mlm_steps: int = 0  # sentiment: first train the encoder for N steps as a masked LM on the training texts
-    ngram_teacher: float = 0.0  # sentiment: weight of a TF-IDF n-gram model's probabilities in the targets (0 = off)
     sam: float = 0.0  # sharpness-aware minimization: radius rho of the weight perturbation (0 = off)
     dropout: float | None = None  # None = the preset's dropout (0.1)
     epochs: int | None = None  # stop after this many epochs
@@ -286,9 +285,7 @@ class TrainConfig:
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
         if self.mixup < 0:
             raise ValueError(f"mixup must be >= 0 (e.g. 0.4; 0 = off), got {self.mixup}")
-        if not 0.0 <= self.ngram_teacher <= 1.0:
-            raise ValueError(f"ngram_teacher must be in [0, 1] (e.g. 0.5; 0 = off), got {self.ngram_teacher}")
-        for name in ("mixup", "mlm_steps", "ngram_teacher"):
+        for name in ("mixup", "mlm_steps"):
             if getattr(self, name) and self.task != "sentiment":
                 raise ValueError(f"{name} applies to sentiment only, not {self.task}")
         if self.subword_sampling < 0:

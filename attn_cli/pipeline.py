@@ -24,7 +24,6 @@ from .errors import AttnError, RunFailure
 from .model import build_model, count_parameters
 from .tokenizer import SAMPLE_NBEST, SubwordSampler, TokenizerConfig, Tokenizers, VocabTooLarge, train_tokenizers
 from .optim import pick_device
-from .teacher import FOLDS, ngram_teacher
 from .train import PRIMARY, Reporter, Trainer
 
 
@@ -143,21 +142,6 @@ def resampler(data: TaskData, cfg: TrainConfig, toks, fixed: list[tuple], report
                 for ex, best, n in zip(sampled, fixed, lengths, strict=True)]
 
     return resample
-
-
-def teacher_targets(data: TaskData, cfg: TrainConfig, train: list[tuple], reporter: Reporter) -> torch.Tensor | None:
-    """--ngram-teacher: (N, C) out-of-fold n-gram model probabilities of the training examples."""
-    if not cfg.ngram_teacher:
-        return None
-    reporter.note(f"n-gram teacher: fitting TF-IDF + logistic regression on {len(train):,} training "
-                  f"texts in {FOLDS} folds")
-    started = time.perf_counter()
-    labels = [label for _, label in train]
-    probs = torch.from_numpy(ngram_teacher(list(data.train["text"]), labels, len(data.label_names)))
-    agree = (probs.argmax(1) == torch.tensor(labels)).float().mean().item()
-    reporter.note(f"n-gram teacher ready in {time.perf_counter() - started:.1f} s: its out-of-fold "
-                  f"predictions match {100 * agree:.1f}% of the training labels")
-    return probs
 
 
 def prepare(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist):
@@ -279,7 +263,6 @@ def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: d
     if req.resume:
         check_same_model(req.out, mcfg)
     resample = resampler(data, cfg, toks, train, reporter)
-    soft = teacher_targets(data, cfg, train, reporter)  # (before anything is written: it may fail)
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg)
     if req.init_from is not None and not req.resume:  # (a resumed run's weights come from last/)
@@ -295,7 +278,7 @@ def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: d
         ckpt.atomic_write_text(out / ckpt.CONFIG_FILE, json.dumps(run_meta(req, cfg, mcfg, data, params), indent=2))
     dd.barrier(dist)
     trainer = Trainer(cfg, mcfg, model, toks, train, valid, refs, out, reporter, dist, device,
-                      resample=resample, soft=soft)
+                      resample=resample)
     if req.resume:
         trainer.load_last()
         if dist.is_main:
@@ -359,10 +342,6 @@ def write_card(out: Path, cfg: TrainConfig, data: TaskData, params: int, state: 
     meta = json.loads((out / ckpt.CONFIG_FILE).read_text())
     origin = (f"- the first {cfg.mlm_steps:,} steps pretrained the encoder as a masked language "
               "model on the training texts\n" if cfg.mlm_steps else "")
-    if cfg.ngram_teacher:
-        origin += (f"- targets: {1 - cfg.ngram_teacher:g} x the labels + {cfg.ngram_teacher:g} x a TF-IDF "
-                   "n-gram model's out-of-fold probabilities (--ngram-teacher); that model is not part "
-                   "of this one\n")
     if meta.get("init_from"):
         origin = f"- started from the best weights of `{meta['init_from']}` (--init-from)\n" + origin
     text = (f"# attn {cfg.task} model\n\n"

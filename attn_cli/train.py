@@ -85,11 +85,9 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, model_cfg: ModelConfig, model: nn.Module, toks: Tokenizers,
                  train: list[tuple], valid: list[tuple], valid_refs: list, run_dir: Path,
                  reporter: Reporter, dist: dd.Dist, device: torch.device,
-                 resample: Callable[[int], list[tuple]] | None = None,
-                 soft: torch.Tensor | None = None):
+                 resample: Callable[[int], list[tuple]] | None = None):
         self.cfg, self.model_cfg, self.toks = cfg, model_cfg, toks
         self.resample, self.sampled_epoch = resample, None  # --subword-sampling
-        self.soft = soft  # --ngram-teacher: (N, C) teacher probabilities of the training examples
         self.train_ex, self.valid_ex, self.valid_refs = train, valid, valid_refs
         self.run_dir, self.reporter, self.dist, self.device = run_dir, reporter, dist, device
         self.seq2seq = model_cfg.is_seq2seq
@@ -195,17 +193,10 @@ class Trainer:
         loss = functools.partial(F.cross_entropy, ignore_index=PAD_ID if self.seq2seq else -100,
                                  label_smoothing=smoothing, reduction="sum")
         logits = logits.flatten(0, -2).float()
-        soft = batch.soft if lm_at is None else None  # (B, C) --ngram-teacher targets
         if mix is None:
-            hard = loss(logits, target.flatten())
-        else:
-            perm, lam = mix  # the mixed vector's loss is the same mix of both labels' losses
-            hard = lam * loss(logits, target) + (1.0 - lam) * loss(logits, target[perm])
-            soft = None if soft is None else lam * soft + (1.0 - lam) * soft[perm]
-        if soft is None:
-            return hard
-        alpha = self.cfg.ngram_teacher  # distillation: cross-entropy against the teacher's probabilities
-        return (1.0 - alpha) * hard + alpha * F.cross_entropy(logits, soft, reduction="sum")
+            return loss(logits, target.flatten())
+        perm, lam = mix  # the mixed vector's loss is the same mix of both labels' losses
+        return lam * loss(logits, target) + (1.0 - lam) * loss(logits, target[perm])
 
     def _local_batch(self, indices: list[int]) -> tuple[Batch, float]:
         """This process's part of a global batch, and its weight. A rank whose part is empty
@@ -214,10 +205,7 @@ class Trainer:
         if self.dist.enabled:
             part = split_batch_indices(indices, self.dist.rank, self.dist.world_size)
             indices, weight = (part, 1.0) if part else (indices[:1], 0.0)
-        batch = self.collate([self.train_ex[i] for i in indices])
-        if self.soft is not None:
-            batch = dataclasses.replace(batch, soft=self.soft[indices])
-        return batch, weight
+        return self.collate([self.train_ex[i] for i in indices]), weight
 
     def _prepare(self, batch: Batch, pretraining: bool) -> tuple[Batch, torch.Tensor | None, float]:
         """The batch on the device with its training-time corruption, the masked-LM positions

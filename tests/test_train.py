@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
 from conftest import DATA_DIR, Quiet
@@ -203,60 +202,6 @@ def test_mixup_trains_sentiment_resumes_exactly_and_is_refused_for_seq2seq(tmp_p
         TrainConfig(**{**BASE, "mixup": 0.4})
     with pytest.raises(ValueError, match="mixup must be >= 0"):
         TrainConfig(**{**BASE, "task": "sentiment", "mixup": -1.0})
-
-
-def test_ngram_teacher_gives_out_of_fold_probabilities_per_label():
-    pytest.importorskip("sklearn")
-    from attn_cli.teacher import ngram_teacher
-
-    texts = ([f"a great film number {i}" for i in range(20)] + [f"an awful film number {i}" for i in range(20)]
-             + [f"a dull plot {i}" for i in range(20)] + ["a great film indeed"])
-    labels = [2] * 20 + [0] * 20 + [1] * 20 + [0]  # the last one is labelled against its words
-    probs = ngram_teacher(texts, labels, 3)
-    assert probs.shape == (61, 3) and probs.dtype == np.float32
-    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
-    assert (probs[:60].argmax(1) == np.array(labels[:60])).all()  # columns are the label ids
-    # out-of-fold: the model that scores the mislabelled text never saw it, so it goes by its words
-    assert probs[60].argmax() == 2 and probs[60, 2] > 0.5
-
-
-def test_ngram_teacher_refuses_what_it_cannot_fit():
-    pytest.importorskip("sklearn")
-    from attn_cli.errors import AttnError
-    from attn_cli.teacher import ngram_teacher
-
-    with pytest.raises(AttnError, match="at least two training examples of each label"):
-        ngram_teacher(["good", "good one", "bad"], [1, 1, 0], 2)
-    with pytest.raises(AttnError, match="too little text"):
-        ngram_teacher(["a", "b", "c", "d"], [0, 0, 1, 1], 2)
-
-
-def test_ngram_teacher_trains_sentiment_resumes_exactly_and_is_checked(tmp_path):
-    pytest.importorskip("sklearn")
-    assert_option_resumes_exactly_and_matters(tmp_path, train_sentiment, ngram_teacher=0.5)
-    assert "0.5 x a TF-IDF n-gram model's out-of-fold probabilities" in (tmp_path / "full/README.md").read_text()
-    with pytest.raises(ValueError, match="ngram_teacher applies to sentiment only"):
-        TrainConfig(**{**BASE, "ngram_teacher": 0.5})
-    with pytest.raises(ValueError, match=r"ngram_teacher must be in \[0, 1\]"):
-        TrainConfig(**{**BASE, "task": "sentiment", "ngram_teacher": 1.5})
-
-
-def test_ngram_teacher_loss_mixes_label_and_teacher_cross_entropy(tmp_path, monkeypatch):
-    """alpha = 1 with the teacher's probabilities swapped for the one-hot labels trains exactly
-    like the plain labels: the soft term is the cross-entropy against the given probabilities."""
-    pytest.importorskip("sklearn")
-    import attn_cli.pipeline as pipeline
-
-    real = pipeline.teacher_targets
-
-    def one_hot(data, cfg, train, reporter):
-        probs = real(data, cfg, train, reporter)
-        return torch.nn.functional.one_hot(torch.tensor([y for _, y in train]), probs.shape[1]).float()
-
-    train_sentiment(tmp_path / "plain", max_steps=3)
-    monkeypatch.setattr(pipeline, "teacher_targets", one_hot)
-    train_sentiment(tmp_path / "onehot", max_steps=3, ngram_teacher=1.0)
-    assert_same_weights(tmp_path / "plain", tmp_path / "onehot")
 
 
 def test_sam_steps_with_the_gradient_taken_at_the_perturbed_weights(tmp_path, monkeypatch):
@@ -504,7 +449,6 @@ def test_cli_config_toml_and_option_override(tmp_path):
     (["--device", "cuda"], "no CUDA GPU is available"),
     (["--resume"], "cannot resume"),
     (["--lr", "-1"], "lr must be positive"),
-    (["--ngram-teacher", "0.5"], "ngram_teacher applies to sentiment only"),
 ])
 def test_cli_bad_options(tmp_path, args, fragment):
     if "cuda" in args and torch.cuda.is_available():
@@ -540,9 +484,8 @@ def _torchrun_cmd(out, *extra, task="translate"):
     # at weights that already carry the all-reduce's rounding (~1e-7), and Adam's first steps
     # scale tiny gradients up to ~lr: one weight in 12k lands 1.6e-5 away.
     ("translate", ["--sam", "0.05"], 5e-5),
-    # subword sampling is seeded per epoch; each rank fits the same n-gram teacher
-    ("sentiment", ["--pooling", "attention", "--subword-sampling", "0.3", "--ngram-teacher", "0.5"], 1e-5),
-], ids=["translate", "translate-sam", "sentiment-attention-pooling-subword-sampling-teacher"])
+    ("sentiment", ["--pooling", "attention", "--subword-sampling", "0.3"], 1e-5),  # seeded per epoch
+], ids=["translate", "translate-sam", "sentiment-attention-pooling-subword-sampling"])
 def test_two_process_gloo_equals_one_process(tmp_path, task, extra, atol):
     common = ["--max-steps", "4", "--dropout", "0", "--eval-every", "1000", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
