@@ -230,15 +230,14 @@ def init_weights(model: torch.nn.Module, mcfg: ModelConfig, run_dir: Path) -> st
     source = load_run(run_dir, device="cpu")
     old = source.model_cfg
     given = source.model.state_dict()
-    same = INIT_SAME
-    if old.is_seq2seq and not mcfg.is_seq2seq:  # the encoder only: Seq2Seq's names -> Classifier's
-        same = ENCODER_SAME
+    encoder_only = old.is_seq2seq and not mcfg.is_seq2seq
+    if encoder_only:  # Seq2Seq's source embedding and encoder, under Classifier's names
         given = {("embed.weight" if n == "src_embed.weight" else n): t for n, t in given.items()
                  if n == "src_embed.weight" or n.startswith("encoder.")}
     elif old.is_seq2seq != mcfg.is_seq2seq:
         raise AttnError(f"cannot initialise a {mcfg.task} model from {run_dir}, a {old.task} model "
                         "(it has no decoder)", "pass a translate or summarize run, or leave out --init-from")
-    for name in same:
+    for name in ENCODER_SAME if encoder_only else INIT_SAME:
         if getattr(old, name) != getattr(mcfg, name):
             raise AttnError(f"cannot initialise from {run_dir}: its {name} is {getattr(old, name)!r}, "
                             f"this run's {getattr(mcfg, name)!r}",
@@ -248,7 +247,7 @@ def init_weights(model: torch.nn.Module, mcfg: ModelConfig, run_dir: Path) -> st
     model.load_state_dict({**state, **copied})
     fresh = [n for n in state if n not in copied]
     return (f"initialised {len(copied)} of {len(state)} weight tensors from {run_dir}"
-            + (f" ({old.task} encoder)" if same is ENCODER_SAME else "")
+            + (f" ({old.task} encoder)" if encoder_only else "")
             + (f"; new: {', '.join(fresh)}" if fresh else ""))
 
 

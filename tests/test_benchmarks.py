@@ -69,7 +69,7 @@ def test_sentiment_errors_buckets_and_ensemble():
 
 
 def test_tfidf_probabilities_match_its_predictions(tmp_path):
-    pytest.importorskip("sklearn", reason="the TF-IDF baseline needs scikit-learn (pip install -e '.[bench]')")
+    pytest.importorskip("sklearn", reason="the TF-IDF baseline needs scikit-learn (pip install -e '.[dev]')")
     good = ["a fine warm film", "a warm and fine story", "fine acting , warm heart", "warm fine fun"]
     bad = ["a dull cold film", "a cold and dull story", "dull acting , cold heart", "cold dull mess"]
     rows = [{"text": t, "label": 1} for t in good] + [{"text": t, "label": 0} for t in bad]
