@@ -237,6 +237,7 @@ class TrainConfig:
     mlm_steps: int = 0  # sentiment: first train the encoder for N steps as a masked LM on the training texts
     sam: float = 0.0  # sharpness-aware minimization: radius rho of the weight perturbation (0 = off)
     dropout: float | None = None  # None = the preset's dropout (0.1)
+    attn_dropout: float | None = None  # None = the preset's attention dropout (0)
     epochs: int | None = None  # stop after this many epochs
     max_steps: int | None = None  # stop after this many optimizer steps
     time_budget: float | None = None  # stop after this many seconds of training
@@ -296,7 +297,7 @@ class TrainConfig:
             raise ValueError(f"mlm_steps must be >= 0 (0 = no pretraining), got {self.mlm_steps}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1) (e.g. 0.999; 0 = off), got {self.ema}")
-        for name in ("label_smoothing", "dropout", "token_dropout"):
+        for name in ("label_smoothing", "dropout", "attn_dropout", "token_dropout"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")

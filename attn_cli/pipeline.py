@@ -99,8 +99,9 @@ def build_model_config(cfg: TrainConfig, toks: Tokenizers, data: TaskData) -> Mo
     overrides: dict = {"max_len": cfg.max_len, "positions": cfg.positions}
     if cfg.task == "sentiment":
         overrides["pooling"] = cfg.pooling
-    if cfg.dropout is not None:
-        overrides["dropout"] = cfg.dropout
+    for name in ("dropout", "attn_dropout"):
+        if getattr(cfg, name) is not None:
+            overrides[name] = getattr(cfg, name)
     labels = len(data.label_names) if cfg.task == "sentiment" else 0
     tgt_vocab = None if toks.joint or cfg.task == "sentiment" else toks.tgt.vocab_size
     return model_config_from_preset(cfg.preset, cfg.task, toks.src.vocab_size, tgt_vocab, labels,

@@ -174,6 +174,12 @@ def test_token_dropout_changes_training_and_resumes_exactly(tmp_path):
     assert_option_resumes_exactly_and_matters(tmp_path, token_dropout=0.3)
 
 
+def test_attn_dropout_reaches_the_model_and_resumes_exactly(tmp_path):
+    assert_option_resumes_exactly_and_matters(tmp_path, attn_dropout=0.3)
+    saved = json.loads((tmp_path / "full/config.json").read_text())["model"]
+    assert saved["attn_dropout"] == 0.3
+
+
 def test_mixup_blends_pooled_vectors_and_labels():
     from attn_cli.config import ModelConfig
     from attn_cli.model import Classifier
