@@ -150,8 +150,8 @@ def train(
     dropout: Annotated[float | None, typer.Option("--dropout", rich_help_panel=MODEL,
                                                   help="Dropout (default: 0.1).")] = None,
     attn_dropout: Annotated[float | None, typer.Option("--attn-dropout", rich_help_panel=MODEL, help=(
-        "Dropout on the attention weights while training (default: 0). Not a fast-path kernel "
-        "option on every device: on CPU it makes attention take the slower math path."))] = None,
+        "Dropout on the attention weights while training (default: 0). On CPU it moves attention "
+        "from the fused kernel to the slower math path."))] = None,
     token_dropout: Annotated[float | None, typer.Option("--token-dropout", rich_help_panel=MODEL, help=(
         "While training, replace each input (source) token by <unk> with this probability, "
         "a regulariser for small data (default: 0)."))] = None,
@@ -231,8 +231,8 @@ def train(
 
     if nproc is not None and nproc > 1:
         return launch(nproc)
-    options = dict(preset=preset, dropout=dropout, attn_dropout=attn_dropout, token_dropout=token_dropout, pooling=pooling,
-                   positions=positions,
+    options = dict(preset=preset, dropout=dropout, attn_dropout=attn_dropout, token_dropout=token_dropout,
+                   pooling=pooling, positions=positions,
                    mixup=mixup, mlm_steps=mlm_steps, subword_sampling=subword_sampling,
                    max_len=max_len, max_tokens=max_tokens, accum=accum,
                    lr=lr, warmup=warmup, schedule=schedule, label_smoothing=label_smoothing,
