@@ -109,3 +109,25 @@ def test_cli_trains_compiled_bf16_on_cuda_then_translates_and_evaluates(tmp_path
     scores = json.loads(_cli("eval", "--model", str(run), "--data", data, "--src", "it", "--tgt", "en",
                              "--json"))
     assert "bleu" in scores
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cli_trains_with_sam_and_attention_dropout_on_cuda(tmp_path, precision):
+    """--sam takes a second backward at perturbed weights; under fp16 it runs through the grad
+    scaler. --attn-dropout > 0 sends SDPA to its dropout kernels. Both must train finitely on cuda."""
+    import json
+    import math
+    import os
+
+    data = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
+                        "sentiment.jsonl")
+    run = tmp_path / "run"
+    _cli("train", "sentiment", "--data", data, "--out", str(run), "--preset", "tiny",
+         "--max-steps", "30", "--eval-every", "15", "--log-every", "5", "--sam", "0.05",
+         "--attn-dropout", "0.1", "--precision", precision)
+    assert "on cuda" in (run / "README.md").read_text()
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if r["event"] == "train"]
+    evals = [r for r in rows if r["event"] == "eval"]
+    assert len(losses) >= 5 and all(math.isfinite(x) for x in losses)
+    assert evals and all(math.isfinite(e["valid_loss"]) for e in evals)
