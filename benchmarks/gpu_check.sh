@@ -9,9 +9,9 @@
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]          (default $OUT, else /tmp/attn-gpu)
 #   STAGES="tests speed quality"   which parts to run (in this order)
 #   TASKS="sst2"                   quality datasets, in order. On an H200 the 9 CUDA tests take
-#                                  ~285 s (the compiled CLI test alone ~100 s), speed ~130 s and
-#                                  SST-2 ~60 s: the default fits 540 s. Run the other datasets as a
-#                                  second call: TASKS="multi30k dialogsum" STAGES=quality (~250 s),
+#                                  up to ~285 s (the compiled CLI test alone ~100 s), speed ~130 s
+#                                  and SST-2 ~55 s: the default fits 540 s. Run the other datasets
+#                                  as a second call: TASKS="multi30k dialogsum" STAGES=quality (~215 s),
 #                                  TASKS="imdb tatoeba" STAGES=quality (~240 s)
 #   SPEED_COMPILE=off              speed.py --compile: off, on or both (each compiled worker adds ~30 s)
 #   DEADLINE=540                   seconds from the start after which no part starts

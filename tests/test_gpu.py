@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import DATA_DIR
 
 from attn_cli.config import TrainConfig, model_config_from_preset
 from attn_cli.model import build_model
@@ -92,10 +93,8 @@ def _cli(*args, timeout=300):
 def test_cli_trains_compiled_bf16_on_cuda_then_translates_and_evaluates(tmp_path):
     """The user's path on a GPU: attn train (auto device = cuda, bf16, compile), translate, eval."""
     import json
-    import os
 
-    data = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
-                        "translate.it-en.jsonl")
+    data = f"{DATA_DIR}/translate.it-en.jsonl"
     run = tmp_path / "run"
     _cli("train", "translate", "--data", data, "--src", "it", "--tgt", "en", "--out", str(run),
          "--preset", "tiny", "--max-steps", "40", "--eval-every", "20", "--compile")
@@ -117,10 +116,8 @@ def test_cli_trains_with_sam_and_attention_dropout_on_cuda(tmp_path, precision):
     scaler. --attn-dropout > 0 sends SDPA to its dropout kernels. Both must train finitely on cuda."""
     import json
     import math
-    import os
 
-    data = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
-                        "sentiment.jsonl")
+    data = f"{DATA_DIR}/sentiment.jsonl"
     run = tmp_path / "run"
     _cli("train", "sentiment", "--data", data, "--out", str(run), "--preset", "tiny",
          "--max-steps", "30", "--eval-every", "15", "--log-every", "5", "--sam", "0.05",
