@@ -1,4 +1,5 @@
-"""`attn eval` (score a model on a dataset split) and `attn info` (what a run directory holds)."""
+"""`attn eval` (score a model on a dataset split), `attn info` (what a run directory holds) and
+`attn export` (the run as a CTranslate2 model, for the ctranslate2 engine)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from rich.table import Table
 from . import console as ui
 from .cli import (AttnCommand, DataOpt, LabelFieldOpt, SrcFieldOpt, SrcOpt, SubsetOpt, TextFieldOpt, TgtFieldOpt,
                   TgtOpt, app, command, flag, make_fields)
-from .cli_infer import DEC, ModelOpt, _decode_cfg, check_max_tokens, check_output, write_outputs
+from .cli_infer import (DEC, ComputeOpt, EngineOpt, ModelOpt, ThreadsOpt, _decode_cfg, check_max_tokens,
+                        check_output, open_engine, write_outputs)
+from .engines import DEFAULT_THREADS
 
 
 @app.command("eval", cls=AttnCommand, epilog="Examples:  attn eval -m runs/de-en --data ../shared/data/translation/"
@@ -36,15 +39,16 @@ def evaluate(
         "GNMT alpha (default: 0.6 translate, 1.0 summarize)."))] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Source tokens per batch.")] = 6000,
+    engine: EngineOpt = "auto", compute_type: ComputeOpt = "auto", threads: ThreadsOpt = DEFAULT_THREADS,
 ) -> None:
     """Score a model on a dataset split: BLEU/chrF, ROUGE, or accuracy/macro-F1/confusion."""
     from .data import Fields, load_eval_data
-    from .infer import classify, encode_inputs, generate, load_run
+    from .infer import encode_inputs
     from .metrics import bleu_chrf, classification, rouge
 
     check_max_tokens(max_tokens)
     check_output(output)
-    run = load_run(model, device=device)
+    run = open_engine(model, None, engine, compute_type, threads, device)
     task, meta = run.task, run.meta
     fields = Fields(**{k: v for k, v in meta.get("fields", {}).items() if k in Fields.__dataclass_fields__})
     given = make_fields(src, tgt, src_field, tgt_field, text_field, label_field)  # this data's names
@@ -57,7 +61,7 @@ def evaluate(
         job = bar.add_task(f"eval {task} on {split}", total=len(ids), info="")
         advance = lambda n: bar.advance(job, n)  # noqa: E731
         if task == "sentiment":
-            probs = classify(run, ids, on_batch=advance)
+            probs = run.classify(ids, on_batch=advance)
             preds = [max(range(len(p)), key=p.__getitem__) for p in probs]
             metrics = classification(preds, list(ds["label"]), run.model_cfg.num_labels)
             hyps = [meta["label_names"][p] for p in preds]
@@ -66,12 +70,13 @@ def evaluate(
             dcfg = _decode_cfg(beam or (4 if summ else 5), length_penalty if length_penalty is not None
                                else (1.0 if summ else 0.6), 0.0 if summ else 1.5, 80 if summ else 10,
                                5 if summ else 0, 3 if summ else 0)
-            hyps = [run.toks.tgt.decode(o) for o, _ in generate(run, ids, dcfg, max_tokens, advance)]
+            hyps = [run.toks.tgt.decode(o) for o, _ in run.generate(ids, dcfg, max_tokens, advance)]
             refs = list(ds["references"]) if "references" in ds.column_names else list(ds["tgt"])
             metrics = bleu_chrf(hyps, refs) if task == "translate" else rouge(hyps, refs)
             metrics["beam"] = dcfg.beam
     seconds = time.perf_counter() - start
-    metrics.update(examples=len(ids), seconds=round(seconds, 2), per_second=round(len(ids) / seconds, 2))
+    metrics.update(examples=len(ids), seconds=round(seconds, 2), per_second=round(len(ids) / seconds, 2),
+                   engine=run.describe())
     if output is not None:
         write_outputs([h.replace("\n", " ") for h in hyps], output)
     if as_json:
@@ -129,6 +134,7 @@ def info(run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_def
                   f"validation {d.get('valid') or 'held out'} ({d.get('valid_examples', 0):,})")
     if meta.get("init_from"):
         table.add_row("started from", f"{meta['init_from']} (--init-from)")
+    table.add_row("exported engine", _export_row(run_dir, meta, toks))
     last = find_dir(run_dir / LAST_DIR)
     if last is not None and (last / "state.json").is_file():
         try:
@@ -144,3 +150,34 @@ def _training_rows(table: Table, st: dict, task: str) -> None:
     table.add_row("training", f"{st['step']:,} steps, {st['train_seconds'] / 60:.1f} min")
     if st.get("best") is not None:
         table.add_row("best validation", f"{PRIMARY[task]} {st['best']:.2f} (step {st['best_step']})")
+
+
+def _export_row(run_dir: Path, meta: dict, toks) -> str:
+    from .config import ModelConfig
+    from .export import describe, export_status
+
+    try:
+        cfg = ModelConfig.from_dict(meta["model"])
+    except (ValueError, TypeError):
+        return "unknown (config.json model is damaged)"
+    return describe(export_status(run_dir, cfg, toks.src.vocab_size, toks.tgt.vocab_size))
+
+
+@app.command("export", cls=AttnCommand, epilog="Examples:  attn export runs/de-en  ·  "
+             "attn export runs/de-en --quantize int8  ·  attn translate -m runs/de-en --engine ctranslate2 "
+             "\"Ein Hund läuft.\"")
+@command
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_default=False)],
+    quantize: Annotated[str, typer.Option("--quantize", help=(
+        "Weight type: none (float32), int8 (fastest on CPU), int8_float16 or float16 (GPU)."))] = "none",
+    out: Annotated[Path | None, typer.Option("--out", help="Where to write it [default: RUN_DIR/ct2].")] = None,
+) -> None:
+    """Export a run's best weights as a CTranslate2 model, for --engine ctranslate2 (and auto)."""
+    from .export import export_run
+
+    start = time.perf_counter()
+    path, info = export_run(run_dir, quantize, out)
+    size = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    ui.err.print(f"exported {info.task} model ({info.quantization}, {size / 1e6:.1f} MB) to {path} "
+                 f"in {time.perf_counter() - start:.1f} s", markup=False)

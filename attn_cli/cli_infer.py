@@ -17,6 +17,7 @@ import typer
 
 from . import console as ui
 from .cli import AttnCommand, app, command, flag
+from .engines import DEFAULT_THREADS
 from .errors import AttnError
 
 DEC = "Decoding"
@@ -30,6 +31,26 @@ OutOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write outpu
 JsonOpt = Annotated[bool, flag("--json", help="JSON lines with input, output and score.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 MaxTokOpt = Annotated[int, typer.Option("--max-tokens", help="Source tokens per batch.")]
+ENG = "Engine"
+EngineOpt = Annotated[str, typer.Option("--engine", rich_help_panel=ENG, help=(
+    "auto (the run's ct2/ export from attn export when valid and up to date, else torch), "
+    "torch or ctranslate2."))]
+ComputeOpt = Annotated[str, typer.Option("--compute-type", rich_help_panel=ENG, help=(
+    "ctranslate2: auto (the exported weights' type), int8, float32, or on a GPU float16 or "
+    "int8_float16."))]
+ThreadsOpt = Annotated[int, typer.Option("--threads", rich_help_panel=ENG, help=(
+    "Intra-op CPU threads (1 was fastest for batches on 2 cores); 0 = the library default."))]
+
+
+def open_engine(model: Path, task: str | None, engine: str, compute_type: str, threads: int, device: str):
+    """The engine for the command, with any note on why it is not the export on stderr."""
+    from .engines import EngineOptions
+    from .engines import open_engine as _open
+
+    eng = _open(model, task, EngineOptions(engine, compute_type, threads, device))
+    for n in eng.notes:
+        ui.note(n)
+    return eng
 
 
 def read_inputs(texts: list[str] | None, path: Path | None, paragraphs: bool = False) -> list[str]:
@@ -113,12 +134,12 @@ def _decode_cfg(beam, length_penalty, max_len_a, max_len_b, min_len, no_repeat_n
         raise AttnError(f"bad decoding option: {e}", "see --help") from None
 
 
-def _generate(task, model, texts, input_file, output, as_json, dcfg, device, max_tokens, show, plot):
-    from .infer import encode_inputs, generate, load_run
+def _generate(task, model, texts, input_file, output, as_json, dcfg, eng_opts, max_tokens, show, plot):
+    from .infer import encode_inputs
 
     check_max_tokens(max_tokens)
     check_output(output)
-    run = load_run(model, task=task, device=device)
+    run = open_engine(model, task, *eng_opts)
     inputs = read_inputs(texts, input_file, paragraphs=task == "summarize")
     ids, cut = encode_inputs(run, inputs)
     if cut:
@@ -126,10 +147,11 @@ def _generate(task, model, texts, input_file, output, as_json, dcfg, device, max
     with ui.progress() as bar:
         job = bar.add_task(f"{task} ({'beam ' + str(dcfg.beam) if dcfg.beam > 1 else 'greedy'})",
                            total=len(inputs), info="")
-        results = generate(run, ids, dcfg, max_tokens, on_batch=lambda n: bar.advance(job, n))
+        results = run.generate(ids, dcfg, max_tokens, on_batch=lambda n: bar.advance(job, n))
     outs = [run.toks.tgt.decode(o) for o, _ in results]
     if as_json:
-        lines = [json.dumps({"input": i, "output": o, "score": round(s, 5)}, ensure_ascii=False)
+        lines = [json.dumps({"input": i, "output": o, "score": round(s, 5), "engine": run.name},
+                            ensure_ascii=False)
                  for i, o, (_, s) in zip(inputs, outs, results, strict=True)]
     else:
         lines = [o.replace("\n", " ") for o in outs]
@@ -138,12 +160,16 @@ def _generate(task, model, texts, input_file, output, as_json, dcfg, device, max
         _show_attention(run, ids, results, show, plot)
 
 
-def _show_attention(run, ids, results, show: bool, plot: Path | None) -> None:
+def _show_attention(engine, ids, results, show: bool, plot: Path | None) -> None:
     import torch
 
+    from .engines import torch_run_for
     from .explain import cross_alignment, plot_alignment, render_alignment
     from .tokenizer import EOS_ID
 
+    if engine.name != "torch":
+        ui.note("attention pictures come from the torch model, on the outputs above")
+    run = torch_run_for(engine)
     shown = [i for i, x in enumerate(ids) if x][:5 if show else 1]
     for n, i in enumerate(shown):
         out = results[i][0] + [EOS_ID]
@@ -179,11 +205,12 @@ def translate(
     plot: Annotated[Path | None, typer.Option("--plot", help=(
         "Save the first input's attention heatmap as a PNG (needs matplotlib)."))] = None,
     device: DeviceOpt = "auto", max_tokens: MaxTokOpt = 6000,
+    engine: EngineOpt = "auto", compute_type: ComputeOpt = "auto", threads: ThreadsOpt = DEFAULT_THREADS,
 ) -> None:
     """Translate text with a trained translation model."""
     dcfg = _decode_cfg(beam, length_penalty, max_len_a, max_len_b, min_len, no_repeat_ngram)
-    _generate("translate", model, texts, input_file, output, as_json, dcfg, device, max_tokens,
-              show_attention, plot)
+    _generate("translate", model, texts, input_file, output, as_json, dcfg,
+              (engine, compute_type, threads, device), max_tokens, show_attention, plot)
 
 
 @app.command(cls=AttnCommand, epilog="Examples:  attn summarize -m runs/dialogsum -i dialogues.jsonl  ·  "
@@ -213,12 +240,13 @@ def summarize(
         "Print the document/summary cross-attention heatmap (first 5 inputs, on stderr)."))] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Save the first input's heatmap as a PNG.")] = None,
     device: DeviceOpt = "auto", max_tokens: MaxTokOpt = 12000,
+    engine: EngineOpt = "auto", compute_type: ComputeOpt = "auto", threads: ThreadsOpt = DEFAULT_THREADS,
 ) -> None:
     """Summarize documents (one per line, JSONL, or separated by blank lines)."""
     dcfg = _decode_cfg(1 if sample else beam, length_penalty, max_len_a, max_len_b, min_len,
                        no_repeat_ngram, sample, top_k, top_p, temperature, seed)
-    _generate("summarize", model, texts, input_file, output, as_json, dcfg, device, max_tokens,
-              show_attention, plot)
+    _generate("summarize", model, texts, input_file, output, as_json, dcfg,
+              (engine, compute_type, threads, device), max_tokens, show_attention, plot)
 
 
 @app.command(cls=AttnCommand, epilog="Examples:  attn sentiment -m runs/sst2 \"a gorgeous, witty film\"  ·  "
@@ -232,13 +260,14 @@ def sentiment(
     explain: Annotated[bool, flag("--explain", help=(
         "Shade each token by its importance (attention rollout) and list the top tokens (stderr)."))] = False,
     device: DeviceOpt = "auto", max_tokens: MaxTokOpt = 16000,
+    engine: EngineOpt = "auto", compute_type: ComputeOpt = "auto", threads: ThreadsOpt = DEFAULT_THREADS,
 ) -> None:
     """Classify the sentiment of text with a trained sentiment model."""
-    from .infer import classify, encode_inputs, load_run
+    from .infer import encode_inputs
 
     check_max_tokens(max_tokens)
     check_output(output)
-    run = load_run(model, task="sentiment", device=device)
+    run = open_engine(model, "sentiment", engine, compute_type, threads, device)
     inputs = read_inputs(texts, input_file)
     ids, cut = encode_inputs(run, inputs)
     if cut:
@@ -246,11 +275,12 @@ def sentiment(
     names = run.meta["label_names"]
     with ui.progress() as bar:
         job = bar.add_task("sentiment", total=len(inputs), info="")
-        probs = classify(run, ids, max_tokens, on_batch=lambda n: bar.advance(job, n))
+        probs = run.classify(ids, max_tokens, on_batch=lambda n: bar.advance(job, n))
     best = [max(range(len(p)), key=p.__getitem__) for p in probs]
     if as_json:
         lines = [json.dumps({"input": t, "label": names[b], "confidence": round(p[b], 5),
-                             "probs": {n: round(x, 5) for n, x in zip(names, p, strict=True)}},
+                             "probs": {n: round(x, 5) for n, x in zip(names, p, strict=True)},
+                             "engine": run.name},
                             ensure_ascii=False) for t, p, b in zip(inputs, probs, best, strict=True)]
     else:
         lines = ["" if not t.strip() else names[b] for t, b in zip(inputs, best, strict=True)]
@@ -259,10 +289,15 @@ def sentiment(
         _explain(run, ids, [names[b] for b in best], [p[b] for p, b in zip(probs, best, strict=True)])
 
 
-def _explain(run, ids, labels, confidences) -> None:
+def _explain(engine, ids, labels, confidences) -> None:
     import torch
 
+    from .engines import torch_run_for
     from .explain import render_importance, token_importance, top_tokens
+
+    if engine.name != "torch":
+        ui.note("--explain uses the torch model (attention rollout)")
+    run = torch_run_for(engine)
 
     for x, label, conf in zip(ids, labels, confidences, strict=True):
         if not x:

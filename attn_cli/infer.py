@@ -91,10 +91,9 @@ def _check_values(path: Path, key: str, value) -> None:
                             "restore the file or retrain")
 
 
-def load_run(run_dir: str | Path, *, task: str | None = None, device: str = "auto") -> LoadedRun:
-    """Rebuild the model of a run directory, with its best weights, ready for inference."""
-    from .optim import pick_device
-
+def load_run_files(run_dir: str | Path, task: str | None = None
+                   ) -> tuple[dict, ModelConfig, Tokenizers]:
+    """config.json, the ModelConfig in it and the tokenizers, checked against each other."""
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
     try:
@@ -113,6 +112,15 @@ def load_run(run_dir: str | Path, *, task: str | None = None, device: str = "aut
     if toks.src.vocab_size != model_cfg.vocab_size or (model_cfg.is_seq2seq and toks.tgt.vocab_size != tgt_size):
         raise AttnError(f"the tokenizer in {run_dir} has {toks.src.vocab_size} pieces but the model "
                         f"expects {model_cfg.vocab_size}", "the tokenizer and model do not belong together")
+    return meta, model_cfg, toks
+
+
+def load_run(run_dir: str | Path, *, task: str | None = None, device: str = "auto") -> LoadedRun:
+    """Rebuild the model of a run directory, with its best weights, ready for inference."""
+    from .optim import pick_device
+
+    run_dir = Path(run_dir)
+    meta, model_cfg, toks = load_run_files(run_dir, task)
     if not (run_dir / ckpt.WEIGHTS_FILE).is_file():
         raise AttnError(f"{run_dir} has no {ckpt.WEIGHTS_FILE} yet", "train until the first evaluation")
     model = build_model(model_cfg)
