@@ -7,6 +7,7 @@ import json
 import re
 import shlex
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Annotated
@@ -64,11 +65,16 @@ def read_json(path: Path) -> dict | None:
     return value
 
 
+REMOVED_OPTIONS = ("subword_sampling",)  # train_config.json keys of earlier versions
+
+
 def resolve_config(task: str, options: dict, toml: dict, saved: dict | None):
     """TrainConfig from the saved run (resume) or defaults, then the TOML file, then options."""
     from .config import TrainConfig
 
     merged = dict(saved or {"task": task})
+    for removed in REMOVED_OPTIONS:  # runs saved by earlier versions still resume
+        merged.pop(removed, None)
     if "time_budget" in toml and isinstance(toml["time_budget"], str):
         toml["time_budget"] = parse_duration(toml["time_budget"])
     merged.update(toml)
@@ -89,6 +95,7 @@ class RichReporter:
     def __init__(self, progress, total: int | None, log_every: int, unit: str):
         self.progress, self.log_every, self.unit = progress, log_every, unit
         self.task = progress.add_task("training", total=total, info="")
+        self.tok_task, self.tok_started = None, 0.0
 
     def step(self, s: dict) -> None:
         best = f" best {s['best']:.4g}" if s["best"] is not None else ""
@@ -110,6 +117,19 @@ class RichReporter:
     def note(self, message: str) -> None:
         ui.note(message)
 
+    def tokenizing(self, done: int, total: int) -> None:
+        """Progress of tokenizing data into the cache, in examples/s."""
+        if self.tok_task is None:
+            self.tok_task = self.progress.add_task("tokenizing", total=total, info="", start=True)
+            self.tok_started = time.perf_counter()
+        rate = done / max(time.perf_counter() - self.tok_started, 1e-9)
+        self.progress.update(self.tok_task, completed=done, info=f"{rate:,.0f} examples/s")
+        if done >= total:
+            self.progress.remove_task(self.tok_task)
+            self.tok_task = None
+            ui.note(f"tokenized {total:,} examples in {time.perf_counter() - self.tok_started:.1f} s "
+                    f"({rate:,.0f} examples/s)")
+
 
 @app.command(cls=AttnCommand, epilog="Examples:  attn train translate --data data/translate.it-en.jsonl --src it "
              "--tgt en --out runs/it-en --preset tiny --max-steps 300  ·  attn train sentiment "
@@ -126,6 +146,11 @@ def train(
     src: SrcOpt = None, tgt: TgtOpt = None, src_field: SrcFieldOpt = None, tgt_field: TgtFieldOpt = None,
     text_field: TextFieldOpt = None, label_field: LabelFieldOpt = None, subset: SubsetOpt = None,
     split: SplitOpt = "train",
+    data_cache: Annotated[Path | None, typer.Option("--data-cache", rich_help_panel="Data", help=(
+        "Directory of the tokenized-data cache (default: $ATTN_CACHE, else ~/.cache/attn); "
+        "see attn cache list."))] = None,
+    num_proc: Annotated[int | None, typer.Option("--num-proc", rich_help_panel="Data", min=1, help=(
+        "Threads that tokenize data the cache does not hold yet (default: the machine's cores)."))] = None,
     config: Annotated[Path | None, typer.Option("--config", rich_help_panel=RUN, help=(
         "TOML file whose keys are these options (max-tokens = 8192); options override it."))] = None,
     resume: Annotated[bool, flag("--resume", rich_help_panel=RUN, help=(
@@ -162,10 +187,6 @@ def train(
         "How the model sees token order: sinusoidal encodings added to the embeddings, or rope "
         "(rotary, relative positions inside self-attention; for inputs longer than most "
         "training examples) (default: sinusoidal)."))] = None,
-    subword_sampling: Annotated[float | None, typer.Option("--subword-sampling", rich_help_panel=MODEL, help=(
-        "While training, re-segment the input (source) texts every epoch by sampling from the "
-        "tokenizer with this smoothing (subword regularization, unigram tokenizers; smaller = "
-        "more varied, e.g. 0.3) (default: 0 = off, always the best segmentation)."))] = None,
     mixup: Annotated[float | None, typer.Option("--mixup", rich_help_panel=MODEL, help=(
         "sentiment: while training, blend each pooled sentence vector and its label with another "
         "example's, weight ~ Beta(A, A) (mixup; e.g. 0.4) (default: 0 = off)."))] = None,
@@ -233,7 +254,7 @@ def train(
         return launch(nproc)
     options = dict(preset=preset, dropout=dropout, attn_dropout=attn_dropout, token_dropout=token_dropout,
                    pooling=pooling, positions=positions,
-                   mixup=mixup, mlm_steps=mlm_steps, subword_sampling=subword_sampling,
+                   mixup=mixup, mlm_steps=mlm_steps,
                    max_len=max_len, max_tokens=max_tokens, accum=accum,
                    lr=lr, warmup=warmup, schedule=schedule, label_smoothing=label_smoothing,
                    weight_decay=weight_decay, clip=clip, sam=sam, ema=ema, seed=seed, skip_nonfinite=skip_nonfinite,
@@ -250,7 +271,8 @@ def train(
         valid = valid or (meta.get("data") or {}).get("valid")
     cfg = resolve_config(task, options, load_toml(config), saved)
     req = RunRequest(data=data, out=out, valid=valid, subset=subset, split=split, tokenizer=tokenizer,
-                     init_from=init_from, resume=resume, overwrite=overwrite, fields=fields)
+                     init_from=init_from, resume=resume, overwrite=overwrite, fields=fields,
+                     data_cache=data_cache, num_proc=num_proc)
     with ui.progress(total_known=cfg.max_steps is not None) as bar:
         reporter = RichReporter(bar, cfg.max_steps, cfg.log_every, "ex" if task == "sentiment" else "tok")
         try:

@@ -233,7 +233,6 @@ class TrainConfig:
     pooling: str = "mean"  # sentiment: how the classifier pools the encoder outputs (mean, max, attention)
     positions: str = "sinusoidal"  # token order: sinusoidal encodings or rope (rotary, relative)
     mixup: float = 0.0  # sentiment: Beta(a, a) mixup of pooled vectors and labels while training (0 = off)
-    subword_sampling: float = 0.0  # training: sample input segmentations each epoch with this alpha (0 = off)
     mlm_steps: int = 0  # sentiment: first train the encoder for N steps as a masked LM on the training texts
     sam: float = 0.0  # sharpness-aware minimization: radius rho of the weight perturbation (0 = off)
     dropout: float | None = None  # None = the preset's dropout (0.1)
@@ -289,8 +288,6 @@ class TrainConfig:
         for name in ("mixup", "mlm_steps"):
             if getattr(self, name) and self.task != "sentiment":
                 raise ValueError(f"{name} applies to sentiment only, not {self.task}")
-        if self.subword_sampling < 0:
-            raise ValueError(f"subword_sampling must be >= 0 (e.g. 0.3; 0 = off), got {self.subword_sampling}")
         if self.sam < 0:
             raise ValueError(f"sam must be >= 0 (e.g. 0.05; 0 = off), got {self.sam}")
         if self.mlm_steps < 0:

@@ -183,19 +183,37 @@ def _split_files(directory: Path) -> dict[str, Path]:
     return found
 
 
-def _find_split_in_dir(directory: Path, split: str, fields: Fields) -> Dataset | None:
-    """Load one split from a directory of split files or of parallel `split.lang` files."""
+@dataclass(frozen=True)
+class Source:
+    """Where one split of a SPEC lives, found without reading it (see :func:`locate`)."""
+
+    spec: str  # the SPEC as given
+    split: str  # the split asked for
+    kind: str  # "file", "parallel" (prefix.src + prefix.tgt) or "hub"
+    paths: tuple[Path, ...] = ()  # the local files (none for the Hub)
+    subset: str | None = None  # Hub configuration
+
+    def describe(self) -> str:
+        return ", ".join(str(p) for p in self.paths) if self.paths else f"{self.spec} ({self.split})"
+
+
+def _parallel_source(spec: str, split: str, prefix: Path, src: str, tgt: str) -> Source:
+    return Source(spec, split, "parallel", (Path(f"{prefix}.{src}"), Path(f"{prefix}.{tgt}")))
+
+
+def _locate_in_dir(spec: str, directory: Path, split: str, fields: Fields) -> Source | None:
+    """One split in a directory of split files or of parallel `split.lang` files."""
     names = SPLIT_NAMES.get(split, (split,))
     if fields.src_lang and fields.tgt_lang:
         for n in names:
             if (directory / f"{n}.{fields.src_lang}").is_file():
-                return load_parallel(directory / n, fields.src_lang, fields.tgt_lang)
+                return _parallel_source(spec, split, directory / n, fields.src_lang, fields.tgt_lang)
     files = _split_files(directory)
     if split in files:
-        return load_file(files[split])
+        return Source(spec, split, "file", (files[split],))
     for p in sorted(directory.iterdir()):  # any other split name, e.g. test_2016_flickr.jsonl
         if p.is_file() and p.name.lower().removesuffix(".gz").rsplit(".", 1)[0] == split:
-            return load_file(p)
+            return Source(spec, split, "file", (p,))
     return None
 
 
@@ -224,6 +242,50 @@ def looks_like_hub_name(spec: str) -> bool:
             and not Path(spec).suffix and not (len(parts) == 2 and Path(parts[0]).is_dir()))
 
 
+def locate(spec: str, split: str = "train", *, fields: Fields | None = None,
+           subset: str | None = None, required: bool = True) -> Source | None:
+    """Find one split of a data SPEC without reading it. For a single file the whole file is
+    the requested split. Returns None when a local split is absent and ``required`` is False
+    (a Hub dataset's splits are only known once it is loaded: see :func:`load_source`)."""
+    fields = fields or Fields()
+    path = Path(os.path.expanduser(spec))
+    if path.is_dir():
+        found = _locate_in_dir(spec, path, split, fields)
+        if found is None and required:
+            present = sorted(_split_files(path)) or ["none"]
+            raise DataError(f"no '{split}' split in directory {path} (found: {', '.join(present)})",
+                            "name files train.*, validation.* or test.*, or pass a file")
+        return found
+    if path.is_file():
+        return Source(spec, split, "file", (path,))
+    if fields.src_lang and fields.tgt_lang and Path(f"{path}.{fields.src_lang}").exists():
+        return _parallel_source(spec, split, path, fields.src_lang, fields.tgt_lang)
+    if not looks_like_hub_name(spec):
+        hint = "check the path"
+        if fields.src_lang and fields.tgt_lang:
+            hint += f" (a parallel prefix needs {spec}.{fields.src_lang} and {spec}.{fields.tgt_lang})"
+        raise DataError(f"no such file or directory: {spec}", hint)
+    return Source(spec, split, "hub", (), subset)
+
+
+def load_source(source: Source, required: bool = True) -> Dataset | None:
+    """Read a located split as a raw Dataset (columns as in the data); a Hub split that does
+    not exist is None when ``required`` is False."""
+    if source.kind == "file":
+        return load_file(source.paths[0])
+    if source.kind == "parallel":
+        src, tgt = (p.name.rsplit(".", 1)[1] for p in source.paths)
+        return load_parallel(Path(str(source.paths[0])[: -len(src) - 1]), src, tgt)
+    if not required:
+        try:
+            return load_hub(source.spec, source.split, source.subset)
+        except DataError as e:
+            if "could not reach" in e.message:
+                raise
+            return None
+    return load_hub(source.spec, source.split, source.subset)
+
+
 def load_spec(spec: str, split: str = "train", *, fields: Fields | None = None,
               subset: str | None = None, required: bool = True) -> Dataset | None:
     """Load one split of a data SPEC as a raw Dataset (columns as in the data).
@@ -231,32 +293,8 @@ def load_spec(spec: str, split: str = "train", *, fields: Fields | None = None,
     For a single file the whole file is the requested split. Returns None when the split is
     absent and ``required`` is False.
     """
-    fields = fields or Fields()
-    path = Path(os.path.expanduser(spec))
-    if path.is_dir():
-        ds = _find_split_in_dir(path, split, fields)
-        if ds is None and required:
-            present = sorted(_split_files(path)) or ["none"]
-            raise DataError(f"no '{split}' split in directory {path} (found: {', '.join(present)})",
-                            "name files train.*, validation.* or test.*, or pass a file")
-        return ds
-    if path.is_file():
-        return load_file(path)
-    if fields.src_lang and fields.tgt_lang and Path(f"{path}.{fields.src_lang}").exists():
-        return load_parallel(path, fields.src_lang, fields.tgt_lang)
-    if not looks_like_hub_name(spec):
-        hint = "check the path"
-        if fields.src_lang and fields.tgt_lang:
-            hint += f" (a parallel prefix needs {spec}.{fields.src_lang} and {spec}.{fields.tgt_lang})"
-        raise DataError(f"no such file or directory: {spec}", hint)
-    if not required:
-        try:
-            return load_hub(spec, split, subset)
-        except DataError as e:
-            if "could not reach" in e.message:
-                raise
-            return None
-    return load_hub(spec, split, subset)
+    source = locate(spec, split, fields=fields, subset=subset, required=required)
+    return None if source is None else load_source(source, required)
 
 
 # ---------------------------------------------------------------------------- fields

@@ -18,11 +18,11 @@ from . import __version__
 from . import checkpoint as ckpt
 from . import distributed as dd
 from .config import PRESETS, ModelConfig, TrainConfig, model_config_from_preset
-from .data import Fields, TaskData, encode_examples, load_task_data, texts_for_tokenizer
-from .batching import example_lengths
+from .data import Fields, texts_for_tokenizer
 from .errors import AttnError, RunFailure
 from .model import build_model, count_parameters
-from .tokenizer import SAMPLE_NBEST, SubwordSampler, TokenizerConfig, Tokenizers, VocabTooLarge, train_tokenizers
+from .rundata import DataRequest, RunData, load_run_data
+from .tokenizer import TokenizerConfig, Tokenizers, VocabTooLarge, train_tokenizers
 from .optim import pick_device
 from .train import PRIMARY, Reporter, Trainer
 
@@ -41,6 +41,8 @@ class RunRequest:
     init_from: Path | None = None  # a run directory whose best weights start this run
     resume: bool = False
     overwrite: bool = False
+    data_cache: Path | None = None  # tokenized-data cache directory (None: $ATTN_CACHE or ~/.cache/attn)
+    num_proc: int | None = None  # tokenizing threads (None: the machine's cores)
 
 
 @dataclass
@@ -65,8 +67,8 @@ def check_run_dir(req: RunRequest) -> None:
     ckpt.prepare_out_dir(out, req.overwrite, "run")
 
 
-def load_tokenizers(req: RunRequest, data: TaskData, cfg: TrainConfig, reporter: Reporter) -> Tokenizers:
-    """The given tokenizer, the run's own (resume), or a new one trained on the training data."""
+def known_tokenizers(req: RunRequest) -> Tokenizers | None:
+    """The given tokenizer, the run's own (resume) or --init-from's; None: train one."""
     if req.resume:
         return Tokenizers.load(req.out)
     if req.init_from is not None:  # its embeddings belong to its tokenizer
@@ -79,23 +81,28 @@ def load_tokenizers(req: RunRequest, data: TaskData, cfg: TrainConfig, reporter:
         return toks
     if req.tokenizer is not None:
         return Tokenizers.load(req.tokenizer)
-    src_cols, tgt_cols = texts_for_tokenizer(data.train, cfg.task)
+    return None
+
+
+def train_run_tokenizer(train, cfg: TrainConfig, reporter: Reporter) -> Tokenizers:
+    """A new tokenizer trained on the normalized training Dataset (a sample of its texts)."""
+    src_cols, tgt_cols = texts_for_tokenizer(train, cfg.task)
     tcfg = TokenizerConfig(vocab_size=cfg.vocab_size, max_sentences=400_000, seed=cfg.seed,
                            lowercase=cfg.lowercase)
     reporter.note(f"training a SentencePiece tokenizer ({tcfg.vocab_size:,} pieces) on the training "
                   "texts (--tokenizer DIR reuses one instead)")  # about 33 s for IMDB on 2 cores
     started = time.perf_counter()
     try:
-        toks = train_tokenizers(data.train, src_cols, tgt_cols, tcfg)
+        toks = train_tokenizers(train, src_cols, tgt_cols, tcfg)
     except VocabTooLarge as e:
         reporter.note(f"the data allows at most {e.maximum:,} pieces; using that vocabulary size")
         tcfg.vocab_size = e.maximum
-        toks = train_tokenizers(data.train, src_cols, tgt_cols, tcfg)
+        toks = train_tokenizers(train, src_cols, tgt_cols, tcfg)
     reporter.note(f"tokenizer trained in {time.perf_counter() - started:.1f} s")
     return toks
 
 
-def build_model_config(cfg: TrainConfig, toks: Tokenizers, data: TaskData) -> ModelConfig:
+def build_model_config(cfg: TrainConfig, toks: Tokenizers, data: RunData) -> ModelConfig:
     overrides: dict = {"max_len": cfg.max_len, "positions": cfg.positions}
     if cfg.task == "sentiment":
         overrides["pooling"] = cfg.pooling
@@ -108,7 +115,7 @@ def build_model_config(cfg: TrainConfig, toks: Tokenizers, data: TaskData) -> Mo
                                     **overrides)
 
 
-def run_meta(req: RunRequest, cfg: TrainConfig, mcfg: ModelConfig, data: TaskData, params: int) -> dict:
+def run_meta(req: RunRequest, cfg: TrainConfig, mcfg: ModelConfig, data: RunData, params: int) -> dict:
     """config.json: everything inference needs to rebuild the model and read its inputs."""
     return {"attn_version": __version__, "task": cfg.task, "preset": cfg.preset, "parameters": params,
             "model": mcfg.to_dict(), "label_names": data.label_names,
@@ -119,32 +126,6 @@ def run_meta(req: RunRequest, cfg: TrainConfig, mcfg: ModelConfig, data: TaskDat
             **({"init_from": str(req.init_from)} if req.init_from is not None else {})}
 
 
-def resampler(data: TaskData, cfg: TrainConfig, toks, fixed: list[tuple], reporter: Reporter):
-    """--subword-sampling: epoch -> the training examples with freshly sampled input
-    segmentations (the same in every process, from --seed and the epoch); an example that
-    sampling makes longer than --max-tokens keeps its best segmentation. None when the option
-    is off. Refuses a tokenizer that cannot sample (BPE) now, not at the first epoch."""
-    if cfg.subword_sampling <= 0:
-        return None
-    column = "text" if cfg.task == "sentiment" else "src"
-    texts = list(data.train[column])
-    reporter.note(f"subword sampling: finding the {SAMPLE_NBEST} best segmentations of each "
-                  f"distinct word in {len(texts):,} training texts")  # about a minute for IMDB
-    started = time.perf_counter()
-    sampler = SubwordSampler(toks.src, texts, cfg.subword_sampling)
-    reporter.note(f"subword sampling: {sampler.n_words:,} distinct words ready "
-                  f"in {time.perf_counter() - started:.1f} s")
-
-    def resample(epoch: int) -> list[tuple]:
-        sources = sampler.sample(cfg.seed * 100_003 + epoch)
-        sampled = [(src[:cfg.max_len], other) for src, (_, other) in zip(sources, fixed, strict=True)]
-        lengths = example_lengths(sampled, cfg.task != "sentiment")
-        return [ex if n <= cfg.max_tokens else best
-                for ex, best, n in zip(sampled, fixed, lengths, strict=True)]
-
-    return resample
-
-
 def prepare(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist):
     """Load and check everything; returns what the Trainer needs. Writes nothing."""
     device = pick_device(cfg.device if cfg.device != "auto" or not dist.enabled else
@@ -153,25 +134,23 @@ def prepare(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist
         device = torch.device("cuda", dist.local_rank)
     if device.type == "cpu" and cfg.precision in ("bf16", "fp16"):
         reporter.note(f"{cfg.precision} on this CPU is far slower than fp32 (use --precision auto)")
-    data = load_task_data(req.data, cfg.task, req.fields, valid_spec=req.valid, split=req.split,
-                          subset=req.subset, seed=cfg.seed)
+    dreq = DataRequest(spec=req.data, task=cfg.task, fields=req.fields, valid_spec=req.valid,
+                       split=req.split, subset=req.subset, seed=cfg.seed, max_len=cfg.max_len,
+                       cache=req.data_cache, **({"num_proc": req.num_proc} if req.num_proc else {}))
+    data, toks = load_run_data(dreq, known_tokenizers(req),
+                               lambda train: train_run_tokenizer(train, cfg, reporter), reporter.note,
+                               getattr(reporter, "tokenizing", None))
     for n in data.notes:
         reporter.note(n)
-    toks = load_tokenizers(req, data, cfg, reporter)
-    train, cut = encode_examples(data.train, cfg.task, toks, cfg.max_len)
-    valid, _ = encode_examples(data.valid, cfg.task, toks, cfg.max_len)
-    if cut:
-        reporter.note(f"{cut} training example(s) longer than --max-len {cfg.max_len} were truncated")
-    lengths = example_lengths(train, cfg.task != "sentiment")
-    if max(lengths) > cfg.max_tokens:
+    if data.truncated:
+        reporter.note(f"{data.truncated} training example(s) longer than --max-len {cfg.max_len} "
+                      "were truncated")
+    longest = int(data.train.lengths.max())
+    if longest > cfg.max_tokens:
         raise AttnError(f"--max-tokens {cfg.max_tokens} is smaller than the longest training example "
-                        f"({max(lengths)} tokens after --max-len {cfg.max_len})",
+                        f"({longest} tokens after --max-len {cfg.max_len})",
                         "raise --max-tokens or lower --max-len")
-    refs: list = []
-    if cfg.task != "sentiment":
-        col = "references" if "references" in data.valid.column_names else "tgt"
-        refs = list(data.valid[col])
-    return device, data, toks, train, valid, refs
+    return device, data, toks
 
 
 def train_run(req: RunRequest, cfg: TrainConfig, reporter: Reporter) -> RunResult:
@@ -254,7 +233,7 @@ def init_weights(model: torch.nn.Module, mcfg: ModelConfig, run_dir: Path) -> st
 
 def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist) -> RunResult:
     torch.manual_seed(cfg.seed)
-    device, data, toks, train, valid, refs = prepare(req, cfg, reporter, dist)
+    device, data, toks = prepare(req, cfg, reporter, dist)
     dd.setup(dist, device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -262,7 +241,6 @@ def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: d
     mcfg = build_model_config(cfg, toks, data)
     if req.resume:
         check_same_model(req.out, mcfg)
-    resample = resampler(data, cfg, toks, train, reporter)
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg)
     if req.init_from is not None and not req.resume:  # (a resumed run's weights come from last/)
@@ -277,14 +255,14 @@ def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: d
         ckpt.atomic_write_text(out / ckpt.TRAIN_CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
         ckpt.atomic_write_text(out / ckpt.CONFIG_FILE, json.dumps(run_meta(req, cfg, mcfg, data, params), indent=2))
     dd.barrier(dist)
-    trainer = Trainer(cfg, mcfg, model, toks, train, valid, refs, out, reporter, dist, device,
-                      resample=resample)
+    trainer = Trainer(cfg, mcfg, model, toks, data.train, data.valid, data.refs, out, reporter, dist,
+                      device)
     if req.resume:
         trainer.load_last()
         if dist.is_main:
             ckpt.atomic_write_text(out / ckpt.TRAIN_CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
-    reporter.note(f"{cfg.task}: {params:,} parameters ({cfg.preset}), {len(train):,} training and "
-                  f"{len(valid):,} validation examples, device {device}"
+    reporter.note(f"{cfg.task}: {params:,} parameters ({cfg.preset}), {len(data.train):,} training and "
+                  f"{len(data.valid):,} validation examples, device {device}"
                   + (f" x {dist.world_size} processes" if dist.enabled else ""))
     metrics_log = MetricsLog(out / ckpt.METRICS_FILE, trainer.state.step, dist.is_main)
     try:
@@ -331,7 +309,7 @@ def _step_of(line: str) -> int:
         return 1 << 62
 
 
-def write_card(out: Path, cfg: TrainConfig, data: TaskData, params: int, state: dict,
+def write_card(out: Path, cfg: TrainConfig, data: RunData, params: int, state: dict,
                device: torch.device) -> None:
     """README.md: a short model card from the run's own records."""
     rows = [json.loads(x) for x in (out / ckpt.METRICS_FILE).read_text().splitlines() if x.strip()]

@@ -13,12 +13,10 @@ import json
 import os
 import random
 import re
-from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import sentencepiece as spm
 from datasets import Dataset
 
@@ -27,8 +25,6 @@ from .errors import DataError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 SRC_FILE, TGT_FILE, INFO_FILE = "tokenizer.model", "tokenizer.tgt.model", "tokenizer.json"
-SAMPLE_NBEST = 32  # --subword-sampling draws each word's segmentation from its 32 best
-SAMPLE_MAX_WORD = 64  # ... and keeps the best one of longer "words" (URLs, "*****...")
 
 
 @dataclass
@@ -68,18 +64,6 @@ class Tokenizer:
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return self.sp.encode(texts, num_threads=os.cpu_count() or 1)
 
-    def check_sampling(self) -> None:
-        """Raise DataError unless the model can give n-best segmentations (unigram models can)."""
-        self.nbest("a")
-
-    def nbest(self, word: str) -> list[list[int]]:
-        """The ``SAMPLE_NBEST`` best segmentations of ``word``, best first."""
-        try:
-            return self.sp.nbest_encode_as_ids(word, nbest_size=SAMPLE_NBEST)
-        except RuntimeError as e:
-            raise DataError(f"--subword-sampling needs a unigram tokenizer: {first_line(e)}",
-                            "train the tokenizer with --model-type unigram (the default)") from None
-
     def pieces(self, text: str) -> list[str]:
         return self.sp.encode(text, out_type=str)
 
@@ -88,96 +72,6 @@ class Tokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self.sp.decode([i for i in ids if i > EOS_ID])
-
-
-class SubwordSampler:
-    """Subword regularization (Kudo, 2018) for a fixed list of texts: ``sample(seed)`` draws a
-    new segmentation of every text, the same for the same seed in every process.
-
-    SentencePiece's own sampling (``enable_sampling``) is not: with sentencepiece 0.2.3 the same
-    ``set_random_generator_seed`` gives other segmentations in another process, which would
-    break ``--resume`` and hand DDP ranks different data. So the draw happens here, with numpy.
-    Unigram pieces never span a space, so a text's segmentation is its space-separated words'
-    segmentations in a row. Each distinct word's ``SAMPLE_NBEST`` best segmentations are found
-    once (words over ``SAMPLE_MAX_WORD`` characters keep their best); each occurrence then draws
-    one with probability proportional to P(segmentation)^alpha (from the pieces'
-    log-probabilities). A text whose words' best segmentations do not add up to its own best one
-    (an unusual normalization) always keeps its best one.
-
-    Packed tables (W distinct words, K candidates in all, O word occurrences, N texts):
-    ``ids`` every candidate's pieces end to end, ``cand_start``/``cand_end`` (K,) where each
-    candidate lies in ``ids``, ``cum`` (K,) each word's cumulative probabilities plus the word's
-    index (so one ``searchsorted`` serves all words), ``word_first`` (W + 1,) each word's first
-    candidate, ``occ`` (O,) the word of each occurrence, ``text_occ`` (N + 1,) each text's
-    first occurrence.
-    """
-
-    def __init__(self, tok: Tokenizer, texts: list[str], alpha: float) -> None:
-        tok.check_sampling()
-        self.best = tok.encode_batch(texts)
-        index: dict[str, int] = {}
-        occ: list[int] = []
-        text_occ = [0]
-        self.fixed: list[bool] = []  # texts that keep their best segmentation
-        firsts: list[list[int]] = []  # each word's best segmentation
-        ids, cand_len = array("i"), array("q")  # compact while building: 10^7 ids for IMDB
-        cum: list[np.ndarray] = []
-        word_first = [0]
-        with _quiet_stderr_fd():  # "Too big agenda size" for words like "*****...*"
-            for text, best in zip(texts, self.best, strict=True):
-                words = [w for w in text.split(" ") if w]
-                for w in words:
-                    if w not in index:
-                        index[w] = len(index)
-                        cands, probs = self._candidates(tok, w, alpha)
-                        cum.append(np.cumsum(probs) + index[w])
-                        firsts.append(cands[0])
-                        for c in cands:
-                            ids.extend(c)
-                            cand_len.append(len(c))
-                        word_first.append(word_first[-1] + len(cands))
-                here = [index[w] for w in words]
-                self.fixed.append([i for k in here for i in firsts[k]] != best)
-                occ += here
-                text_occ.append(len(occ))
-        self.ids = np.frombuffer(ids, dtype=np.int32)
-        self.cand_end = np.cumsum(np.frombuffer(cand_len, dtype=np.int64))
-        self.cand_start = self.cand_end - np.frombuffer(cand_len, dtype=np.int64)
-        self.cum = np.concatenate(cum) if cum else np.zeros(0)
-        self.word_first = np.array(word_first, dtype=np.int64)
-        self.occ = np.array(occ, dtype=np.int64)
-        self.text_occ = np.array(text_occ, dtype=np.int64)
-
-    @property
-    def n_words(self) -> int:
-        """W, the distinct words whose segmentations are drawn."""
-        return len(self.word_first) - 1
-
-    @staticmethod
-    def _candidates(tok: Tokenizer, word: str, alpha: float) -> tuple[list[list[int]], np.ndarray]:
-        """The word's best segmentations, best first, and their probabilities (∝ P^alpha)."""
-        cands = (tok.nbest(word) if len(word) <= SAMPLE_MAX_WORD else []) or [tok.encode(word)]
-        scores = alpha * np.array([sum(tok.sp.get_score(i) for i in c) for c in cands])
-        probs = np.exp(scores - scores.max())
-        return cands, probs / probs.sum()
-
-    def sample(self, seed: int) -> list[list[int]]:
-        """One segmentation per text, drawn with numpy's generator seeded with ``seed``."""
-        if not self.best:
-            return []
-        rng = np.random.default_rng(seed % (1 << 64))  # numpy refuses negative seeds
-        u = self.occ + rng.random(len(self.occ))  # (O,): a uniform draw inside each word's range
-        pick = np.searchsorted(self.cum, u, side="right")  # (O,) candidate index
-        # the last candidate of each word where rounding leaves its sum just below 1
-        pick = np.minimum(pick, self.word_first[self.occ + 1] - 1)
-        start, end = self.cand_start[pick], self.cand_end[pick]  # (O,)
-        lengths = end - start
-        ends = np.cumsum(lengths)  # (O,): where each occurrence's pieces end in the output
-        flat = self.ids[np.repeat(start - (ends - lengths), lengths) + np.arange(ends[-1] if len(ends) else 0)]
-        bounds = np.concatenate([[0], ends])[self.text_occ]  # (N + 1,)
-        out = np.split(flat, bounds[1:-1])
-        return [best if fixed else o.tolist()
-                for o, best, fixed in zip(out, self.best, self.fixed, strict=True)]
 
 
 @dataclass

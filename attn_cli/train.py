@@ -19,7 +19,6 @@ import math
 import shutil
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -32,7 +31,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from . import checkpoint as ckpt
 from . import distributed as dd
 from .batching import (Batch, DataPosition, collate_classify, collate_seq2seq, example_lengths,
-                       iterate_epoch, make_batches, split_batch_indices)
+                       iterate_epoch, make_batches, plan_batches, split_batch_indices)
+from .datastore import InMemoryExamples
 from .config import ModelConfig, TrainConfig, check_field_types
 from .decoding import greedy_decode
 from .errors import AttnError, RunFailure
@@ -83,11 +83,12 @@ class Trainer:
     """One training run over encoded examples. Call :meth:`run`."""
 
     def __init__(self, cfg: TrainConfig, model_cfg: ModelConfig, model: nn.Module, toks: Tokenizers,
-                 train: list[tuple], valid: list[tuple], valid_refs: list, run_dir: Path,
-                 reporter: Reporter, dist: dd.Dist, device: torch.device,
-                 resample: Callable[[int], list[tuple]] | None = None):
+                 train, valid: list[tuple], valid_refs: list, run_dir: Path,
+                 reporter: Reporter, dist: dd.Dist, device: torch.device):
+        """``train``: a TokenStore (memory-mapped) or a list of examples; ``valid``: a list."""
         self.cfg, self.model_cfg, self.toks = cfg, model_cfg, toks
-        self.resample, self.sampled_epoch = resample, None  # --subword-sampling
+        if isinstance(train, list):
+            train = InMemoryExamples(train, model_cfg.is_seq2seq)
         self.train_ex, self.valid_ex, self.valid_refs = train, valid, valid_refs
         self.run_dir, self.reporter, self.dist, self.device = run_dir, reporter, dist, device
         self.seq2seq = model_cfg.is_seq2seq
@@ -110,7 +111,7 @@ class Trainer:
             self.model = torch.compile(self.model, dynamic=True)
         self.collate = (functools.partial(collate_seq2seq, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID)
                         if self.seq2seq else functools.partial(collate_classify, pad_id=PAD_ID))
-        self.lengths = example_lengths(train, self.seq2seq)
+        self.lengths = train.lengths  # (N,) int32: all that planning reads
         self.state = TrainState()
         self.stop_requested = False
 
@@ -205,7 +206,7 @@ class Trainer:
         if self.dist.enabled:
             part = split_batch_indices(indices, self.dist.rank, self.dist.world_size)
             indices, weight = (part, 1.0) if part else (indices[:1], 0.0)
-        return self.collate([self.train_ex[i] for i in indices]), weight
+        return self.collate(self.train_ex.gather(indices)), weight
 
     def _prepare(self, batch: Batch, pretraining: bool) -> tuple[Batch, torch.Tensor | None, float]:
         """The batch on the device with its training-time corruption, the masked-LM positions
@@ -358,17 +359,15 @@ class Trainer:
         window = {"tokens": 0, "t": time.perf_counter(), "loss": 0.0, "n": 0, "real": 0, "slots": 0}
         reason = self._stop_reason(started, st.data.epoch)  # e.g. resumed at --max-steps already
         previous = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
+        ahead = None
         try:
             while reason is None:
                 epoch = st.data.epoch
-                if self.resample is not None and self.sampled_epoch != epoch:
-                    self.train_ex = self.resample(epoch)  # this epoch's segmentations
-                    self.lengths = example_lengths(self.train_ex, self.seq2seq)
-                    self.sampled_epoch = epoch
-                plan = make_batches(self.lengths, cfg.max_tokens, seed=cfg.seed, epoch=epoch)
+                plan = plan_batches(self.lengths, cfg.max_tokens, seed=cfg.seed, epoch=epoch)
                 micro: list[tuple[Batch, float]] = []
-                for position in range(st.data.position, len(plan)):
-                    micro.append(self._local_batch(plan[position]))
+                ahead = Prefetch(self._collated(plan, st.data.position), PREFETCH_DEPTH)
+                for position, local in ahead:
+                    micro.append(local)
                     if len(micro) < cfg.accum and position < len(plan) - 1:
                         continue
                     loss, count = self.train_step(micro)
@@ -406,6 +405,7 @@ class Trainer:
                     reason = self._shared_stop(self._stop_reason(started, epoch))
                     if reason:
                         break
+                ahead.close()
                 if reason is None:
                     st.data = DataPosition(epoch + 1, 0)
                     reason = self._shared_stop(self._stop_reason(started, epoch + 1))
@@ -413,6 +413,8 @@ class Trainer:
             self.save_last()
             raise
         finally:
+            if ahead is not None:
+                ahead.close()
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
         if st.step != last_eval_step or st.best is None:
@@ -420,6 +422,15 @@ class Trainer:
         else:
             self.save_last()
         return reason
+
+    def _collated(self, plan, start: int):
+        """(position, this process's collated batch and weight) for ``plan[start:]``, pinned
+        for an asynchronous copy when training on CUDA."""
+        for position in range(start, len(plan)):
+            batch, weight = self._local_batch(plan[position])
+            if self.device.type == "cuda":
+                batch = batch.pin_memory()
+            yield position, (batch, weight)
 
     def _shared_stop(self, reason: str | None) -> str | None:
         """Rank 0's stop decision for every rank; raises Interrupted after Ctrl-C."""
@@ -453,6 +464,60 @@ class Trainer:
         if st.step % self.cfg.log_every == 0 and window["n"]:
             log({"event": "train", **stats})
             window.update(tokens=0, t=now, loss=0.0, n=0, real=0, slots=0)
+
+
+PREFETCH_DEPTH = 4  # batches collated ahead of the training step
+
+
+class Prefetch:
+    """Run a generator in a background thread, ``depth`` items ahead: batches are gathered
+    from the memory map and padded while the model trains on the previous one. Iterating
+    re-raises the generator's exception; :meth:`close` stops the thread."""
+
+    _END = object()
+
+    def __init__(self, items, depth: int):
+        import queue
+        import threading
+
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._fill, args=(items,), daemon=True,
+                                       name="attn-prefetch")
+        self.thread.start()
+
+    def _fill(self, items) -> None:
+        try:
+            for item in items:
+                if not self._put(item):
+                    return
+            self._put(self._END)
+        except BaseException as e:  # handed to the consumer
+            self._put(e)
+
+    def _put(self, item) -> bool:
+        import queue
+
+        while not self.stopped.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self):
+        while True:
+            item = self.queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join()
 
 
 def _main_thread() -> bool:

@@ -9,6 +9,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="attn-test-hf-"))
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ["ATTN_CACHE"] = tempfile.mkdtemp(prefix="attn-test-cache-")  # never the user's cache
 
 import pytest  # noqa: E402
 

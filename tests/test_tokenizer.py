@@ -1,16 +1,13 @@
 """Tokenizer training, saving/loading, special ids, round trips and errors (CLI and library)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 from conftest import DATA_DIR
 from typer.testing import CliRunner
 
 from attn_cli.cli import app
-from attn_cli.errors import DataError
-from attn_cli.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, SubwordSampler, Tokenizers
+from attn_cli.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizers
 
 runner = CliRunner()
 IT_EN = f"{DATA_DIR}/translate.it-en.jsonl"
@@ -37,62 +34,6 @@ def test_joint_tokenizer_files_and_specials(joint_tok):
     assert (sp.pad_id(), sp.unk_id(), sp.bos_id(), sp.eos_id()) == (PAD_ID, UNK_ID, BOS_ID, EOS_ID)
     info = json.loads((joint_tok / "tokenizer.json").read_text())
     assert info["joint"] is True and info["model_type"] == "unigram"
-
-
-def test_sampled_segmentations_are_reproducible_and_decode_to_the_text(joint_tok):
-    tok = Tokenizers.load(joint_tok).src
-    texts = [json.loads(x)["it"] for x in open(IT_EN, encoding="utf-8")][:200]
-    best = tok.encode_batch(texts)
-    sampler = SubwordSampler(tok, texts, 0.3)
-    a, b = sampler.sample(5), sampler.sample(5)
-    assert a == b and a != sampler.sample(6)
-    assert sum(x != y for x, y in zip(a, best, strict=True)) > 50  # most sentences get another segmentation
-    assert [tok.decode(x) for x in a] == [tok.decode(x) for x in best]
-    sharp = SubwordSampler(tok, texts, 50.0).sample(5)  # alpha -> inf: the best segmentation
-    assert sum(x != y for x, y in zip(sharp, best, strict=True)) < 5
-
-
-def test_sampling_odd_texts(joint_tok):
-    tok = Tokenizers.load(joint_tok).src
-    texts = ["", "   ", "la  casa", "la\tcasa\u0085rossa", "x" * 200, "casa"]
-    sampler = SubwordSampler(tok, texts, 0.3)
-    out = sampler.sample(1)
-    assert out[:2] == [[], []] and len(out) == len(texts)
-    assert [tok.decode(x) for x in out] == [tok.decode(x) for x in tok.encode_batch(texts)]
-    assert SubwordSampler(tok, [], 0.3).sample(1) == []
-    # each word draws from its own candidates, with their probabilities: "casa" alone, many times
-    many = SubwordSampler(tok, ["casa"] * 4000, 0.3)
-    cands, probs = many._candidates(tok, "casa", 0.3)
-    assert len(cands) > 1 and abs(probs.sum() - 1) < 1e-9
-    draws = many.sample(3)
-    for cand, p in zip(cands[:3], probs[:3], strict=True):
-        assert abs(sum(d == cand for d in draws) / 4000 - p) < 0.03
-
-
-def test_sampled_segmentations_are_the_same_in_another_process(joint_tok):
-    """SentencePiece's own seeded sampling differs between processes (sentencepiece 0.2.3);
-    --resume and DDP ranks need the same draw everywhere."""
-    tok = Tokenizers.load(joint_tok).src
-    texts = [json.loads(x)["it"] for x in open(IT_EN, encoding="utf-8")][:200]
-    code = ("import json, sys; from attn_cli.tokenizer import SubwordSampler, Tokenizers; "
-            f"tok = Tokenizers.load({str(joint_tok)!r}).src; texts = json.load(sys.stdin); "
-            "print(json.dumps(SubwordSampler(tok, texts, 0.3).sample(5)))")
-    other = subprocess.run([sys.executable, "-c", code], input=json.dumps(texts), capture_output=True,
-                           text=True, timeout=120, check=True)
-    assert json.loads(other.stdout) == SubwordSampler(tok, texts, 0.3).sample(5)
-
-
-def test_sampling_a_bpe_tokenizer_is_a_clear_error(tmp_path):
-    out = tmp_path / "bpe"
-    r = run("tokenizer", "train", "--data", IT_EN, "--src", "it", "--tgt", "en", "--vocab-size", 400,
-            "--model-type", "bpe", "--out", out)
-    assert r.exit_code == 0, r.output
-    with pytest.raises(DataError, match="needs a unigram tokenizer"):
-        SubwordSampler(Tokenizers.load(out).src, ["la casa"], 0.3)
-    r = run("train", "translate", "--data", IT_EN, "--src", "it", "--tgt", "en", "--tokenizer", out,
-            "--out", tmp_path / "run", "--preset", "tiny", "--max-steps", 1, "--subword-sampling", 0.3)
-    assert r.exit_code == 2 and "needs a unigram tokenizer" in r.stderr and "Traceback" not in r.output
-    assert not (tmp_path / "run").exists()
 
 
 def test_round_trip_both_languages_and_unseen_characters(joint_tok):

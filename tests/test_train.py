@@ -321,45 +321,6 @@ def test_mlm_pretraining_then_classifier_resumes_exactly(tmp_path):
         TrainConfig(**{**BASE, "mlm_steps": 5})
 
 
-def test_subword_sampling_resegments_each_epoch_and_resumes_exactly(tmp_path):
-    kw = dict(subword_sampling=0.2, max_tokens=2000)  # 5 steps per epoch
-
-    train(tmp_path / "full", max_steps=12, **kw)
-    train(tmp_path / "half", max_steps=7, **kw)  # stops inside the second epoch
-    train(tmp_path / "half", resume=True, max_steps=12, **kw)
-    train(tmp_path / "plain", max_steps=12, max_tokens=2000)
-    assert_same_weights(tmp_path / "full", tmp_path / "half")
-    a, plain = weights(tmp_path / "full/last/model.safetensors"), weights(tmp_path / "plain/last/model.safetensors")
-    assert any(not torch.allclose(a[n], plain[n]) for n in a)
-    state = json.loads((tmp_path / "full/last/state.json").read_text())
-    assert state["data"]["epoch"] >= 2
-    with pytest.raises(ValueError, match="subword_sampling must be >= 0"):
-        TrainConfig(**{**BASE, "subword_sampling": -0.1})
-
-
-def test_resampler_draws_new_segmentations_per_epoch_and_keeps_labels(tmp_path):
-    from attn_cli.data import encode_examples, load_task_data
-    from attn_cli.pipeline import resampler
-
-    train_sentiment(tmp_path / "r", max_steps=1)
-    toks = Tokenizers.load(tmp_path / "r")
-    data = load_task_data(SENTIMENT, "sentiment", Fields(), seed=1)
-    fixed, _ = encode_examples(data.train, "sentiment", toks, 256)
-    cfg = TrainConfig(**{**BASE, "task": "sentiment", "subword_sampling": 0.2})
-    notes = []
-    reporter = Quiet()
-    reporter.note = notes.append
-    resample = resampler(data, cfg, toks, fixed, reporter)
-    n_words = len({w for t in data.train["text"] for w in t.split()})
-    assert f"best segmentations of each distinct word in {len(fixed):,} training texts" in notes[0]
-    assert f"{n_words:,} distinct words ready in" in notes[1]  # the slow setup is announced
-    e0, e0_again, e1 = resample(0), resample(0), resample(1)
-    assert e0 == e0_again and e0 != e1 and e0 != fixed
-    assert [y for _, y in e0] == [y for _, y in fixed]
-    assert [toks.src.decode(x) for x, _ in e1] == [toks.src.decode(x) for x, _ in fixed]
-    assert resampler(data, TrainConfig(**{**BASE, "task": "sentiment"}), toks, fixed, Quiet()) is None
-
-
 def test_sentiment_and_summarize_train(tmp_path):
     for task, data in (("sentiment", "sentiment.jsonl"), ("summarize", "summarize.jsonl")):
         cfg = TrainConfig(**{**BASE, "task": task, "max_steps": 3, "eval_samples": 2})
@@ -490,8 +451,8 @@ def _torchrun_cmd(out, *extra, task="translate"):
     # at weights that already carry the all-reduce's rounding (~1e-7), and Adam's first steps
     # scale tiny gradients up to ~lr: one weight in 12k lands 1.6e-5 away.
     ("translate", ["--sam", "0.05"], 5e-5),
-    ("sentiment", ["--pooling", "attention", "--subword-sampling", "0.3"], 1e-5),  # seeded per epoch
-], ids=["translate", "translate-sam", "sentiment-attention-pooling-subword-sampling"])
+    ("sentiment", ["--pooling", "attention"], 1e-5),
+], ids=["translate", "translate-sam", "sentiment-attention-pooling"])
 def test_two_process_gloo_equals_one_process(tmp_path, task, extra, atol):
     common = ["--max-steps", "4", "--dropout", "0", "--eval-every", "1000", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

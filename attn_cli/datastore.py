@@ -1,0 +1,391 @@
+"""The tokenized-data cache: token ids tokenized once, memory-mapped, checked on every open.
+
+Format, one directory per cache entry (fairseq's indexed-dataset idea)::
+
+    ENTRY/
+      meta.json           key, source identity, counts, file sizes and digests (written last)
+      src.bin, tgt.bin    translate/summarize: every row's ids back to back (uint16, or uint32
+                          when a vocabulary has more than 65,535 pieces)
+      text.bin            sentiment: the same for the text
+      COL.idx.npy         int64 offsets, N + 1 of them: row i is COL.bin[idx[i]:idx[i + 1]]
+      lengths.npy         int32, each row's padded cost (what batching plans with)
+      labels.npy          sentiment: int64 class ids
+      refs.json           validation entries of seq2seq data: the reference texts for BLEU/ROUGE
+
+Why flat arrays rather than `datasets` Arrow files: the ids take half the bytes (uint16), a
+batch is gathered with a few numpy slices and no per-row Python objects, lengths come from the
+offsets without reading any ids, and the files need nothing but numpy to open and check.
+`datasets` still does what it is best at: reading the SPEC (JSON, CSV, parquet, the Hub).
+
+Only ``lengths`` (4 bytes a row) is read into memory; ids stay in the page cache, shared by
+every process that maps the same files (all ranks of a DDP job on one machine).
+
+Entries are written into a temporary directory beside their final name and renamed into place,
+so a reader never sees a half-written entry; a lock file makes concurrent builders of the same
+entry take turns (the second finds the first one's entry). On open, every file's size is
+checked against meta.json, the index files are hashed in full and the id files in sampled
+blocks, so a truncated or damaged entry is found and rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import AttnError, RunFailure
+
+FORMAT = 1  # bump when the layout changes: older entries then miss and are rebuilt
+META_FILE = "meta.json"
+FULL_HASH_LIMIT = 2 << 30  # source files up to 2 GiB are hashed whole; larger ones in samples
+SAMPLE_BLOCKS, BLOCK = 64, 1 << 20  # sampled hashing: first, last and 62 evenly spaced 1 MiB blocks
+ENCODE_BATCH = 20_000  # rows tokenized per call (bounded memory while building)
+
+
+def default_root(option: str | Path | None = None) -> Path:
+    """The cache directory: ``--data-cache``, else ``$ATTN_CACHE``, else the user's cache dir."""
+    if option:
+        return Path(os.path.expanduser(str(option)))
+    if os.environ.get("ATTN_CACHE"):
+        return Path(os.path.expanduser(os.environ["ATTN_CACHE"]))
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "attn"
+
+
+# ---------------------------------------------------------------------------------- identity
+
+
+def _hash_blocks(path: Path, size: int, full: bool) -> str:
+    """sha1 of the whole file, or of SAMPLE_BLOCKS blocks spread over it (first and last included)."""
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        if full:
+            while chunk := fh.read(1 << 22):
+                h.update(chunk)
+        else:
+            for k in range(SAMPLE_BLOCKS):
+                fh.seek((size - BLOCK) * k // (SAMPLE_BLOCKS - 1))
+                h.update(fh.read(BLOCK))
+    return h.hexdigest()
+
+
+def file_identity(path: Path) -> dict:
+    """What says a data file is unchanged: its path, size, mtime and a content hash (the whole
+    file up to FULL_HASH_LIMIT, else sampled blocks: an in-place edit of a huge file that keeps
+    its size and mtime and misses every sampled block would go unseen)."""
+    st = path.stat()
+    full = st.st_size <= FULL_HASH_LIMIT
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "sha1": _hash_blocks(path, st.st_size, full), "hashed": "whole" if full else "sampled"}
+
+
+def entry_name(key: dict) -> str:
+    """The entry directory's name: a digest of everything that decides its content but the
+    source files' current state (that is checked separately, so a change is reported)."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
+# ---------------------------------------------------------------------------------- reading
+
+
+class TokenStore:
+    """Rows of token ids read from a cache entry's memory maps.
+
+    ``rows`` (optional) selects and orders a subset of the entry's rows (a held-out split);
+    ``lengths`` always matches the selection. Rows come out as the training code's examples:
+    ``(src_ids, tgt_ids)`` for seq2seq, ``(ids, label)`` for sentiment.
+    """
+
+    def __init__(self, directory: Path, meta: dict, rows: np.ndarray | None = None):
+        self.directory, self.meta, self.rows = directory, meta, rows
+        self.columns = list(meta["columns"])
+        self.seq2seq = self.columns == ["src", "tgt"]
+        self._bin = {c: np.memmap(directory / f"{c}.bin", dtype=meta["columns"][c]["dtype"], mode="r")
+                     if meta["columns"][c]["tokens"] else np.zeros(0, np.uint16) for c in self.columns}
+        self._idx = {c: np.load(directory / f"{c}.idx.npy", mmap_mode="r") for c in self.columns}
+        lengths = np.load(directory / "lengths.npy")  # (N,) int32, in RAM
+        labels = np.load(directory / "labels.npy", mmap_mode="r") if "labels.npy" in meta["files"] else None
+        self.lengths = lengths if rows is None else lengths[rows]
+        self._labels = labels
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def size(self) -> int:
+        """Rows in the whole entry (before any ``rows`` selection)."""
+        return int(self.meta["rows"])
+
+    def _row_ids(self, indices: Sequence[int]) -> np.ndarray:
+        idx = np.asarray(indices, dtype=np.int64)
+        return idx if self.rows is None else self.rows[idx]
+
+    def gather(self, indices: Sequence[int]) -> list[tuple]:
+        """The examples at ``indices`` (positions in this selection), read from the maps."""
+        rows = self._row_ids(indices)
+        cols = []
+        for c in self.columns:
+            starts, ends = self._idx[c][rows], self._idx[c][rows + 1]
+            data = self._bin[c]
+            cols.append([data[s:e].tolist() for s, e in zip(starts.tolist(), ends.tolist(), strict=True)])
+        if self.seq2seq:
+            return list(zip(cols[0], cols[1], strict=True))
+        return list(zip(cols[0], self._labels[rows].tolist(), strict=True))
+
+    def __getitem__(self, i: int) -> tuple:
+        return self.gather([i])[0]
+
+    def __iter__(self) -> Iterator[tuple]:
+        for start in range(0, len(self), 4096):
+            yield from self.gather(range(start, min(start + 4096, len(self))))
+
+    def subset(self, positions: np.ndarray) -> TokenStore:
+        """A selection of this selection's rows (e.g. train minus a held-out part)."""
+        return TokenStore(self.directory, self.meta, self._row_ids(positions))
+
+    def labels(self) -> np.ndarray:
+        """Class ids of the selected rows (sentiment)."""
+        return np.asarray(self._labels[self._row_ids(np.arange(len(self)))])
+
+    def refs(self) -> list | None:
+        """Reference texts of a validation entry (seq2seq), in row order; None when not kept."""
+        path = self.directory / "refs.json"
+        if not path.is_file():
+            return None
+        refs = json.loads(path.read_text(encoding="utf-8"))
+        return refs if self.rows is None else [refs[i] for i in self.rows.tolist()]
+
+
+class InMemoryExamples:
+    """A list of already-tokenized examples behind TokenStore's interface (tests, small data)."""
+
+    def __init__(self, examples: list[tuple], seq2seq: bool):
+        self.examples = examples
+        cost = ((max(len(s), len(t) + 1) for s, t in examples) if seq2seq
+                else (len(ids) for ids, _ in examples))
+        self.lengths = np.fromiter(cost, dtype=np.int32, count=len(examples))
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def gather(self, indices: Sequence[int]) -> list[tuple]:
+        return [self.examples[int(i)] for i in indices]
+
+    def __getitem__(self, i: int) -> tuple:
+        return self.examples[i]
+
+    def __iter__(self) -> Iterator[tuple]:
+        return iter(self.examples)
+
+
+def _digest(path: Path, sampled: bool) -> str:
+    size = path.stat().st_size
+    return _hash_blocks(path, size, full=not sampled or size <= SAMPLE_BLOCKS * BLOCK)
+
+
+def check_entry(directory: Path, key: dict) -> tuple[dict | None, str | None]:
+    """(meta, None) for a complete entry made for ``key``; (None, why not) otherwise."""
+    try:
+        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, "missing"
+    except (OSError, ValueError) as e:
+        return None, f"unreadable meta.json ({e})"
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("key") != key:
+        return None, "made by another version of attn"
+    for name, want in meta.get("files", {}).items():
+        path = directory / name
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return None, f"{name} is missing"
+        if size != want["size"]:
+            return None, f"{name} is {size} bytes, expected {want['size']}"
+        if _digest(path, sampled=name.endswith(".bin")) != want["sha1"]:
+            return None, f"{name} does not match its digest"
+    return meta, None
+
+
+# ---------------------------------------------------------------------------------- building
+
+
+@dataclass
+class BuildSpec:
+    """What to write: which columns, tokenized how."""
+
+    columns: tuple[str, ...]  # ("src", "tgt") or ("text",)
+    encoders: dict  # column -> Tokenizer
+    limits: dict  # column -> at most this many ids per row (longer rows are cut)
+    seq2seq: bool
+    keep_refs: bool = False  # store the reference texts (validation entries of seq2seq data)
+    num_proc: int = 1  # SentencePiece encoding threads
+
+
+def _encode(tok, texts: list[str], limit: int, threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(flat ids, per-row lengths after the cut, which rows were cut) for one batch of texts."""
+    ids = tok.sp.encode(texts, num_threads=threads)
+    full = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))  # (m,)
+    lens = np.minimum(full, limit)  # (m,)
+    flat = np.fromiter(itertools.chain.from_iterable(x[:limit] for x in ids), dtype=np.int64,
+                       count=int(lens.sum()))  # (sum lens,)
+    return flat, lens, full > limit
+
+
+def build_entry(ds, spec: BuildSpec, directory: Path, key: dict, identity: list | None,
+                extra: dict, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Tokenize the normalized `datasets.Dataset` ``ds`` into a new entry at ``directory``
+    (written beside it under a temporary name, then renamed); returns its meta. A failure
+    (disk full, Ctrl-C) removes the partial entry."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    try:
+        meta = _write_entry(ds, spec, staged, key, identity, extra, progress)
+        _swap_in(staged, directory)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return meta
+
+
+def _write_entry(ds, spec: BuildSpec, out: Path, key: dict, identity: list | None, extra: dict,
+                 progress) -> dict:
+    n = len(ds)
+    dtypes = {c: ("uint16" if spec.encoders[c].vocab_size <= 65535 else "uint32") for c in spec.columns}
+    row_lens = {c: np.zeros(n, dtype=np.int64) for c in spec.columns}
+    labels = np.zeros(n, dtype=np.int64) if not spec.seq2seq else None
+    cut_rows = np.zeros(n, dtype=bool)
+    wanted = list(spec.columns) + (["label"] if not spec.seq2seq else [])
+    done = 0
+    with contextlib.ExitStack() as stack:
+        sinks = {c: stack.enter_context(open(out / f"{c}.bin", "wb")) for c in spec.columns}
+        for batch in ds.select_columns(wanted).iter(batch_size=ENCODE_BATCH):
+            m = len(batch[wanted[0]])
+            for c in spec.columns:
+                flat, lens, cut = _encode(spec.encoders[c], batch[c], spec.limits[c], spec.num_proc)
+                sinks[c].write(flat.astype(dtypes[c]).tobytes())
+                row_lens[c][done:done + m] = lens
+                cut_rows[done:done + m] |= cut  # rows cut on any side count once
+            if labels is not None:
+                labels[done:done + m] = batch["label"]
+            done += m
+            if progress:
+                progress(done, n)
+    files = {}
+    for c in spec.columns:
+        np.save(out / f"{c}.idx.npy", np.concatenate([[0], np.cumsum(row_lens[c])]).astype(np.int64))
+    if spec.seq2seq:
+        lengths = np.maximum(row_lens["src"], row_lens["tgt"] + 1)
+    else:
+        lengths = row_lens["text"]
+        np.save(out / "labels.npy", labels)
+    np.save(out / "lengths.npy", lengths.astype(np.int32))
+    if spec.keep_refs and spec.seq2seq:
+        col = "references" if "references" in ds.column_names else "tgt"
+        (out / "refs.json").write_text(json.dumps(ds[col], ensure_ascii=False), encoding="utf-8")
+    for p in sorted(out.iterdir()):
+        with open(p, "rb+") as fh:
+            os.fsync(fh.fileno())
+        files[p.name] = {"size": p.stat().st_size, "sha1": _digest(p, sampled=p.name.endswith(".bin"))}
+    meta = {"format": FORMAT, "key": key, "identity": identity, "rows": n, "files": files,
+            "truncated": int(cut_rows.sum()),
+            "columns": {c: {"dtype": dtypes[c], "tokens": int(row_lens[c].sum())} for c in spec.columns},
+            **extra}
+    (out / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    return meta
+
+
+def _swap_in(staged: Path, directory: Path) -> None:
+    """Rename the finished entry into place, replacing an old one (whose files stay readable to
+    any process that still maps them)."""
+    old = None
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old.{os.getpid()}")
+        os.replace(directory, old)
+    os.replace(staged, directory)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def entry_lock(directory: Path):
+    """Hold ``ENTRY.lock`` exclusively: concurrent builders of one entry take turns."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; entries are still renamed into place whole
+        yield
+        return
+    with open(directory.with_name(directory.name + ".lock"), "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def check_writable(root: Path) -> None:
+    """A one-line error when the cache directory cannot be created or written."""
+    try:
+        (root / "tokenized").mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=".probe.", dir=root / "tokenized"))
+    except OSError as e:
+        raise AttnError(f"cannot write the tokenized-data cache in {root}: {e.strerror or e}",
+                        "pass --data-cache DIR (or set ATTN_CACHE) to a writable directory") from None
+
+
+def write_failure(root: Path, e: OSError) -> RunFailure:
+    """A failed cache write (disk full, I/O error) as a one-line runtime error."""
+    why = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+    return RunFailure(f"could not write the tokenized-data cache in {root}: {why} "
+                      "(the partial cache was removed)",
+                      "free disk space, or pass --data-cache DIR on a disk with room")
+
+
+# ---------------------------------------------------------------------------------- listing
+
+
+def list_entries(root: Path) -> list[dict]:
+    """Every entry under ``root`` with its size on disk and what it holds."""
+    found = []
+    base = root / "tokenized"
+    if not base.is_dir():
+        return found
+    for d in sorted(base.iterdir()):
+        if not d.is_dir() or d.name.startswith("."):
+            continue
+        try:
+            meta = json.loads((d / META_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = {}
+        size = sum(p.stat().st_size for p in d.iterdir() if p.is_file())
+        found.append({"name": d.name, "bytes": size, "rows": meta.get("rows"),
+                      "source": (meta.get("key") or {}).get("source"),
+                      "split": (meta.get("key") or {}).get("split"),
+                      "complete": bool(meta)})
+    return found
+
+
+def clear(root: Path) -> tuple[int, int]:
+    """Remove every entry (and stale temporaries); returns (entries, bytes) freed."""
+    base = root / "tokenized"
+    n = freed = 0
+    if not base.is_dir():
+        return 0, 0
+    for d in base.iterdir():
+        if d.is_dir():
+            freed += sum(p.stat().st_size for p in d.iterdir() if p.is_file())
+            n += not d.name.startswith(".")
+            shutil.rmtree(d, ignore_errors=True)
+        elif d.suffix == ".lock":
+            d.unlink(missing_ok=True)
+    return n, freed

@@ -1,0 +1,196 @@
+"""A training run's data: the SPEC located, tokenized once into the cache, validation chosen.
+
+    SPEC --locate--> files --identity + key--> cache entry (hit: open; miss: datasets load,
+    normalize, tokenize, write) --> TokenStore (train) + examples (validation) + references
+
+On a cache hit nothing is parsed or tokenized: the files' identity (size, mtime, content hash)
+is checked against the entry and the memory maps are opened. Validation is ``--valid``, else the
+SPEC's own validation split, else a seeded hold-out of the training rows (at most 2,000, 1%).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import datastore as store_mod
+from .data import (HOLDOUT_FRACTION, HOLDOUT_MAX, Fields, Source, load_source, locate, normalize)
+from .errors import DataError
+from .tokenizer import Tokenizers
+
+Note = Callable[[str], None]
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class DataRequest:
+    """Which data a run trains on and how it is tokenized and cached."""
+
+    spec: str  # training data SPEC
+    task: str  # translate, summarize or sentiment
+    fields: Fields = field(default_factory=Fields)
+    valid_spec: str | None = None  # validation SPEC (None: the SPEC's own split or a hold-out)
+    split: str = "train"
+    subset: str | None = None  # Hub configuration
+    seed: int = 1  # hold-out draw
+    max_len: int = 256  # ids per side kept (targets: max_len - 1)
+    cache: Path | None = None  # --data-cache (None: $ATTN_CACHE or ~/.cache/attn)
+    num_proc: int = field(default_factory=lambda: os.cpu_count() or 1)  # tokenizing threads
+
+
+@dataclass
+class RunData:
+    """What the Trainer reads: the training rows (memory-mapped) and validation in memory."""
+
+    train: store_mod.TokenStore
+    valid: list[tuple]  # (src_ids, tgt_ids) or (ids, label)
+    refs: list  # seq2seq: validation reference texts (or lists of them); [] for sentiment
+    label_names: list[str] | None
+    notes: list[str]
+    truncated: int  # training rows cut to --max-len
+
+
+def holdout_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, held-out rows) of n rows: 1% (at most 2,000, at least 1) drawn with ``seed``."""
+    k = max(1, min(HOLDOUT_MAX, round(n * HOLDOUT_FRACTION)))
+    held = np.zeros(n, dtype=bool)
+    held[np.random.default_rng(seed).choice(n, size=k, replace=False)] = True
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+def tokenizer_digest(toks: Tokenizers) -> str:
+    import hashlib
+
+    return hashlib.sha1(toks.src.proto + b"\0" + (b"" if toks.joint else toks.tgt.proto)).hexdigest()
+
+
+class Cache:
+    """Opens or builds the entries of one run (train and validation) in one cache root."""
+
+    def __init__(self, req: DataRequest, note: Note, progress: Progress | None = None):
+        self.req, self.note, self.progress = req, note, progress
+        self.root = store_mod.default_root(req.cache)
+        store_mod.check_writable(self.root)
+
+    def key(self, source: Source, toks: Tokenizers, role: str, label_names: list[str] | None) -> dict:
+        seq2seq = self.req.task != "sentiment"
+        return {"format": store_mod.FORMAT, "task": self.req.task, "role": role,
+                "source": {"kind": source.kind, "split": source.split, "subset": source.subset,
+                           "paths": [str(p.resolve()) for p in source.paths],
+                           **({"hub": source.spec} if source.kind == "hub" else {})},
+                "fields": {k: v for k, v in vars(self.req.fields).items() if v is not None},
+                "tokenizer": tokenizer_digest(toks), "max_len": self.req.max_len,
+                "label_names": label_names, "refs": role == "valid" and seq2seq}
+
+    def open(self, source: Source, toks: Tokenizers, role: str, loader: Callable[[], tuple],
+             label_names: list[str] | None = None) -> store_mod.TokenStore:
+        """The entry for ``source``: opened when current, else (re)built from ``loader()``,
+        which returns (normalized Dataset, label names)."""
+        key = self.key(source, toks, role, label_names)
+        directory = self.root / "tokenized" / store_mod.entry_name(key)
+        hub = source.kind == "hub"
+        loaded = loader() if hub else None  # a Hub dataset's identity is its fingerprint
+        identity = ([{"fingerprint": loaded[0]._fingerprint}] if hub
+                    else [store_mod.file_identity(p) for p in source.paths])
+        meta, why = store_mod.check_entry(directory, key)
+        if meta is not None and meta.get("identity") == identity:
+            self.note(f"tokenized data: cached ({meta['rows']:,} examples of {source.describe()})")
+            return store_mod.TokenStore(directory, meta)
+        if meta is not None:
+            self.note(f"{source.describe()} changed since it was tokenized; tokenizing it again")
+        elif why != "missing":
+            self.note(f"the cached tokens of {source.describe()} are damaged ({why}); rebuilding them")
+        with store_mod.entry_lock(directory):
+            meta, _ = store_mod.check_entry(directory, key)  # another process may have built it
+            if meta is not None and meta.get("identity") == identity:
+                self.note(f"tokenized data: cached ({meta['rows']:,} examples of {source.describe()})")
+                return store_mod.TokenStore(directory, meta)
+            ds, names = loaded or loader()
+            self.note(f"tokenizing {len(ds):,} examples of {source.describe()} "
+                      f"(cached for next time in {self.root})")
+            seq2seq = self.req.task != "sentiment"
+            cols = ("src", "tgt") if seq2seq else ("text",)
+            spec = store_mod.BuildSpec(
+                columns=cols, seq2seq=seq2seq, keep_refs=role == "valid", num_proc=self.req.num_proc,
+                encoders={"src": toks.src, "tgt": toks.tgt, "text": toks.src},
+                limits={"src": self.req.max_len, "tgt": self.req.max_len - 1, "text": self.req.max_len})
+            try:
+                meta = store_mod.build_entry(ds, spec, directory, key, identity,
+                                             {"label_names": names}, self.progress)
+            except OSError as e:
+                raise store_mod.write_failure(self.root, e) from None
+        return store_mod.TokenStore(directory, meta)
+
+
+def _normalized(source: Source, task: str, fields: Fields, names: list[str] | None = None) -> tuple:
+    ds, names = normalize(load_source(source), task, fields, names)
+    if len(ds) == 0:
+        raise DataError(f"{source.spec} has no usable {task} examples (all empty)",
+                        "check the fields hold text")
+    return ds, names
+
+
+def load_run_data(req: DataRequest, toks: Tokenizers | None,
+                  train_tokenizer: Callable[[object], Tokenizers], note: Note,
+                  progress: Progress | None = None) -> tuple[RunData, Tokenizers]:
+    """Locate, tokenize (or open the cache) and split the run's data. ``toks`` None means
+    ``train_tokenizer(normalized training Dataset)`` makes one (from the rows trained on)."""
+    cache = Cache(req, note, progress)
+    fields, task = req.fields, req.task
+    source = locate(req.spec, req.split, fields=fields, subset=req.subset)
+    memo: dict = {}
+
+    def train_loader() -> tuple:
+        if "train" not in memo:
+            memo["train"] = _normalized(source, task, fields)
+            ds, names = memo["train"]
+            if task == "sentiment" and len(present := ds.unique("label")) < 2:
+                raise DataError(f"the training data has only one label ({names[present[0]]})",
+                                "sentiment needs at least two classes")
+        return memo["train"]
+
+    valid_source, notes = _valid_source(req, source)
+    if toks is None:
+        ds, _ = train_loader()
+        toks = train_tokenizer(ds if valid_source else ds.select(holdout_rows(len(ds), req.seed)[0]))
+    full = cache.open(source, toks, "train", train_loader)
+    names = full.meta.get("label_names")
+    if valid_source is None:
+        if full.size < 2:
+            raise DataError(f"only {full.size} usable example in {req.spec}", "give more data or --valid")
+        keep, held = holdout_rows(full.size, req.seed)
+        train, valid_store = full.subset(keep), full.subset(held)
+        notes.append(f"validation: held out {len(held):,} examples of train (seed {req.seed}); "
+                     "pass --valid to choose")
+        valid = list(valid_store)
+        refs = [toks.tgt.decode(list(t)) for _, t in valid] if task != "sentiment" else []
+    else:
+        train = full
+        valid_store = cache.open(valid_source, toks, "valid",
+                                 lambda: _normalized(valid_source, task, fields, names), names)
+        valid = list(valid_store)
+        refs = (valid_store.refs() or []) if task != "sentiment" else []
+    if task == "sentiment" and len(present := np.unique(train.labels())) < 2:
+        raise DataError(f"the training data has only one label ({names[int(present[0])]})",
+                        "sentiment needs at least two classes")
+    return RunData(train=train, valid=valid, refs=refs, label_names=names, notes=notes,
+                   truncated=int(full.meta.get("truncated", 0))), toks
+
+
+def _valid_source(req: DataRequest, source: Source) -> tuple[Source | None, list[str]]:
+    """The validation split's location and a note saying which; None means hold out."""
+    if req.valid_spec is not None:
+        return (locate(req.valid_spec, "validation", fields=req.fields, subset=req.subset),
+                [f"validation: {req.valid_spec}"])
+    if source.kind == "file" and Path(os.path.expanduser(req.spec)).is_file():
+        return None, []
+    found = locate(req.spec, "validation", fields=req.fields, subset=req.subset, required=False)
+    if found is not None and found.kind == "hub" and load_source(found, required=False) is None:
+        found = None
+    if found is None:
+        return None, []
+    return found, [f"validation: the 'validation' split of {req.spec}"]
