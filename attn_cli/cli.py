@@ -270,4 +270,4 @@ def main() -> None:
 
 
 # Commands defined in their own modules register themselves on `app` when imported.
-from . import cli_infer, cli_train  # noqa: E402,F401
+from . import cli_cache, cli_infer, cli_train  # noqa: E402,F401

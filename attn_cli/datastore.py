@@ -291,7 +291,7 @@ def _write_entry(ds, spec: BuildSpec, out: Path, key: dict, identity: list | Non
     np.save(out / "lengths.npy", lengths.astype(np.int32))
     if spec.keep_refs and spec.seq2seq:
         col = "references" if "references" in ds.column_names else "tgt"
-        (out / "refs.json").write_text(json.dumps(ds[col], ensure_ascii=False), encoding="utf-8")
+        (out / "refs.json").write_text(json.dumps(list(ds[col]), ensure_ascii=False), encoding="utf-8")
     for p in sorted(out.iterdir()):
         with open(p, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -370,7 +370,7 @@ def list_entries(root: Path) -> list[dict]:
         size = sum(p.stat().st_size for p in d.iterdir() if p.is_file())
         found.append({"name": d.name, "bytes": size, "rows": meta.get("rows"),
                       "source": (meta.get("key") or {}).get("source"),
-                      "split": (meta.get("key") or {}).get("split"),
+                      "role": (meta.get("key") or {}).get("role"),
                       "complete": bool(meta)})
     return found
 
