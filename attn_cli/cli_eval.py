@@ -171,7 +171,7 @@ def export(
     run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_default=False)],
     quantize: Annotated[str, typer.Option("--quantize", help=(
         "Weight type: none (float32), int8 (fastest on CPU), int8_float16 or float16 (GPU)."))] = "none",
-    out: Annotated[Path | None, typer.Option("--out", help="Where to write it [default: RUN_DIR/ct2].")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Where to write it (default: RUN_DIR/ct2).")] = None,
 ) -> None:
     """Export a run's best weights as a CTranslate2 model, for --engine ctranslate2 (and auto)."""
     from .export import export_run

@@ -39,7 +39,8 @@ ComputeOpt = Annotated[str, typer.Option("--compute-type", rich_help_panel=ENG, 
     "ctranslate2: auto (the exported weights' type), int8, float32, or on a GPU float16 or "
     "int8_float16."))]
 ThreadsOpt = Annotated[int, typer.Option("--threads", rich_help_panel=ENG, help=(
-    "Intra-op CPU threads (1 was fastest for batches on 2 cores); 0 = the library default."))]
+    "Intra-op CPU threads; 0 = auto: 1 on machines with at most 2 cores (measured fastest there), "
+    "else the library's default."))]
 
 
 def open_engine(model: Path, task: str | None, engine: str, compute_type: str, threads: int, device: str):

@@ -23,6 +23,7 @@ How attn's decoding maps onto CTranslate2's ``translate_batch``:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,9 +43,15 @@ EOS_ID = 3  # tokenizer.EOS_ID (not imported: it would load sentencepiece at sta
 ENGINES = ("auto", "torch", "ctranslate2")
 COMPUTE_TYPES = ("auto", "int8", "int8_float16", "float16", "float32")
 GPU_ONLY = ("float16", "int8_float16")
-# Intra-op threads: 1 was fastest for batch decoding on the 2-core development machine, for
-# both engines (docs/benchmarks.md, "Inference engines"); 0 = the library's own default.
-DEFAULT_THREADS = 1
+# Intra-op threads: 0 = auto, which is 1 on machines with at most 2 cores (1 was faster than 2
+# for batch decoding there, for both engines: docs/benchmarks.md, "Inference engines
+# (CTranslate2)") and the library's own default on larger ones (not measured here).
+DEFAULT_THREADS = 0
+
+
+def resolve_threads(threads: int) -> int:
+    """--threads as given, or for 0 (auto) 1 on <= 2 cores; 0 still means the library default."""
+    return threads or (1 if (os.cpu_count() or 1) <= 2 else 0)
 OnBatch = Callable[[int], None] | None
 
 
@@ -54,7 +61,7 @@ class EngineOptions:
 
     engine: str = "auto"  # auto | torch | ctranslate2
     compute_type: str = "auto"  # CTranslate2 compute type; auto = the exported weights' own
-    threads: int = DEFAULT_THREADS  # intra-op threads per process; 0 = the library default
+    threads: int = DEFAULT_THREADS  # intra-op threads per process; 0 = auto (resolve_threads)
     device: str = "auto"  # auto | cpu | cuda
 
     def __post_init__(self) -> None:
@@ -174,7 +181,7 @@ class CT2Engine(Engine):
         self.device, self.quantization = device, quantization
         self.torch_device = opts.device  # for what only torch does (attention pictures)
         self.compute_type = "default" if opts.compute_type == "auto" else opts.compute_type
-        self.ct2_dir, self.threads = ct2_dir, opts.threads
+        self.ct2_dir, self.threads = ct2_dir, resolve_threads(opts.threads)
         self.model = self._load()
         self.src_pieces = [toks.src.id_to_piece(i) for i in range(toks.src.vocab_size)]
         tgt = toks.tgt if model_cfg.is_seq2seq else toks.src
@@ -371,10 +378,10 @@ def _torch(run_dir: Path, task: str | None, opts: EngineOptions, notes: list[str
     if opts.compute_type != "auto":
         raise AttnError(f"--compute-type {opts.compute_type} needs the ctranslate2 engine",
                         f"run attn export {run_dir} first, or drop --compute-type")
-    if opts.threads:
+    if resolve_threads(opts.threads):
         import torch
 
-        torch.set_num_threads(opts.threads)
+        torch.set_num_threads(resolve_threads(opts.threads))
     return TorchEngine(load_run(run_dir, task=task, device=opts.device), notes)
 
 

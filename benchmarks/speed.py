@@ -40,6 +40,12 @@ Decoding forces exactly N output tokens per sentence on both sides: attn
 ``DecodeConfig(min_len=N, max_len_a=0, max_len_b=N)``, HF ``min_new_tokens=max_new_tokens=N``
 (EOS blocked until then; ``forced_eos_token_id`` off), so both do the same number of steps.
 
+With ``--ct2``, greedy and beam5 also run two CTranslate2 sides: the same attn ``Seq2Seq``
+(same seed, same weights) written by ``attn_cli.export.build_seq2seq_spec`` as float32 and as
+int8, decoded by ``ctranslate2.Translator.translate_batch`` on the same source ids with exactly N
+tokens (``min_decoding_length = max_decoding_length = N``, length penalty 0.6), with
+``intra_threads`` = ``--threads`` (0: CTranslate2's default).
+
 Every measurement runs in a fresh subprocess (``--worker``), so peak memory is that process's
 own: ``getrusage`` max RSS growth after imports and batch creation on CPU,
 ``torch.cuda.max_memory_allocated`` on CUDA. Measurements are interleaved (attn, HF, then HF,
@@ -263,6 +269,33 @@ def step_fn(spec: dict, model, batch: dict, device):
     return run
 
 
+CT2_SIDES = ("ct2_float32", "ct2_int8")
+
+
+def ct2_step(spec: dict, batch: dict, tmp: str):
+    """The CTranslate2 side of greedy/beam5: attn's model of the same seed, exported and loaded."""
+    import ctranslate2
+
+    from attn_cli.export import build_seq2seq_spec
+
+    model, _, _ = build(dict(spec, side="attn"))
+    pieces = ["<pad>", "<unk>", "<s>", "</s>"] + [f"t{i}" for i in range(4, spec["vocab"])]
+    ct2spec = build_seq2seq_spec(model.cfg, model.state_dict(), pieces, pieces)
+    ct2spec.validate()
+    ct2spec.optimize(quantization=spec["side"].removeprefix("ct2_"))
+    ct2spec.save(tmp)
+    device = "cuda" if spec["device"].startswith("cuda") else "cpu"
+    translator = ctranslate2.Translator(tmp, device=device, intra_threads=spec["threads"])
+    source = [[pieces[t] for t in row if t != PAD] for row in batch["src"].tolist()]
+    beam, n = (5 if spec["measure"] == "beam5" else 1), spec["dec_len"]
+
+    def run():
+        out = translator.translate_batch(source, beam_size=beam, min_decoding_length=n,
+                                         max_decoding_length=n, length_penalty=0.6, max_input_length=0)
+        assert all(len(r.hypotheses[0]) == n for r in out), "CTranslate2 did not generate exactly N tokens"
+    return run, sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
 def preload(side: str) -> None:
     """Import everything a side needs before the memory baseline is taken (imports are not the
     model's memory)."""
@@ -277,9 +310,13 @@ def preload(side: str) -> None:
     w.grad = torch.ones(4)
     opt.step()
 
-    if side == "attn":
+    if side == "attn" or side in CT2_SIDES:
         import attn_cli.decoding  # noqa: F401
         import attn_cli.model  # noqa: F401
+        if side in CT2_SIDES:
+            import ctranslate2  # noqa: F401
+
+            import attn_cli.export  # noqa: F401
         return
     import transformers
     from transformers import (BertForSequenceClassification, GenerationConfig,  # noqa: F401
@@ -313,9 +350,16 @@ def worker(spec: dict) -> dict:
         base = torch.cuda.memory_allocated()
     else:
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    model, params, frozen = build(spec)
-    model.to(device)
-    run = step_fn(spec, model, batch, device)
+    if spec["side"] in CT2_SIDES:
+        import tempfile
+
+        tmp = tempfile.mkdtemp(prefix="attn-ct2-")
+        run, params = ct2_step(spec, batch, tmp)
+        frozen = 0
+    else:
+        model, params, frozen = build(spec)
+        model.to(device)
+        run = step_fn(spec, model, batch, device)
     times = []
     warmup = max(spec["warmup"], 3) if spec["compile"] else spec["warmup"]  # compile happens here
     for i in range(warmup + spec["iters"]):
@@ -440,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="also profile each worker (torch.profiler, top N ops to stderr); 1 round")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="JSON results [runs/bench/speed-DEVICE.json]")
+    ap.add_argument("--ct2", action="store_true", help="greedy/beam5: also CTranslate2 float32 and int8")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -484,7 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(sizes["rounds"]):
         sides = ("attn", "hf") if r % 2 == 0 else ("hf", "attn")
         for preset, var, m in jobs:
-            for side in sides:
+            extra = CT2_SIDES if args.ct2 and m in NOT_COMPILED else ()
+            for side in sides + (extra if r % 2 == 0 else extra[::-1]):
                 spec = dict(sizes, side=side, preset=preset, measure=m, device=args.device,
                             variant=var["name"], precision=var["precision"], compile=var["compile"],
                             vocab=args.vocab, max_len=args.max_len, threads=args.threads,
@@ -493,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
                 res = run_worker(spec, args.nice)
                 raw.setdefault((preset, var["name"], m), {}).setdefault(side, []).append(res)
                 print(f"[{time.time() - started:6.0f}s] round {r + 1}/{sizes['rounds']} {preset:5s} "
-                      f"{var['name']:18s} {m:9s} {side:4s} {res['throughput']:10.1f} {UNITS[m]:9s} "
+                      f"{var['name']:18s} {m:9s} {side:11s} {res['throughput']:10.1f} {UNITS[m]:9s} "
                       f"peak +{res['peak_mem_mb']:.0f} MiB", file=sys.stderr, flush=True)
 
     rows = summarise(raw, args)
@@ -547,6 +593,13 @@ def summarise(raw: dict, args) -> list[dict]:
             "same_batch": a[0]["batch_checksum"] == h[0]["batch_checksum"],
             "units_per_iter": a[0]["units"], "threads": a[0]["threads"],
         })
+        for side in CT2_SIDES:
+            if side in by_side:
+                c = by_side[side]
+                tc = statistics.median(x["median_s"] for x in c)
+                rows[-1].update({side: c[0]["units"] / tc, f"{side}_vs_hf": th / tc, f"{side}_vs_attn": ta / tc,
+                                 f"{side}_rounds_s": [x["median_s"] for x in c],
+                                 f"{side}_same_batch": c[0]["batch_checksum"] == a[0]["batch_checksum"]})
     return rows
 
 
@@ -567,6 +620,16 @@ def print_tables(rows: list[dict], meta: dict) -> None:
         t.add_row(r["preset"], r["variant"], r["measure"], r["unit"], f"{r['attn']:,.0f}",
                   f"{r['hf']:,.0f}", f"{r['ratio']:.2f}", target)
     con.print(t)
+    ct2_rows = [r for r in rows if "ct2_int8" in r]
+    if ct2_rows:
+        t = Table(title="CTranslate2 (same weights, same forced lengths; x = speed-up)", title_justify="left")
+        for col in ("preset", "measure", "attn", "HF", "CT2 fp32", "x HF", "x attn", "CT2 int8", "x HF", "x attn"):
+            t.add_column(col, justify="left" if col in ("preset", "measure") else "right")
+        for r in ct2_rows:
+            t.add_row(r["preset"], r["measure"], f"{r['attn']:,.0f}", f"{r['hf']:,.0f}",
+                      *(v for side in CT2_SIDES for v in (f"{r[side]:,.0f}", f"{r[side + '_vs_hf']:.2f}",
+                                                          f"{r[side + '_vs_attn']:.2f}")))
+        con.print(t)
     t = Table(title="Peak memory growth, MiB (max RSS on CPU, max_memory_allocated on CUDA; lower is better)",
               title_justify="left")
     for col in ("preset", "variant", "measure", "attn", "HF", "attn/HF"):
