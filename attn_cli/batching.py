@@ -87,17 +87,18 @@ class DataPosition:
 
     epoch: int = 0  # epoch whose plan is being walked
     position: int = 0  # index of the next batch in that plan (batches before it are done)
+    consumed: int = 0  # --stream: rows of the stream read before the current shuffle buffer
 
     def __post_init__(self) -> None:
-        if self.epoch < 0 or self.position < 0:
-            raise ValueError(f"epoch and position must be >= 0, got {self}")
+        if self.epoch < 0 or self.position < 0 or self.consumed < 0:
+            raise ValueError(f"epoch, position and consumed must be >= 0, got {self}")
 
     def to_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position}
+        return {"epoch": self.epoch, "position": self.position, "consumed": self.consumed}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataPosition:
-        return cls(epoch=int(d["epoch"]), position=int(d["position"]))
+        return cls(epoch=int(d["epoch"]), position=int(d["position"]), consumed=int(d.get("consumed", 0)))
 
 
 # ---------------------------------------------------------------------------------------------

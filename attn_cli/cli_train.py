@@ -151,6 +151,13 @@ def train(
         "see attn cache list."))] = None,
     num_proc: Annotated[int | None, typer.Option("--num-proc", rich_help_panel="Data", min=1, help=(
         "Threads that tokenize data the cache does not hold yet (default: the machine's cores)."))] = None,
+    stream: Annotated[bool | None, flag("--stream", rich_help_panel="Data", show_default=False, help=(
+        "Read, tokenize and batch the training data while training instead of caching it "
+        "(for corpora larger than the disk, or Hub datasets); needs --tokenizer and --valid "
+        "(or a validation split)."))] = None,
+    shuffle_buffer: Annotated[int | None, typer.Option("--shuffle-buffer", rich_help_panel="Data", help=(
+        "--stream: rows read, shuffled and length-bucketed together; more mixes better and "
+        "costs memory (default: 100000)."))] = None,
     config: Annotated[Path | None, typer.Option("--config", rich_help_panel=RUN, help=(
         "TOML file whose keys are these options (max-tokens = 8192); options override it."))] = None,
     resume: Annotated[bool, flag("--resume", rich_help_panel=RUN, help=(
@@ -261,7 +268,7 @@ def train(
                    time_budget=parse_duration(time_budget), max_steps=max_steps, epochs=epochs,
                    patience=patience, eval_every=eval_every, eval_samples=eval_samples,
                    log_every=log_every, device=device, precision=precision, compile=compile,
-                   vocab_size=vocab_size, lowercase=lowercase)
+                   vocab_size=vocab_size, lowercase=lowercase, stream=stream, shuffle_buffer=shuffle_buffer)
     saved, fields = None, make_fields(src, tgt, src_field, tgt_field, text_field, label_field)
     if resume:
         saved = read_json(out / TRAIN_CONFIG_FILE)

@@ -248,6 +248,8 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu or cuda
     precision: str = "auto"  # auto (fp32 on CPU, bf16 on GPU), fp32, bf16 or fp16
     compile: bool = False  # torch.compile the model
+    stream: bool = False  # read, tokenize and batch the training data on the fly (no cache)
+    shuffle_buffer: int = 100_000  # --stream: rows shuffled and length-bucketed together
     log_every: int = 50  # optimizer steps between log lines in metrics.jsonl
     skip_nonfinite: bool = False  # skip batches whose loss is NaN/inf instead of stopping
     vocab_size: int = 8000  # tokenizer size when attn trains one (lowered to what the data allows)
@@ -260,7 +262,7 @@ class TrainConfig:
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         for name in ("max_tokens", "accum", "eval_every", "eval_samples", "max_len", "log_every",
-                     "vocab_size"):
+                     "vocab_size", "shuffle_buffer"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("epochs", "max_steps", "time_budget"):

@@ -20,14 +20,25 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import datasets
-from datasets import Dataset
+from typing import TYPE_CHECKING
 
 from .errors import DataError
 
-datasets.disable_progress_bars()
-datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its parse errors reach the user as DataError
-logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+
+def _hf():
+    """The `datasets` library, imported on first use (a cached run never needs it: ~100 MB and
+    a second of start-up saved), quiet: its parse errors reach the user as DataError."""
+    import datasets
+
+    if not getattr(datasets, "_attn_quiet", False):
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+        datasets._attn_quiet = True
+    return datasets
 
 TASKS = ("translate", "summarize", "sentiment")
 TEXT_DTYPES = ("string", "large_string")  # CSV/TSV columns load as large_string (pandas >= 3)
@@ -131,7 +142,7 @@ def load_file(path: Path) -> Dataset:
         check_utf8(path)
     kwargs = {"delimiter": "\t"} if ext == "tsv" else {}
     try:
-        ds = datasets.load_dataset(BUILDERS[ext], data_files=str(path), split="train", **kwargs)
+        ds = _hf().load_dataset(BUILDERS[ext], data_files=str(path), split="train", **kwargs)
     except Exception as e:  # datasets wraps parser errors in its own types
         detail = first_line(e.__cause__ or e)
         if ext in ("jsonl", "json"):
@@ -157,7 +168,7 @@ def load_parallel(prefix: Path, src: str, tgt: str) -> Dataset:
         if not f.is_file():
             raise DataError(f"parallel file {f} not found", f"expected {prefix}.{src} and {prefix}.{tgt}")
         check_utf8(f)
-    sides = [datasets.load_dataset("text", data_files=str(f), split="train") for f in files]
+    sides = [_hf().load_dataset("text", data_files=str(f), split="train") for f in files]
     if len(sides[0]) != len(sides[1]):
         raise DataError(
             f"parallel files differ in length: {files[0]} has {len(sides[0])} lines, "
@@ -166,7 +177,7 @@ def load_parallel(prefix: Path, src: str, tgt: str) -> Dataset:
         )
     if len(sides[0]) == 0:
         raise DataError(f"{files[0]} holds no lines", "give non-empty parallel files")
-    return datasets.concatenate_datasets(
+    return _hf().concatenate_datasets(
         [sides[0].rename_column("text", src), sides[1].rename_column("text", tgt)], axis=1
     )
 
@@ -220,7 +231,7 @@ def _locate_in_dir(spec: str, directory: Path, split: str, fields: Fields) -> So
 def load_hub(name: str, split: str, subset: str | None) -> Dataset:
     """A Hugging Face Hub dataset split."""
     try:
-        return datasets.load_dataset(name, subset, split=split)
+        return _hf().load_dataset(name, subset, split=split)
     except ConnectionError:
         raise DataError(
             f"could not reach the Hugging Face Hub for dataset '{name}', and no local path "
@@ -361,14 +372,14 @@ def normalize_sentiment(ds: Dataset, fields: Fields, label_names: list[str] | No
     ds = ds.select_columns([text, label]).rename_columns({text: "text", label: "label"})
     feat = ds.features["label"]
     dtype = getattr(feat, "dtype", "")
-    if not isinstance(feat, datasets.ClassLabel) and not (dtype.startswith("int") or dtype in TEXT_DTYPES):
+    if not isinstance(feat, _hf().ClassLabel) and not (dtype.startswith("int") or dtype in TEXT_DTYPES):
         found = dtype or ("a mix of types" if type(feat).__name__ == "Json" else type(feat).__name__)
         raise DataError(f"labels in '{label}' must be all integers or all strings (found {found})",
                         "use 0/1/... or names like positive/negative")
     values = ds.unique("label")
     if any(v is None for v in values):
         raise DataError(f"some examples have no '{label}' value", "give every example a label")
-    if isinstance(feat, datasets.ClassLabel):
+    if isinstance(feat, _hf().ClassLabel):
         names = label_names or list(feat.names)
         values = [int(v) for v in values]
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
@@ -386,8 +397,8 @@ def normalize_sentiment(ds: Dataset, fields: Fields, label_names: list[str] | No
                             "use the same label set for training and evaluation")
         index = {n: i for i, n in enumerate(names)}
         ds = ds.map(lambda b: {"label": [index[v] for v in b["label"]]}, batched=True,
-                    features=datasets.Features({"text": ds.features["text"],
-                                                "label": datasets.Value("int64")}))
+                    features=_hf().Features({"text": ds.features["text"],
+                                                "label": _hf().Value("int64")}))
     else:
         raise DataError(f"labels in '{label}' must be all integers or all strings (found "
                         f"{', '.join(map(repr, values[:5]))})", "use 0/1/... or names like positive")

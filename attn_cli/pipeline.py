@@ -21,7 +21,7 @@ from .config import PRESETS, ModelConfig, TrainConfig, model_config_from_preset
 from .data import Fields, texts_for_tokenizer
 from .errors import AttnError, RunFailure
 from .model import build_model, count_parameters
-from .rundata import DataRequest, RunData, load_run_data
+from .rundata import DataRequest, RunData, load_run_data, load_stream_data
 from .tokenizer import TokenizerConfig, Tokenizers, VocabTooLarge, train_tokenizers
 from .optim import pick_device
 from .train import PRIMARY, Reporter, Trainer
@@ -122,7 +122,8 @@ def run_meta(req: RunRequest, cfg: TrainConfig, mcfg: ModelConfig, data: RunData
             "languages": {"src": req.fields.src_lang, "tgt": req.fields.tgt_lang},
             "fields": {k: v for k, v in req.fields.__dict__.items() if v is not None},
             "data": {"train": req.data, "valid": req.valid, "subset": req.subset,
-                     "train_examples": len(data.train), "valid_examples": len(data.valid)},
+                     "train_examples": 0 if cfg.stream else len(data.train),
+                     "valid_examples": len(data.valid)},
             **({"init_from": str(req.init_from)} if req.init_from is not None else {})}
 
 
@@ -137,6 +138,11 @@ def prepare(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist
     dreq = DataRequest(spec=req.data, task=cfg.task, fields=req.fields, valid_spec=req.valid,
                        split=req.split, subset=req.subset, seed=cfg.seed, max_len=cfg.max_len,
                        cache=req.data_cache, **({"num_proc": req.num_proc} if req.num_proc else {}))
+    if cfg.stream:
+        data, toks = load_stream_data(dreq, known_tokenizers(req), cfg, reporter.note)
+        for n in data.notes:
+            reporter.note(n)
+        return device, data, toks
     data, toks = load_run_data(dreq, known_tokenizers(req),
                                lambda train: train_run_tokenizer(train, cfg, reporter), reporter.note,
                                getattr(reporter, "tokenizing", None))
@@ -261,7 +267,8 @@ def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: d
         trainer.load_last()
         if dist.is_main:
             ckpt.atomic_write_text(out / ckpt.TRAIN_CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
-    reporter.note(f"{cfg.task}: {params:,} parameters ({cfg.preset}), {len(data.train):,} training and "
+    seen = "streamed" if cfg.stream else f"{len(data.train):,}"
+    reporter.note(f"{cfg.task}: {params:,} parameters ({cfg.preset}), {seen} training and "
                   f"{len(data.valid):,} validation examples, device {device}"
                   + (f" x {dist.world_size} processes" if dist.enabled else ""))
     metrics_log = MetricsLog(out / ckpt.METRICS_FILE, trainer.state.step, dist.is_main)
@@ -324,7 +331,8 @@ def write_card(out: Path, cfg: TrainConfig, data: RunData, params: int, state: d
         origin = f"- started from the best weights of `{meta['init_from']}` (--init-from)\n" + origin
     text = (f"# attn {cfg.task} model\n\n"
             f"- preset: `{cfg.preset}` ({PRESETS[cfg.preset]}), {params:,} parameters\n"
-            f"- training data: `{meta['data']['train']}` ({meta['data']['train_examples']:,} examples); "
+            f"- training data: `{meta['data']['train']}` "
+            f"({'streamed' if cfg.stream else format(meta['data']['train_examples'], ',') + ' examples'}); "
             f"validation: {meta['data']['valid'] or 'see notes'} ({meta['data']['valid_examples']:,})\n"
             f"- trained {state['step']:,} steps, {state['train_seconds'] / 60:.1f} min on {device}, "
             f"{state['tokens']:,} {'examples' if cfg.task == 'sentiment' else 'target tokens'}\n"

@@ -194,3 +194,34 @@ def _valid_source(req: DataRequest, source: Source) -> tuple[Source | None, list
     if found is None:
         return None, []
     return found, [f"validation: the 'validation' split of {req.spec}"]
+
+
+def load_stream_data(req: DataRequest, toks: Tokenizers | None, cfg, note: Note) -> tuple[RunData, Tokenizers]:
+    """--stream: the training SPEC as a :class:`StreamSource` (read while training) and the
+    validation data through the cache as usual (validation is never streamed)."""
+    from .errors import AttnError
+    from .stream import StreamSource
+
+    if toks is None:
+        raise AttnError("--stream needs a tokenizer: training one would read the whole stream first",
+                        "train one on a sample (attn tokenizer train --max-sentences N) and pass --tokenizer DIR")
+    source = locate(req.spec, req.split, fields=req.fields, subset=req.subset)
+    valid_source, notes = _valid_source(req, source)
+    if valid_source is None:
+        raise AttnError("--stream needs validation data that is not streamed",
+                        "pass --valid SPEC (a few thousand examples)")
+    if cfg.epochs is not None and source.kind == "hub":
+        raise AttnError("--epochs cannot be counted on a Hub stream (its length is unknown)",
+                        "use --max-steps or --time-budget with --stream")
+    cache = Cache(req, note)
+    valid_store = cache.open(valid_source, toks, "valid",
+                             lambda: _normalized(valid_source, req.task, req.fields))
+    names = valid_store.meta.get("label_names")
+    stream = StreamSource(source=source, task=req.task, fields=req.fields, toks=toks, max_len=req.max_len,
+                          max_tokens=cfg.max_tokens, buffer=cfg.shuffle_buffer, seed=cfg.seed,
+                          label_names=names)
+    notes.append(f"streaming {source.describe()}: shuffled and length-bucketed "
+                 f"{cfg.shuffle_buffer:,} rows at a time (--shuffle-buffer)")
+    refs = (valid_store.refs() or []) if req.task != "sentiment" else []
+    return RunData(train=stream, valid=list(valid_store), refs=refs, label_names=names, notes=notes,
+                   truncated=0), toks

@@ -18,9 +18,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import sentencepiece as spm
-from datasets import Dataset
+
+from typing import TYPE_CHECKING
 
 from .data import first_line
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 from .errors import DataError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3

@@ -33,6 +33,7 @@ from . import distributed as dd
 from .batching import (Batch, DataPosition, collate_classify, collate_seq2seq, example_lengths,
                        iterate_epoch, make_batches, plan_batches, split_batch_indices)
 from .datastore import InMemoryExamples
+from .stream import StreamSource
 from .config import ModelConfig, TrainConfig, check_field_types
 from .decoding import greedy_decode
 from .errors import AttnError, RunFailure
@@ -89,6 +90,7 @@ class Trainer:
         self.cfg, self.model_cfg, self.toks = cfg, model_cfg, toks
         if isinstance(train, list):
             train = InMemoryExamples(train, model_cfg.is_seq2seq)
+        self.stream = train if isinstance(train, StreamSource) else None  # --stream
         self.train_ex, self.valid_ex, self.valid_refs = train, valid, valid_refs
         self.run_dir, self.reporter, self.dist, self.device = run_dir, reporter, dist, device
         self.seq2seq = model_cfg.is_seq2seq
@@ -111,7 +113,7 @@ class Trainer:
             self.model = torch.compile(self.model, dynamic=True)
         self.collate = (functools.partial(collate_seq2seq, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID)
                         if self.seq2seq else functools.partial(collate_classify, pad_id=PAD_ID))
-        self.lengths = train.lengths  # (N,) int32: all that planning reads
+        self.lengths = None if self.stream else train.lengths  # (N,) int32: all that planning reads
         self.state = TrainState()
         self.stop_requested = False
 
@@ -199,14 +201,16 @@ class Trainer:
         perm, lam = mix  # the mixed vector's loss is the same mix of both labels' losses
         return lam * loss(logits, target) + (1.0 - lam) * loss(logits, target[perm])
 
-    def _local_batch(self, indices: list[int]) -> tuple[Batch, float]:
-        """This process's part of a global batch, and its weight. A rank whose part is empty
-        runs one example with weight 0, so every rank still joins DDP's gradient all-reduce."""
+    def _local_batch(self, indices, examples: list[tuple] | None = None) -> tuple[Batch, float]:
+        """This process's part of a global batch (example ``indices`` into the training data,
+        or the ``examples`` themselves), and its weight. A rank whose part is empty runs one
+        example with weight 0, so every rank still joins DDP's gradient all-reduce."""
         weight = 1.0
         if self.dist.enabled:
             part = split_batch_indices(indices, self.dist.rank, self.dist.world_size)
             indices, weight = (part, 1.0) if part else (indices[:1], 0.0)
-        return self.collate(self.train_ex.gather(indices)), weight
+        rows = [examples[i] for i in indices] if examples is not None else self.train_ex.gather(indices)
+        return self.collate(rows), weight
 
     def _prepare(self, batch: Batch, pretraining: bool) -> tuple[Batch, torch.Tensor | None, float]:
         """The batch on the device with its training-time corruption, the masked-LM positions
@@ -363,12 +367,11 @@ class Trainer:
         try:
             while reason is None:
                 epoch = st.data.epoch
-                plan = plan_batches(self.lengths, cfg.max_tokens, seed=cfg.seed, epoch=epoch)
                 micro: list[tuple[Batch, float]] = []
-                ahead = Prefetch(self._collated(plan, st.data.position), PREFETCH_DEPTH)
-                for position, local in ahead:
+                ahead = Prefetch(_mark_last(self._collated(st.data)), PREFETCH_DEPTH)
+                for (after, fraction, local), last in ahead:
                     micro.append(local)
-                    if len(micro) < cfg.accum and position < len(plan) - 1:
+                    if len(micro) < cfg.accum and not last:
                         continue
                     loss, count = self.train_step(micro)
                     window["real"] += sum(b.n_real for b, _ in micro)
@@ -388,9 +391,9 @@ class Trainer:
                         window["tokens"] += count
                         window["loss"] += loss
                         window["n"] += 1
-                    st.data = DataPosition(epoch, position + 1)
+                    st.data = after
                     st.train_seconds = session_start_seconds + time.perf_counter() - started
-                    self._report_step(window, log, epoch, len(plan), position)
+                    self._report_step(window, log, epoch + fraction)
                     if cfg.mlm_steps and st.step == cfg.mlm_steps and math.isfinite(loss):
                         log({"event": "pretrained", "step": st.step})
                         self.reporter.note(f"masked-LM pretraining done after {st.step} steps; "
@@ -423,14 +426,26 @@ class Trainer:
             self.save_last()
         return reason
 
-    def _collated(self, plan, start: int):
-        """(position, this process's collated batch and weight) for ``plan[start:]``, pinned
-        for an asynchronous copy when training on CUDA."""
-        for position in range(start, len(plan)):
-            batch, weight = self._local_batch(plan[position])
+    def _collated(self, start: DataPosition):
+        """(data position after it, fraction of the epoch done, (this process's collated batch,
+        weight)) for the rest of ``start``'s epoch; pinned for an asynchronous copy on CUDA."""
+        epoch = start.epoch
+        if self.stream is not None:  # the epoch's length is unknown: its fraction reads 0
+            items = ((DataPosition(epoch, position, consumed), 0.0, examples)
+                     for consumed, position, examples in
+                     self.stream.batches(epoch, start.consumed, start.position))
+        else:
+            plan = plan_batches(self.lengths, self.cfg.max_tokens, seed=self.cfg.seed, epoch=epoch)
+            items = ((DataPosition(epoch, k + 1), (k + 1) / len(plan), plan[k])
+                     for k in range(start.position, len(plan)))
+        for after, fraction, rows in items:
+            if self.stream is not None:
+                batch, weight = self._local_batch(range(len(rows)), rows)
+            else:
+                batch, weight = self._local_batch(rows)
             if self.device.type == "cuda":
                 batch = batch.pin_memory()
-            yield position, (batch, weight)
+            yield after, fraction, (batch, weight)
 
     def _shared_stop(self, reason: str | None) -> str | None:
         """Rank 0's stop decision for every rank; raises Interrupted after Ctrl-C."""
@@ -451,10 +466,10 @@ class Trainer:
             raise KeyboardInterrupt
         self.stop_requested = True
 
-    def _report_step(self, window: dict, log, epoch: int, n_batches: int, position: int) -> None:
+    def _report_step(self, window: dict, log, epoch: float) -> None:
         st = self.state
         now = time.perf_counter()
-        stats = {"step": st.step, "epoch": epoch + (position + 1) / n_batches,
+        stats = {"step": st.step, "epoch": epoch,
                  "lr": self.scheduler.get_last_lr()[0],
                  "loss": window["loss"] / max(window["n"], 1),
                  "tokens_per_s": window["tokens"] / max(now - window["t"], 1e-9) * 1.0,
@@ -467,6 +482,19 @@ class Trainer:
 
 
 PREFETCH_DEPTH = 4  # batches collated ahead of the training step
+
+
+def _mark_last(items):
+    """``(item, is_last)`` for each item of an iterator (one item of lookahead)."""
+    it = iter(items)
+    try:
+        current = next(it)
+    except StopIteration:
+        return
+    for nxt in it:
+        yield current, False
+        current = nxt
+    yield current, True
 
 
 class Prefetch:

@@ -18,7 +18,7 @@ from attn_cli.cli import app
 from attn_cli.data import Fields, encode_examples, load_task_data
 from attn_cli.errors import AttnError, RunFailure
 from attn_cli.rundata import DataRequest, load_run_data
-from attn_cli.tokenizer import TokenizerConfig, Tokenizers, train_tokenizers
+from attn_cli.tokenizer import TokenizerConfig, train_tokenizers
 
 IT_EN = f"{DATA_DIR}/translate.it-en.jsonl"
 SENTIMENT = f"{DATA_DIR}/sentiment.jsonl"
