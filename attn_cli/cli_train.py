@@ -117,14 +117,15 @@ class RichReporter:
     def note(self, message: str) -> None:
         ui.note(message)
 
-    def tokenizing(self, done: int, total: int) -> None:
-        """Progress of tokenizing data into the cache, in examples/s."""
+    def tokenizing(self, done: int, total: int | None) -> None:
+        """Progress of tokenizing data into the cache, in examples/s (``total`` None: unknown
+        until the data is read; the last call has ``done == total``)."""
         if self.tok_task is None:
             self.tok_task = self.progress.add_task("tokenizing", total=total, info="", start=True)
             self.tok_started = time.perf_counter()
         rate = done / max(time.perf_counter() - self.tok_started, 1e-9)
-        self.progress.update(self.tok_task, completed=done, info=f"{rate:,.0f} examples/s")
-        if done >= total:
+        self.progress.update(self.tok_task, completed=done, total=total, info=f"{rate:,.0f} examples/s")
+        if total is not None and done >= total:
             self.progress.remove_task(self.tok_task)
             self.tok_task = None
             ui.note(f"tokenized {total:,} examples in {time.perf_counter() - self.tok_started:.1f} s "

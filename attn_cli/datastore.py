@@ -37,13 +37,13 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import AttnError, RunFailure
+from .errors import AttnError, DataError, RunFailure
 
 FORMAT = 1  # bump when the layout changes: older entries then miss and are rebuilt
 META_FILE = "meta.json"
@@ -227,8 +227,19 @@ class BuildSpec:
     encoders: dict  # column -> Tokenizer
     limits: dict  # column -> at most this many ids per row (longer rows are cut)
     seq2seq: bool
-    keep_refs: bool = False  # store the reference texts (validation entries of seq2seq data)
     num_proc: int = 1  # SentencePiece encoding threads
+    name: str = "the data"  # what the rows are, for errors
+
+
+@dataclass
+class Rows:
+    """Normalized rows to tokenize, in batches of pairs: (src, tgt) texts, or (text, label code)."""
+
+    batches: Iterable[list[tuple]]
+    total: int | None = None  # rows, when known beforehand (progress)
+    refs: list | None = None  # validation entries of seq2seq data: the reference texts
+    labels: Callable[[], tuple[list[str] | None, np.ndarray | None]] | None = None  # after the
+    # batches: (label names, code -> class id table, or None when codes are class ids)
 
 
 def _encode(tok, texts: list[str], limit: int, threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -241,15 +252,15 @@ def _encode(tok, texts: list[str], limit: int, threads: int) -> tuple[np.ndarray
     return flat, lens, full > limit
 
 
-def build_entry(ds, spec: BuildSpec, directory: Path, key: dict, identity: list | None,
-                extra: dict, progress: Callable[[int, int], None] | None = None) -> dict:
-    """Tokenize the normalized `datasets.Dataset` ``ds`` into a new entry at ``directory``
-    (written beside it under a temporary name, then renamed); returns its meta. A failure
-    (disk full, Ctrl-C) removes the partial entry."""
+def build_entry(rows: Rows, spec: BuildSpec, directory: Path, key: dict, identity: list | None,
+                extra: dict, progress: Callable[[int, int | None], None] | None = None) -> dict:
+    """Tokenize ``rows`` into a new entry at ``directory`` (written beside it under a temporary
+    name, then renamed); returns its meta. A failure (bad data, disk full, Ctrl-C) removes the
+    partial entry."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
     try:
-        meta = _write_entry(ds, spec, staged, key, identity, extra, progress)
+        meta = _write_entry(rows, spec, staged, key, identity, extra, progress)
         _swap_in(staged, directory)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
@@ -257,51 +268,74 @@ def build_entry(ds, spec: BuildSpec, directory: Path, key: dict, identity: list 
     return meta
 
 
-def _write_entry(ds, spec: BuildSpec, out: Path, key: dict, identity: list | None, extra: dict,
+def _write_entry(rows: Rows, spec: BuildSpec, out: Path, key: dict, identity: list | None, extra: dict,
                  progress) -> dict:
-    n = len(ds)
+    """Stream ``rows`` through the tokenizer into the entry's files; memory holds one batch and
+    the per-row lengths."""
     dtypes = {c: ("uint16" if spec.encoders[c].vocab_size <= 65535 else "uint32") for c in spec.columns}
-    row_lens = {c: np.zeros(n, dtype=np.int64) for c in spec.columns}
-    labels = np.zeros(n, dtype=np.int64) if not spec.seq2seq else None
-    cut_rows = np.zeros(n, dtype=bool)
-    wanted = list(spec.columns) + (["label"] if not spec.seq2seq else [])
-    done = 0
+    row_lens: dict[str, list[np.ndarray]] = {c: [] for c in spec.columns}
+    label_parts: list[np.ndarray] = []
+    cut = done = 0
     with contextlib.ExitStack() as stack:
         sinks = {c: stack.enter_context(open(out / f"{c}.bin", "wb")) for c in spec.columns}
-        for batch in ds.select_columns(wanted).iter(batch_size=ENCODE_BATCH):
-            m = len(batch[wanted[0]])
-            for c in spec.columns:
-                flat, lens, cut = _encode(spec.encoders[c], batch[c], spec.limits[c], spec.num_proc)
+        for pairs in _rebatch(rows.batches):
+            first, second = (list(x) for x in zip(*pairs, strict=True))
+            cols = {spec.columns[0]: first} | ({spec.columns[1]: second} if spec.seq2seq else {})
+            cut_here = np.zeros(len(pairs), dtype=bool)
+            for c, texts in cols.items():
+                flat, lens, was_cut = _encode(spec.encoders[c], texts, spec.limits[c], spec.num_proc)
                 sinks[c].write(flat.astype(dtypes[c]).tobytes())
-                row_lens[c][done:done + m] = lens
-                cut_rows[done:done + m] |= cut  # rows cut on any side count once
-            if labels is not None:
-                labels[done:done + m] = batch["label"]
-            done += m
+                row_lens[c].append(lens.astype(np.int32))
+                cut_here |= was_cut  # rows cut on any side count once
+            if not spec.seq2seq:
+                label_parts.append(np.asarray(second, dtype=np.int64))
+            cut += int(cut_here.sum())
+            done += len(pairs)
             if progress:
-                progress(done, n)
-    files = {}
+                progress(done, rows.total)
+    if done == 0:
+        raise DataError(f"{spec.name} has no usable examples (all empty)", "check the fields hold text")
+    if progress and rows.total != done:
+        progress(done, done)
+    lens = {c: np.concatenate(parts) for c, parts in row_lens.items()}
     for c in spec.columns:
-        np.save(out / f"{c}.idx.npy", np.concatenate([[0], np.cumsum(row_lens[c])]).astype(np.int64))
+        np.save(out / f"{c}.idx.npy", np.concatenate([[0], np.cumsum(lens[c], dtype=np.int64)]))
+    names = extra.get("label_names")
     if spec.seq2seq:
-        lengths = np.maximum(row_lens["src"], row_lens["tgt"] + 1)
+        lengths = np.maximum(lens["src"], lens["tgt"] + 1)
     else:
-        lengths = row_lens["text"]
+        lengths = lens["text"]
+        labels = np.concatenate(label_parts)
+        if rows.labels is not None:
+            names, table = rows.labels()
+            labels = labels if table is None else table[labels]
         np.save(out / "labels.npy", labels)
     np.save(out / "lengths.npy", lengths.astype(np.int32))
-    if spec.keep_refs and spec.seq2seq:
-        col = "references" if "references" in ds.column_names else "tgt"
-        (out / "refs.json").write_text(json.dumps(list(ds[col]), ensure_ascii=False), encoding="utf-8")
+    if rows.refs is not None:
+        (out / "refs.json").write_text(json.dumps(list(rows.refs), ensure_ascii=False), encoding="utf-8")
+    files = {}
     for p in sorted(out.iterdir()):
         with open(p, "rb+") as fh:
             os.fsync(fh.fileno())
         files[p.name] = {"size": p.stat().st_size, "sha1": _digest(p, sampled=p.name.endswith(".bin"))}
-    meta = {"format": FORMAT, "key": key, "identity": identity, "rows": n, "files": files,
-            "truncated": int(cut_rows.sum()),
-            "columns": {c: {"dtype": dtypes[c], "tokens": int(row_lens[c].sum())} for c in spec.columns},
-            **extra}
+    meta = {"format": FORMAT, "key": key, "identity": identity, "rows": done, "files": files,
+            "truncated": cut, "columns": {c: {"dtype": dtypes[c], "tokens": int(lens[c].sum())}
+                                          for c in spec.columns},
+            **extra, "label_names": names}
     (out / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return meta
+
+
+def _rebatch(batches: Iterable[list[tuple]]) -> Iterator[list[tuple]]:
+    """Batches of ENCODE_BATCH rows (the last one shorter), whatever sizes come in."""
+    pending: list[tuple] = []
+    for batch in batches:
+        pending.extend(batch)
+        while len(pending) >= ENCODE_BATCH:
+            yield pending[:ENCODE_BATCH]
+            pending = pending[ENCODE_BATCH:]
+    if pending:
+        yield pending
 
 
 def _swap_in(staged: Path, directory: Path) -> None:

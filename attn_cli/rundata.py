@@ -86,15 +86,15 @@ class Cache:
                 "tokenizer": tokenizer_digest(toks), "max_len": self.req.max_len,
                 "label_names": label_names, "refs": role == "valid" and seq2seq}
 
-    def open(self, source: Source, toks: Tokenizers, role: str, loader: Callable[[], tuple],
-             label_names: list[str] | None = None) -> store_mod.TokenStore:
-        """The entry for ``source``: opened when current, else (re)built from ``loader()``,
-        which returns (normalized Dataset, label names)."""
+    def open(self, source: Source, toks: Tokenizers, role: str,
+             rows: Callable[[], tuple[store_mod.Rows, list[str] | None]],
+             label_names: list[str] | None = None, fingerprint: str | None = None) -> store_mod.TokenStore:
+        """The entry for ``source``: opened when current, else (re)built from ``rows()``, which
+        gives the normalized rows and their label names. ``fingerprint``: a Hub dataset's
+        identity (local files are identified by their size, mtime and content hash)."""
         key = self.key(source, toks, role, label_names)
         directory = self.root / "tokenized" / store_mod.entry_name(key)
-        hub = source.kind == "hub"
-        loaded = loader() if hub else None  # a Hub dataset's identity is its fingerprint
-        identity = ([{"fingerprint": loaded[0]._fingerprint}] if hub
+        identity = ([{"fingerprint": fingerprint}] if source.kind == "hub"
                     else [store_mod.file_identity(p) for p in source.paths])
         meta, why = store_mod.check_entry(directory, key)
         if meta is not None and meta.get("identity") == identity:
@@ -109,21 +109,57 @@ class Cache:
             if meta is not None and meta.get("identity") == identity:
                 self.note(f"tokenized data: cached ({meta['rows']:,} examples of {source.describe()})")
                 return store_mod.TokenStore(directory, meta)
-            ds, names = loaded or loader()
-            self.note(f"tokenizing {len(ds):,} examples of {source.describe()} "
-                      f"(cached for next time in {self.root})")
+            todo, names = rows()
+            count = f"{todo.total:,} rows" if todo.total is not None else "the rows"
+            self.note(f"tokenizing {count} of {source.describe()} (cached for next time in {self.root})")
             seq2seq = self.req.task != "sentiment"
-            cols = ("src", "tgt") if seq2seq else ("text",)
             spec = store_mod.BuildSpec(
-                columns=cols, seq2seq=seq2seq, keep_refs=role == "valid", num_proc=self.req.num_proc,
+                columns=("src", "tgt") if seq2seq else ("text",), seq2seq=seq2seq, num_proc=self.req.num_proc,
                 encoders={"src": toks.src, "tgt": toks.tgt, "text": toks.src},
-                limits={"src": self.req.max_len, "tgt": self.req.max_len - 1, "text": self.req.max_len})
+                limits={"src": self.req.max_len, "tgt": self.req.max_len - 1, "text": self.req.max_len},
+                name=f"{source.spec} ({source.split})" if source.kind == "hub" else source.describe())
             try:
-                meta = store_mod.build_entry(ds, spec, directory, key, identity,
+                meta = store_mod.build_entry(todo, spec, directory, key, identity,
                                              {"label_names": names}, self.progress)
             except OSError as e:
                 raise store_mod.write_failure(self.root, e) from None
         return store_mod.TokenStore(directory, meta)
+
+
+def dataset_rows(ds, task: str, refs: bool = False) -> store_mod.Rows:
+    """A normalized `datasets.Dataset` as rows to tokenize (with its reference texts)."""
+    cols = ["src", "tgt"] if task != "sentiment" else ["text", "label"]
+    batches = (list(zip(b[cols[0]], b[cols[1]], strict=True))
+               for b in ds.select_columns(cols).iter(batch_size=store_mod.ENCODE_BATCH))
+    kept = None
+    if refs and task != "sentiment":
+        kept = list(ds["references" if "references" in ds.column_names else "tgt"])
+    return store_mod.Rows(batches, total=len(ds), refs=kept)
+
+
+def stream_rows(source: Source, task: str, fields: Fields) -> store_mod.Rows:
+    """A local file read and normalized batch by batch: no Arrow copy of it is written, and
+    memory holds one batch (the way a corpus larger than RAM gets into the cache)."""
+    from .stream import Normalizer, raw_batches
+
+    normalize = Normalizer(task, fields)
+    return store_mod.Rows((normalize(b) for b in raw_batches(source)), total=_count_lines(source),
+                          labels=normalize.labels)
+
+
+def _count_lines(source: Source) -> int | None:
+    """Rows of a one-row-a-line file (JSON lines, text, parallel text), counted in 4 MiB
+    chunks (about 0.3 s a GB); None for other formats."""
+    path = source.paths[0]
+    if path.name.lower().endswith(".gz") or (source.kind == "file" and
+                                             path.name.lower().rsplit(".", 1)[-1] not in ("jsonl", "txt")):
+        return None
+    lines, last = 0, b"\n"
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return lines + (last != b"\n")
 
 
 def _normalized(source: Source, task: str, fields: Fields, names: list[str] | None = None) -> tuple:
@@ -144,7 +180,7 @@ def load_run_data(req: DataRequest, toks: Tokenizers | None,
     source = locate(req.spec, req.split, fields=fields, subset=req.subset)
     memo: dict = {}
 
-    def train_loader() -> tuple:
+    def train_dataset() -> tuple:
         if "train" not in memo:
             memo["train"] = _normalized(source, task, fields)
             ds, names = memo["train"]
@@ -153,11 +189,18 @@ def load_run_data(req: DataRequest, toks: Tokenizers | None,
                                 "sentiment needs at least two classes")
         return memo["train"]
 
+    def train_rows() -> tuple:
+        if "train" in memo or source.kind == "hub":  # already in Arrow: read it from there
+            ds, names = train_dataset()
+            return dataset_rows(ds, task), names
+        return stream_rows(source, task, fields), None
+
     valid_source, notes = _valid_source(req, source)
     if toks is None:
-        ds, _ = train_loader()
+        ds, _ = train_dataset()
         toks = train_tokenizer(ds if valid_source else ds.select(holdout_rows(len(ds), req.seed)[0]))
-    full = cache.open(source, toks, "train", train_loader)
+    full = cache.open(source, toks, "train", train_rows,
+                      fingerprint=train_dataset()[0]._fingerprint if source.kind == "hub" else None)
     names = full.meta.get("label_names")
     if valid_source is None:
         if full.size < 2:
@@ -170,8 +213,7 @@ def load_run_data(req: DataRequest, toks: Tokenizers | None,
         refs = [toks.tgt.decode(list(t)) for _, t in valid] if task != "sentiment" else []
     else:
         train = full
-        valid_store = cache.open(valid_source, toks, "valid",
-                                 lambda: _normalized(valid_source, task, fields, names), names)
+        valid_store = _open_valid(cache, valid_source, toks, task, fields, names)
         valid = list(valid_store)
         refs = (valid_store.refs() or []) if task != "sentiment" else []
     if task == "sentiment" and len(present := np.unique(train.labels())) < 2:
@@ -179,6 +221,24 @@ def load_run_data(req: DataRequest, toks: Tokenizers | None,
                         "sentiment needs at least two classes")
     return RunData(train=train, valid=valid, refs=refs, label_names=names, notes=notes,
                    truncated=int(full.meta.get("truncated", 0))), toks
+
+
+def _open_valid(cache: Cache, source: Source, toks: Tokenizers, task: str, fields: Fields,
+                names: list[str] | None) -> store_mod.TokenStore:
+    """The validation entry (read through `datasets`, labels mapped with the training names)."""
+    memo: dict = {}
+
+    def loaded() -> tuple:
+        if "ds" not in memo:
+            memo["ds"] = _normalized(source, task, fields, names)
+        return memo["ds"]
+
+    def rows() -> tuple:
+        ds, found = loaded()
+        return dataset_rows(ds, task, refs=True), found
+
+    return cache.open(source, toks, "valid", rows, names,
+                      fingerprint=loaded()[0]._fingerprint if source.kind == "hub" else None)
 
 
 def _valid_source(req: DataRequest, source: Source) -> tuple[Source | None, list[str]]:
@@ -214,8 +274,7 @@ def load_stream_data(req: DataRequest, toks: Tokenizers | None, cfg, note: Note)
         raise AttnError("--epochs cannot be counted on a Hub stream (its length is unknown)",
                         "use --max-steps or --time-budget with --stream")
     cache = Cache(req, note)
-    valid_store = cache.open(valid_source, toks, "valid",
-                             lambda: _normalized(valid_source, req.task, req.fields))
+    valid_store = _open_valid(cache, valid_source, toks, req.task, req.fields, None)
     names = valid_store.meta.get("label_names")
     stream = StreamSource(source=source, task=req.task, fields=req.fields, toks=toks, max_len=req.max_len,
                           max_tokens=cfg.max_tokens, buffer=cfg.shuffle_buffer, seed=cfg.seed,

@@ -22,12 +22,119 @@ from pathlib import Path
 import numpy as np
 
 from .batching import plan_batches
-from .data import (LABEL_FIELDS, SRC_FIELDS, TEXT_FIELDS, TGT_FIELDS, Fields, Source, _hf, _pick,
-                   check_utf8, file_format, BUILDERS)
+from .data import (BUILDERS, LABEL_FIELDS, SRC_FIELDS, TEXT_FIELDS, TGT_FIELDS, Fields, Source,
+                   _first_bad_json_line, _hf, _pick, check_utf8, file_format, first_line)
 from .errors import DataError
 from .tokenizer import Tokenizers
 
 READ_BATCH = 10_000  # rows read from the stream at a time
+
+
+def raw_batches(source: Source) -> Iterator[dict]:
+    """Column batches ``{name: [values]}`` of a located split, read in order with bounded
+    memory (`datasets` streaming; parallel files line by line)."""
+    if source.kind == "parallel":
+        yield from _parallel_batches(source.paths)
+        return
+    if source.kind == "hub":
+        ds = _hf().load_dataset(source.spec, source.subset, split=source.split, streaming=True)
+        yield from ds.iter(batch_size=READ_BATCH)
+        return
+    path = source.paths[0]
+    ext = file_format(path)
+    if ext != "parquet":
+        check_utf8(path)
+    kwargs = {"delimiter": "\t"} if ext == "tsv" else {}
+    ds = _hf().load_dataset(BUILDERS[ext], data_files=str(path), split="train", streaming=True, **kwargs)
+    try:
+        yield from ds.iter(batch_size=READ_BATCH)
+    except Exception as e:  # datasets wraps parser errors in its own types
+        bad = _first_bad_json_line(path) if ext in ("jsonl", "json") else None
+        if bad is not None:
+            raise DataError(f"{path} line {bad} is not valid JSON", "fix or remove that line") from None
+        raise DataError(f"could not parse {path}: {first_line(e.__cause__ or e)}", f"check it is valid {ext}") from None
+
+
+class Normalizer:
+    """Raw column batches -> normalized pairs: (src, tgt) texts, or (text, label code); rows
+    with an empty text are dropped, as :func:`data.normalize` does.
+
+    Sentiment labels map through ``label_names`` when given (an unknown label is an error);
+    without them, string labels get codes in order of appearance and :meth:`labels` gives the
+    sorted names and the code -> class table at the end, integer labels stay class ids.
+    """
+
+    def __init__(self, task: str, fields: Fields, label_names: list[str] | None = None):
+        self.task, self.fields, self.names = task, fields, label_names
+        self.codes: dict = {}  # label -> code (discovery) or label name -> class id (given names)
+        if label_names is not None:
+            self.codes = {n: i for i, n in enumerate(label_names)}
+        self.kinds: set[str] = set()  # "str" / "int" labels seen while discovering
+        self.cols: tuple[str, str] | None = None
+
+    def _columns(self, names: list[str]) -> tuple[str, str]:
+        f = self.fields
+        if self.task == "translate":
+            if not (f.src_lang and f.tgt_lang):
+                raise DataError(f"translation needs the language codes; the data has columns: {', '.join(names)}",
+                                "pass --src and --tgt, e.g. --src de --tgt en")
+            return (_pick(names, f.src_lang, (), "source", "--src"), _pick(names, f.tgt_lang, (), "target", "--tgt"))
+        if self.task == "summarize":
+            return (_pick(names, f.src_field, SRC_FIELDS, "document", "--src-field"),
+                    _pick(names, f.tgt_field, TGT_FIELDS, "summary", "--tgt-field"))
+        return (_pick(names, f.text_field, TEXT_FIELDS, "text", "--text-field"),
+                _pick(names, f.label_field, LABEL_FIELDS, "label", "--label-field"))
+
+    def __call__(self, batch: dict) -> list[tuple]:
+        if "translation" in batch and batch["translation"]:  # the Hub's {"translation": {...}}
+            batch = {k: [t[k] for t in batch["translation"]] for k in batch["translation"][0]}
+        self.cols = self.cols or self._columns(list(batch))
+        a, b = self.cols
+        for col in (a, b) if self.task != "sentiment" else (a,):
+            odd = next((v for v in batch[col] if v is not None and not isinstance(v, str)), None)
+            if odd is not None:
+                raise DataError(f"field '{col}' holds {type(odd).__name__}, not text",
+                                "point the field option at a text column")
+        if self.task != "sentiment":
+            return [(s, t) for s, t in zip(batch[a], batch[b], strict=True)
+                    if s and s.strip() and t and t.strip()]
+        return [(text, self._label(y)) for text, y in zip(batch[a], batch[b], strict=True)
+                if text and text.strip()]
+
+    def _label(self, y) -> int:
+        if self.names is not None:
+            code = self.codes.get(y) if isinstance(y, str) else y
+            if not isinstance(code, int) or isinstance(code, bool) or not 0 <= code < len(self.names):
+                raise DataError(f"label {y!r} is not among the labels {self.names}",
+                                "give --valid data with every label")
+            return code
+        if y is None:
+            raise DataError("some examples have no label", "give every example a label")
+        if isinstance(y, bool) or not isinstance(y, (int, str)):
+            raise DataError(f"labels must be all integers or all strings (found {y!r})",
+                            "use 0/1/... or names like positive/negative")
+        self.kinds.add(type(y).__name__)
+        if len(self.kinds) > 1:
+            raise DataError("labels must be all integers or all strings (found both)",
+                            "use 0/1/... or names like positive/negative")
+        if isinstance(y, int):
+            if y < 0:
+                raise DataError(f"negative label {y}", "use labels 0..K-1 or names")
+            self.codes[y] = y
+            return y
+        return self.codes.setdefault(y, len(self.codes))
+
+    def labels(self) -> tuple[list[str] | None, np.ndarray | None]:
+        """(label names, code -> class id table or None) once every batch was read."""
+        if self.task != "sentiment":
+            return None, None
+        if self.names is not None or "str" not in self.kinds:
+            return self.names or [str(i) for i in range(max(self.codes, default=0) + 1)], None
+        names = sorted(self.codes)
+        table = np.empty(len(names), dtype=np.int64)
+        for i, name in enumerate(names):
+            table[self.codes[name]] = i
+        return names, table
 
 
 @dataclass
@@ -48,58 +155,12 @@ class StreamSource:
     def seq2seq(self) -> bool:
         return self.task != "sentiment"
 
-    def rows(self) -> Iterator[dict]:
-        """Column batches ``{name: [values]}`` of the raw stream, in file order."""
-        src = self.source
-        if src.kind == "parallel":
-            yield from _parallel_batches(src.paths)
-            return
-        if src.kind == "file":
-            path = src.paths[0]
-            if file_format(path) != "parquet":
-                check_utf8(path)
-            kwargs = {"delimiter": "\t"} if file_format(path) == "tsv" else {}
-            ds = _hf().load_dataset(BUILDERS[file_format(path)], data_files=str(path), split="train",
-                                    streaming=True, **kwargs)
-        else:
-            ds = _hf().load_dataset(src.spec, src.subset, split=src.split, streaming=True)
-        yield from ds.iter(batch_size=READ_BATCH)
-
-    def _columns(self, names: list[str]) -> tuple[str, str]:
-        f = self.fields
-        if self.task == "translate":
-            return (_pick(names, f.src_lang, (), "source", "--src"), _pick(names, f.tgt_lang, (), "target", "--tgt"))
-        if self.task == "summarize":
-            return (_pick(names, f.src_field, SRC_FIELDS, "document", "--src-field"),
-                    _pick(names, f.tgt_field, TGT_FIELDS, "summary", "--tgt-field"))
-        return (_pick(names, f.text_field, TEXT_FIELDS, "text", "--text-field"),
-                _pick(names, f.label_field, LABEL_FIELDS, "label", "--label-field"))
-
-    def _pairs(self, batch: dict) -> list[tuple]:
-        """A column batch -> normalized (src, tgt) or (text, label index) rows, empties dropped."""
-        if "translation" in batch:  # the Hub's {"translation": {"de": ..., "en": ...}}
-            batch = {k: [t[k] for t in batch["translation"]] for k in batch["translation"][0]}
-        a, b = self._columns(list(batch))
-        if self.seq2seq:
-            return [(s, t) for s, t in zip(batch[a], batch[b], strict=True)
-                    if s and s.strip() and t and t.strip()]
-        index = {n: i for i, n in enumerate(self.label_names or [])}
-        out = []
-        for text, label in zip(batch[a], batch[b], strict=True):
-            if not (text and text.strip()):
-                continue
-            y = index.get(label) if isinstance(label, str) else label
-            if not isinstance(y, int) or not 0 <= y < len(index):
-                raise DataError(f"label {label!r} in the stream is not among the validation labels "
-                                f"{self.label_names}", "give --valid data with every label")
-            out.append((text, y))
-        return out
-
     def _buffers(self, skip: int) -> Iterator[tuple[int, list[tuple]]]:
         """(rows read before it, its normalized rows) for each buffer of ``buffer`` raw rows
         after the first ``skip`` rows (read, not tokenized); the last one may be short."""
+        normalize = Normalizer(self.task, self.fields, self.label_names)
         read, start, buf = 0, skip, None
-        for batch in self.rows():
+        for batch in raw_batches(self.source):
             n = len(next(iter(batch.values())))
             lo = min(max(0, skip - read), n)
             read += n
@@ -110,11 +171,11 @@ class StreamSource:
             for k, v in batch.items():
                 buf[k].extend(v[lo:])
             while len(next(iter(buf.values()))) >= self.buffer:
-                yield start, self._pairs({k: v[:self.buffer] for k, v in buf.items()})
+                yield start, normalize({k: v[:self.buffer] for k, v in buf.items()})
                 buf = {k: v[self.buffer:] for k, v in buf.items()}
                 start += self.buffer
         if buf is not None and buf[next(iter(buf))]:
-            yield start, self._pairs(buf)
+            yield start, normalize(buf)
 
     def _encode(self, pairs: list[tuple]) -> list[tuple]:
         """Tokenized examples as the training code wants them (ids cut to --max-len)."""

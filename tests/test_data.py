@@ -91,7 +91,7 @@ def test_hub_translation_dicts_are_flattened(monkeypatch, pairs):
         calls.append((name, subset, split))
         return hub
 
-    monkeypatch.setattr(D.datasets, "load_dataset", fake_load)
+    monkeypatch.setattr(D._hf(), "load_dataset", fake_load)
     td = load_task_data("wmt16", "translate", TR, subset="de-en")
     assert calls[0] == ("wmt16", "de-en", "train") and calls[1] == ("wmt16", "de-en", "validation")
     assert td.train.column_names == ["src", "tgt"] and len(td.valid) == 20

@@ -51,7 +51,7 @@ def all_examples(data):
 def test_miss_then_hit_gives_the_in_memory_tokenization(tmp_path, corpus, toks):
     path, rows = corpus
     first, notes = load(path, toks, tmp_path / "c")
-    assert any(n.startswith(f"tokenizing {len(rows):,} examples") for n in notes), notes
+    assert any(n.startswith(f"tokenizing {len(rows):,} rows") for n in notes), notes
     second, notes = load(path, toks, tmp_path / "c")
     assert any(n.startswith(f"tokenized data: cached ({len(rows):,} examples") for n in notes), notes
     assert all_examples(first) == all_examples(second)

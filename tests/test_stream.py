@@ -90,7 +90,7 @@ def test_stream_sentiment_uses_the_validation_labels(tmp_path, tok_dir):
     train_run(RunRequest(data=str(train), out=tmp_path / "s", valid=str(valid), tokenizer=tok_dir), cfg, Quiet())
     assert json.loads((tmp_path / "s/config.json").read_text())["label_names"] == ["neg", "pos"]
     bad = write_jsonl(tmp_path / "bad.jsonl", rows + [{"text": "odd", "label": "meh"}])
-    with pytest.raises(AttnError, match="not among the validation labels"):
+    with pytest.raises(AttnError, match="not among the labels"):
         train_run(RunRequest(data=str(bad), out=tmp_path / "t", valid=str(valid), tokenizer=tok_dir),
                   TrainConfig(**{**BASE, "task": "sentiment", "max_steps": 50}), Quiet())
 
