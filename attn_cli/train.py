@@ -360,7 +360,8 @@ class Trainer:
         started, last_eval_step = time.perf_counter(), st.step
         session_start_seconds = st.train_seconds
         self.raw_model.train()
-        window = {"tokens": 0, "t": time.perf_counter(), "loss": 0.0, "n": 0, "real": 0, "slots": 0}
+        window = {"tokens": 0, "t": time.perf_counter(), "loss": 0.0, "n": 0, "real": 0, "slots": 0,
+                  "wait": 0.0}
         reason = self._stop_reason(started, st.data.epoch)  # e.g. resumed at --max-steps already
         previous = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
         ahead = None
@@ -370,6 +371,8 @@ class Trainer:
                 micro: list[tuple[Batch, float]] = []
                 ahead = Prefetch(_mark_last(self._collated(st.data)), PREFETCH_DEPTH)
                 for (after, fraction, local), last in ahead:
+                    window["wait"] += ahead.waited  # time the step waited on data
+                    ahead.waited = 0.0
                     micro.append(local)
                     if len(micro) < cfg.accum and not last:
                         continue
@@ -474,11 +477,12 @@ class Trainer:
                  "loss": window["loss"] / max(window["n"], 1),
                  "tokens_per_s": window["tokens"] / max(now - window["t"], 1e-9) * 1.0,
                  "pad_fraction": 1 - window["real"] / max(window["slots"], 1),
+                 "data_wait": window["wait"] / max(now - window["t"], 1e-9),  # share of time
                  "best": st.best, "elapsed": st.train_seconds}
         self.reporter.step(stats)
         if st.step % self.cfg.log_every == 0 and window["n"]:
             log({"event": "train", **stats})
-            window.update(tokens=0, t=now, loss=0.0, n=0, real=0, slots=0)
+            window.update(tokens=0, t=now, loss=0.0, n=0, real=0, slots=0, wait=0.0)
 
 
 PREFETCH_DEPTH = 4  # batches collated ahead of the training step
@@ -510,6 +514,7 @@ class Prefetch:
 
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.stopped = threading.Event()
+        self.waited = 0.0  # seconds the consumer spent waiting for a batch
         self.thread = threading.Thread(target=self._fill, args=(items,), daemon=True,
                                        name="attn-prefetch")
         self.thread.start()
@@ -536,7 +541,9 @@ class Prefetch:
 
     def __iter__(self):
         while True:
+            t0 = time.perf_counter()
             item = self.queue.get()
+            self.waited += time.perf_counter() - t0
             if item is self._END:
                 return
             if isinstance(item, BaseException):

@@ -11,6 +11,8 @@ the first training step (from metrics.jsonl) and max RSS (/usr/bin/time). Other 
   --stream     --stream on x30: trains, is interrupted with SIGINT, resumes; max RSS
   --throughput training tokens/s of the cached path against the in-memory list path, side by
                side in one process (small preset, Multi30k de-en, same batches)
+  --gpu        base on x10 in bf16 on CUDA at --max-tokens 16k/32k/64k: tokens/s, MFU, data wait
+               (benchmarks/gpu_check.sh runs it as STAGES=data)
 
     python benchmarks/data_scale.py                       # scales 1,10,30
     python benchmarks/data_scale.py --scales 10 --ddp --stream --throughput
@@ -33,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 TATOEBA = SHARED / "translation" / "tatoeba-it-en" / "train.jsonl"
 MULTI30K = SHARED / "translation" / "multi30k"
+ATTN = [sys.executable, "-m", "attn_cli"]  # this checkout's attn, installed or not
 
 
 def build_corpus(work: Path, scale: int) -> Path:
@@ -55,7 +58,7 @@ def build_corpus(work: Path, scale: int) -> Path:
 def tokenizer(work: Path) -> Path:
     tok = work / "tok"
     if not (tok / "tokenizer.model").is_file():
-        subprocess.run(["attn", "tokenizer", "train", "--data", str(build_corpus(work, 1)), "--src", "it",
+        subprocess.run([*ATTN, "tokenizer", "train", "--data", str(build_corpus(work, 1)), "--src", "it",
                         "--tgt", "en", "--task", "translate", "--out", str(tok), "--overwrite"],
                        check=True, capture_output=True)
     return tok
@@ -64,27 +67,31 @@ def tokenizer(work: Path) -> Path:
 def timed(cmd: list[str], env: dict, log: Path) -> dict:
     """Run ``cmd`` under /usr/bin/time; wall seconds and max RSS in MB."""
     started = time.time()
+    timer = ["/usr/bin/time", "-f", "TIME %e %M"] if os.path.exists("/usr/bin/time") else []
     with open(log, "w") as fh:
-        r = subprocess.run(["/usr/bin/time", "-f", "TIME %e %M", *cmd], stdout=fh, stderr=subprocess.STDOUT,
-                           env=env)
+        r = subprocess.run([*timer, *cmd], stdout=fh, stderr=subprocess.STDOUT, env=env)
     text = log.read_text()
     m = re.findall(r"TIME ([\d.]+) (\d+)", text)
-    if r.returncode != 0 or not m:
+    if r.returncode != 0 or (timer and not m):
         raise SystemExit(f"failed ({r.returncode}): {' '.join(cmd)}\n{text[-2000:]}")
+    if not m:  # no /usr/bin/time (a bare GPU image): wall time only
+        return {"wall_s": round(time.time() - started, 2), "max_rss_mb": None, "started": started}
     wall, rss = m[-1]
     return {"wall_s": float(wall), "max_rss_mb": int(rss) / 1024, "started": started}
 
 
-def first_step_s(run: Path, started: float) -> float | None:
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if row.get("event") == "train":
-            return row["time"] - started
-    return None
+def step_stats(run: Path, started: float) -> dict:
+    """Seconds from the command's start to its first training step, and the share of training
+    time the step spent waiting for the next batch (after the first step)."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r.get("event") == "train"]
+    waits = [r["data_wait"] for r in train[1:] if "data_wait" in r]
+    return {"first_step_s": round(train[0]["time"] - started, 2) if train else None,
+            "data_wait": round(sum(waits) / len(waits), 4) if waits else None}
 
 
 def train_cmd(corpus: Path, tok: Path, out: Path, steps: int, *extra: str) -> list[str]:
-    return ["attn", "train", "translate", "--data", str(corpus), "--src", "it", "--tgt", "en", "--out",
+    return [*ATTN, "train", "translate", "--data", str(corpus), "--src", "it", "--tgt", "en", "--out",
             str(out), "--preset", "tiny", "--max-steps", str(steps), "--tokenizer", str(tok),
             "--log-every", "1", "--eval-every", "100000", "--eval-samples", "50", *extra]
 
@@ -101,7 +108,7 @@ def scales(args, work: Path, env: dict) -> list[dict]:
         for start in ("first", "second"):
             out = work / f"run-x{scale}"
             r = timed(train_cmd(corpus, tok, out, steps, "--overwrite"), e, work / f"x{scale}-{start}.log")
-            r.update(scale=scale, start=start, steps=steps, first_step_s=first_step_s(out, r.pop("started")))
+            r.update(scale=scale, start=start, steps=steps, **step_stats(out, r.pop("started")))
             rows.append(r)
             print(json.dumps(r), flush=True)
     return rows
@@ -236,6 +243,37 @@ def throughput(args, work: Path) -> dict:
     return result
 
 
+H100_H200_BF16_PEAK = 989e12  # dense bf16 FLOP/s of an H100/H200 SXM (NVIDIA's datasheet)
+
+
+def gpu(args, work: Path, env: dict) -> dict:
+    """`base` on x10 in bf16 on CUDA for --gpu-seconds at each --max-tokens: target tokens/s,
+    MFU and the share of time the step waited for data. FLOPs per step are taken as
+    6 x parameters x (source + target tokens) (the usual estimate; attention's own products,
+    small at these lengths, are left out); source tokens are counted as the target's, which
+    Tatoeba's pairs of similar length make close."""
+    corpus, tok = build_corpus(work, 10), tokenizer(work)
+    e = {**env, "ATTN_CACHE": str(work / "cache-x10")}
+    result = {}
+    for mt in args.gpu_max_tokens:
+        out = work / f"gpu-{mt}"
+        cmd = [*ATTN, "train", "translate", "--data", str(corpus), "--src", "it", "--tgt", "en", "--out", str(out),
+               "--preset", "base", "--tokenizer", str(tok), "--device", "cuda", "--precision", "bf16",
+               "--max-tokens", str(mt), "--time-budget", f"{args.gpu_seconds}s", "--log-every", "10",
+               "--eval-every", "100000", "--eval-samples", "20", "--overwrite"]
+        timed(cmd, e, work / f"gpu-{mt}.log")
+        rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        train = [r for r in rows if r.get("event") == "train"][1:]  # the first window holds start-up
+        params = json.loads((out / "config.json").read_text())["parameters"]
+        tps = sum(r["tokens_per_s"] for r in train) / max(len(train), 1)
+        result[mt] = {"target_tokens_per_s": round(tps), "parameters": params,
+                      "mfu": round(6 * params * 2 * tps / H100_H200_BF16_PEAK, 4),
+                      "data_wait_max": max((r["data_wait"] for r in train), default=None),
+                      "data_wait_mean": round(sum(r["data_wait"] for r in train) / max(len(train), 1), 4)}
+        print(f"gpu max_tokens {mt}", json.dumps(result[mt]), flush=True)
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/attn-data-scale"), help="corpora, caches, runs")
@@ -248,7 +286,14 @@ def main() -> None:
     ap.add_argument("--throughput", action="store_true")
     ap.add_argument("--throughput-steps", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--data-root", type=Path, default=SHARED, help="the shared datasets (default ../shared/data)")
+    ap.add_argument("--gpu", action="store_true", help="base on x10, bf16 on CUDA (see gpu())")
+    ap.add_argument("--gpu-max-tokens", type=lambda s: [int(x) for x in s.split(",")], default=[16384, 32768, 65536])
+    ap.add_argument("--gpu-seconds", type=int, default=45)
     args = ap.parse_args()
+    global TATOEBA, MULTI30K
+    TATOEBA = args.data_root / "translation" / "tatoeba-it-en" / "train.jsonl"
+    MULTI30K = args.data_root / "translation" / "multi30k"
     if not TATOEBA.is_file():
         sys.exit(f"needs {TATOEBA} (../shared/data beside the repository)")
     args.work.mkdir(parents=True, exist_ok=True)
@@ -262,6 +307,8 @@ def main() -> None:
         report["stream"] = stream(args, args.work, env)
     if args.throughput:
         report["throughput"] = throughput(args, args.work)
+    if args.gpu:
+        report["gpu"] = gpu(args, args.work, env)
     print(json.dumps(report, indent=1))
 
 

@@ -5,7 +5,10 @@
 #            and attn train/translate/eval end to end on cuda;
 #   quality  the GPU-budget quality suite: a short bf16 training of each dataset (base preset,
 #            25-60 s each), its test score and tokens/s (baselines are CPU numbers, not rerun);
-#   speed    the speed comparison with Hugging Face transformers on CUDA (bf16).
+#   speed    the speed comparison with Hugging Face transformers on CUDA (bf16);
+#   data     (not in the default STAGES) `base` on Tatoeba x10 from the tokenized-data cache in
+#            bf16 at --max-tokens 16k/32k/64k, 45 s each: tokens/s, MFU, data-loader wait
+#            (benchmarks/data_scale.py --gpu; ~4 min with the corpus build): STAGES=data
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]          (default $OUT, else /tmp/attn-gpu)
 #   STAGES="tests speed quality"   which parts to run (in this order)
 #   TASKS="sst2"                   quality datasets, in order. On an H200 the 9 CUDA tests take
@@ -95,7 +98,14 @@ for stage in $STAGES; do
       say "transformers is not installed: speed comparison skipped (pip install -e '.[bench]')"
     fi
     ;;
-  *) say "unknown stage $stage (choose from: tests quality speed)" ;;
+  data)
+    late data && continue
+    say "== data path at scale: base on Tatoeba x10, bf16, --max-tokens 16k/32k/64k"
+    timeout "$(left 420)" "$PY" benchmarks/data_scale.py --no-scales --gpu --work "$RUNS/data-scale" \
+      --data-root "$DATA_ROOT" \
+      2>&1 | grep -E "^gpu|Error|error" | tee -a "$SUMMARY"
+    ;;
+  *) say "unknown stage $stage (choose from: tests quality speed data)" ;;
   esac
 done
 (cd "$RUNS" && tar -czf "$OUT_DIR/logs.tar.gz" --exclude='*.safetensors' --exclude='*.pt' --exclude='_flores' \
