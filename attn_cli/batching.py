@@ -124,8 +124,8 @@ class Plan:
     """One epoch's batches as two arrays: ``order`` (example indices, length-sorted) cut at
     ``bounds``, dealt in the order ``sequence``. ``plan[k]`` is batch k's index array.
 
-    About 12 bytes per example whatever the corpus (a list of lists would cost ~36), so a
-    plan over tens of millions of examples stays small.
+    About 4 bytes per example whatever the corpus (a list of lists would cost ~36), and about
+    twice that while it is built, so a plan over tens of millions of examples stays small.
     """
 
     def __init__(self, order: np.ndarray, bounds: np.ndarray, sequence: np.ndarray):
@@ -180,15 +180,20 @@ def plan_batches(
         raise ValueError(f"max_sentences must be positive, got {max_sentences}")
     if bucket_size is not None and bucket_size <= 0:
         raise ValueError(f"bucket_size must be positive, got {bucket_size}")
-    lens = np.maximum(np.asarray(lengths, dtype=np.int64), 1)  # (N,) an empty example costs 1
+    lens = np.maximum(np.asarray(lengths, dtype=np.int32), 1)  # (N,) an empty example costs 1
     n = len(lens)
     rng = np.random.default_rng(seed * 1000003 + epoch) if shuffle else None
-    order = np.arange(n, dtype=np.int64) if rng is None else rng.permutation(n)
-    if bucket_size is None or rng is None:
-        order = order[np.argsort(lens[order], kind="stable")]
-    else:  # sort within windows: a stable sort by (window, length)
-        window = np.arange(n, dtype=np.int64) // bucket_size
-        order = order[np.lexsort((lens[order], window))]
+    if rng is None:
+        order = np.argsort(lens, kind="stable")
+    elif bucket_size is None:  # by length, ties in random order: one sort of (length, random) keys
+        keys = rng.integers(0, 1 << 32, size=n, dtype=np.uint64)  # (N,)
+        keys |= lens.astype(np.uint64) << np.uint64(32)
+        order = np.argsort(keys)
+        del keys
+    else:  # sort within windows of a random permutation: a stable sort by (window, length)
+        order = rng.permutation(n)
+        order = order[np.lexsort((lens[order], np.arange(n) // bucket_size))]
+    order = order.astype(np.int32 if n < (1 << 31) else np.int64)  # (N,) 4 bytes an example
     bounds = _cut(lens[order], max_tokens, max_sentences or n + 1)
     n_batches = len(bounds) - 1
     sequence = rng.permutation(n_batches) if rng is not None else np.arange(n_batches)

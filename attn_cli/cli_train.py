@@ -240,6 +240,9 @@ def train(
         "Stop after N evaluations without improvement, 0 = never (default: 0)."))] = None,
     eval_every: Annotated[int | None, typer.Option("--eval-every", rich_help_panel=STOP, help=(
         "Evaluate and save last/ every N steps (default: 500)."))] = None,
+    save_every: Annotated[str | None, typer.Option("--save-every", rich_help_panel=STOP, help=(
+        "Also save last/ (the resumable state) after this much time without a save, so a kill "
+        "loses at most that much: 90s, 10m, 0 = only at evaluations (default: 10m)."))] = None,
     eval_samples: Annotated[int | None, typer.Option("--eval-samples", rich_help_panel=STOP, help=(
         "Validation examples decoded for BLEU/ROUGE per evaluation (default: 500)."))] = None,
     log_every: Annotated[int | None, typer.Option("--log-every", rich_help_panel=STOP, help=(
@@ -268,6 +271,7 @@ def train(
                    weight_decay=weight_decay, clip=clip, sam=sam, ema=ema, seed=seed, skip_nonfinite=skip_nonfinite,
                    time_budget=parse_duration(time_budget), max_steps=max_steps, epochs=epochs,
                    patience=patience, eval_every=eval_every, eval_samples=eval_samples,
+                   save_every=parse_duration(save_every),
                    log_every=log_every, device=device, precision=precision, compile=compile,
                    vocab_size=vocab_size, lowercase=lowercase, stream=stream, shuffle_buffer=shuffle_buffer)
     saved, fields = None, make_fields(src, tgt, src_field, tgt_field, text_field, label_field)

@@ -241,6 +241,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps
     time_budget: float | None = None  # stop after this many seconds of training
     eval_every: int = 500  # evaluate (and save last/) every N optimizer steps
+    save_every: float = 600.0  # also save last/ after this many seconds without a save (0 = off)
     eval_samples: int = 500  # validation examples decoded for BLEU/ROUGE at each evaluation
     patience: int = 0  # stop after N evaluations without improvement (0 = never)
     max_len: int = 256  # positions per side; longer examples are truncated
@@ -269,7 +270,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
-        for name in ("lr", "clip", "weight_decay", "warmup", "patience"):
+        for name in ("lr", "clip", "weight_decay", "warmup", "patience", "save_every"):
             if getattr(self, name) < 0 or (name == "lr" and self.lr == 0):
                 raise ValueError(f"{name} must be {'positive' if name == 'lr' else '>= 0'}, "
                                  f"got {getattr(self, name)}")

@@ -7,7 +7,8 @@ Format, one directory per cache entry (fairseq's indexed-dataset idea)::
       src.bin, tgt.bin    translate/summarize: every row's ids back to back (uint16, or uint32
                           when a vocabulary has more than 65,535 pieces)
       text.bin            sentiment: the same for the text
-      COL.idx.npy         int64 offsets, N + 1 of them: row i is COL.bin[idx[i]:idx[i + 1]]
+      COL.idx.npy         offsets, N + 1 of them (uint32, int64 past 4G ids): row i is
+                          COL.bin[idx[i]:idx[i + 1]]
       lengths.npy         int32, each row's padded cost (what batching plans with)
       labels.npy          sentiment: int64 class ids
       refs.json           validation entries of seq2seq data: the reference texts for BLEU/ROUGE
@@ -34,6 +35,7 @@ import errno
 import hashlib
 import itertools
 import json
+import mmap
 import os
 import shutil
 import tempfile
@@ -50,6 +52,7 @@ META_FILE = "meta.json"
 FULL_HASH_LIMIT = 2 << 30  # source files up to 2 GiB are hashed whole; larger ones in samples
 SAMPLE_BLOCKS, BLOCK = 64, 1 << 20  # sampled hashing: first, last and 62 evenly spaced 1 MiB blocks
 ENCODE_BATCH = 20_000  # rows tokenized per call (bounded memory while building)
+RELEASE_EVERY = 64  # gathers between releases of the pages read (TokenStore.release)
 
 
 def default_root(option: str | Path | None = None) -> Path:
@@ -117,6 +120,16 @@ class TokenStore:
         labels = np.load(directory / "labels.npy", mmap_mode="r") if "labels.npy" in meta["files"] else None
         self.lengths = lengths if rows is None else lengths[rows]
         self._labels = labels
+        self._gathered = 0
+
+    def release(self) -> None:
+        """Unmap the pages this process has read (``madvise(MADV_DONTNEED)``; they stay in the
+        page cache, so the next read is a cheap minor fault). Random batches touch pages all
+        over the id files; without this they would pile up in the process's resident set."""
+        for arr in (*self._bin.values(), *self._idx.values()):
+            mm = getattr(arr, "_mmap", None)
+            if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+                mm.madvise(mmap.MADV_DONTNEED)
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -132,6 +145,9 @@ class TokenStore:
 
     def gather(self, indices: Sequence[int]) -> list[tuple]:
         """The examples at ``indices`` (positions in this selection), read from the maps."""
+        self._gathered += 1
+        if self._gathered % RELEASE_EVERY == 0:
+            self.release()
         rows = self._row_ids(indices)
         cols = []
         for c in self.columns:
@@ -297,9 +313,15 @@ def _write_entry(rows: Rows, spec: BuildSpec, out: Path, key: dict, identity: li
         raise DataError(f"{spec.name} has no usable examples (all empty)", "check the fields hold text")
     if progress and rows.total != done:
         progress(done, done)
-    lens = {c: np.concatenate(parts) for c, parts in row_lens.items()}
+    lens = {c: np.concatenate(parts) for c, parts in row_lens.items()}  # (N,) int32 each
+    row_lens.clear()
     for c in spec.columns:
-        np.save(out / f"{c}.idx.npy", np.concatenate([[0], np.cumsum(lens[c], dtype=np.int64)]))
+        total = int(lens[c].sum(dtype=np.int64))
+        idx = np.empty(done + 1, dtype=np.uint32 if total < (1 << 32) else np.int64)  # (N + 1,)
+        idx[0] = 0
+        np.cumsum(lens[c], out=idx[1:])
+        np.save(out / f"{c}.idx.npy", idx)
+        del idx
     names = extra.get("label_names")
     if spec.seq2seq:
         lengths = np.maximum(lens["src"], lens["tgt"] + 1)

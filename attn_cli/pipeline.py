@@ -6,6 +6,7 @@ run directory is created, so a bad command leaves nothing behind.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -60,9 +61,6 @@ def check_run_dir(req: RunRequest) -> None:
         raise AttnError(f"--init-from {req.init_from} is not a run directory (no {ckpt.CONFIG_FILE})",
                         "pass the --out directory of an earlier attn train")
     if req.resume:
-        if not (out / ckpt.CONFIG_FILE).is_file():
-            raise AttnError(f"cannot resume: {out} holds no run (missing {ckpt.CONFIG_FILE})",
-                            "check --out, or start a new run without --resume")
         return
     ckpt.prepare_out_dir(out, req.overwrite, "run")
 
@@ -159,11 +157,30 @@ def prepare(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist
     return device, data, toks
 
 
+def resume_or_start(req: RunRequest, reporter: Reporter) -> RunRequest:
+    """--resume on a directory that holds no run yet (killed before its config was written, or
+    never created) starts the run afresh, as litgpt's resume="auto" does; a directory with
+    other files in it is refused."""
+    if not req.resume or (req.out / ckpt.CONFIG_FILE).is_file():
+        return req
+    if req.out.exists() and not req.out.is_dir():
+        raise AttnError(f"cannot resume: {req.out} is not a directory", "check --out")
+    others = [p.name for p in req.out.iterdir() if p.name != ckpt.LOCK_FILE and not p.name.endswith(".tmp")
+              ] if req.out.is_dir() else []
+    if others:
+        raise AttnError(f"cannot resume: {req.out} holds no run (missing {ckpt.CONFIG_FILE}) but "
+                        f"other files ({', '.join(sorted(others)[:3])})",
+                        "check --out, or pass --overwrite to replace it")
+    reporter.note(f"nothing saved in {req.out} yet: starting the run from step 0")
+    return dataclasses.replace(req, resume=False, overwrite=True)
+
+
 def train_run(req: RunRequest, cfg: TrainConfig, reporter: Reporter) -> RunResult:
     """The whole of `attn train`: lock the run directory, prepare, train, write the card.
 
     A new run directory that fails before its first file is written is removed again.
     """
+    req = resume_or_start(req, reporter)
     dist = dd.from_env()
     if dist.is_main:  # the other ranks would see rank 0's fresh directory and lock
         check_run_dir(req)
@@ -264,7 +281,9 @@ def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: d
     trainer = Trainer(cfg, mcfg, model, toks, data.train, data.valid, data.refs, out, reporter, dist,
                       device)
     if req.resume:
-        trainer.load_last()
+        if not trainer.load_last():
+            reporter.note(f"{out} has no saved state yet (it stopped before its first save): "
+                          "training it from step 0")
         if dist.is_main:
             ckpt.atomic_write_text(out / ckpt.TRAIN_CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
     seen = "streamed" if cfg.stream else f"{len(data.train):,}"

@@ -59,7 +59,8 @@ def holdout_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     k = max(1, min(HOLDOUT_MAX, round(n * HOLDOUT_FRACTION)))
     held = np.zeros(n, dtype=bool)
     held[np.random.default_rng(seed).choice(n, size=k, replace=False)] = True
-    return np.flatnonzero(~held), np.flatnonzero(held)
+    dtype = np.int32 if n < (1 << 31) else np.int64  # 4 bytes a row on any corpus that fits
+    return np.flatnonzero(~held).astype(dtype), np.flatnonzero(held).astype(dtype)
 
 
 def tokenizer_digest(toks: Tokenizers) -> str:

@@ -116,6 +116,7 @@ class Trainer:
         self.lengths = None if self.stream else train.lengths  # (N,) int32: all that planning reads
         self.state = TrainState()
         self.stop_requested = False
+        self.saved_at = time.perf_counter()  # when last/ was last written (--save-every)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -135,6 +136,7 @@ class Trainer:
             shutil.rmtree(staged, ignore_errors=True)
             raise
         ckpt.replace_dir(staged, self.run_dir / ckpt.LAST_DIR)
+        self.saved_at = time.perf_counter()
 
     def _write_last(self, staged: Path) -> None:
         ckpt.save_weights(self.raw_model, staged / ckpt.WEIGHTS_FILE)
@@ -152,11 +154,11 @@ class Trainer:
                               staged / "optimizer.pt")
         ckpt.atomic_write_text(staged / "state.json", json.dumps(self.state.to_dict(), indent=2))
 
-    def load_last(self) -> None:
+    def load_last(self) -> bool:
+        """Restore last/; False when the run never saved one (it then starts from step 0)."""
         last = ckpt.find_dir(self.run_dir / ckpt.LAST_DIR)
         if last is None:
-            raise AttnError(f"nothing to resume in {self.run_dir} (no last/)",
-                            "start a new run without --resume")
+            return False
         ckpt.load_weights(self.raw_model, last / ckpt.WEIGHTS_FILE)
         extra = ckpt.load_torch_state(last / "optimizer.pt")
         self.optimizer.load_state_dict(extra["optimizer"])
@@ -175,6 +177,7 @@ class Trainer:
         except (ValueError, TypeError, KeyError, AttributeError, OSError) as e:
             raise AttnError(f"{last / 'state.json'} is damaged ({e})",
                             "restore it, or start a new run without --resume") from None
+        return True
 
     # ------------------------------------------------------------------ one optimizer step
 
@@ -358,6 +361,7 @@ class Trainer:
         """Train until a stop condition; returns why it stopped. ``log(dict)`` appends to metrics."""
         cfg, st = self.cfg, self.state
         started, last_eval_step = time.perf_counter(), st.step
+        self.saved_at = started
         session_start_seconds = st.train_seconds
         self.raw_model.train()
         window = {"tokens": 0, "t": time.perf_counter(), "loss": 0.0, "n": 0, "real": 0, "slots": 0,
@@ -408,6 +412,8 @@ class Trainer:
                         else:
                             self._evaluate_and_save(log)
                         last_eval_step = st.step
+                    elif cfg.save_every and time.perf_counter() - self.saved_at >= cfg.save_every:
+                        self.save_last()  # bounded loss between evaluations (--save-every)
                     reason = self._shared_stop(self._stop_reason(started, epoch))
                     if reason:
                         break

@@ -414,7 +414,6 @@ def test_cli_config_toml_and_option_override(tmp_path):
     (["--preset", "huge"], "preset must be one of"),
     (["--time-budget", "soon"], "cannot read the duration 'soon'"),
     (["--device", "cuda"], "no CUDA GPU is available"),
-    (["--resume"], "cannot resume"),
     (["--lr", "-1"], "lr must be positive"),
 ])
 def test_cli_bad_options(tmp_path, args, fragment):
@@ -724,3 +723,64 @@ def test_pick_device_refuses_a_gpu_index_the_machine_lacks(monkeypatch):
     assert pick_device("cuda") == torch.device("cuda")
     with pytest.raises(AttnError, match="has 2 GPU"):
         pick_device("cuda:2")
+
+
+# ----------------------------------------------------------------- no resume trap
+
+
+def test_resume_of_a_run_that_never_saved_starts_from_step_0(tmp_path):
+    train(tmp_path / "never", resume=True, max_steps=2)  # no directory at all: a new run
+    assert json.loads((tmp_path / "never/last/state.json").read_text())["step"] == 2
+    train(tmp_path / "nolast", max_steps=2)
+    import shutil
+    shutil.rmtree(tmp_path / "nolast/last")  # as if killed before its first save
+    notes = []
+    quiet = Quiet()
+    quiet.note = notes.append
+    train_run(RunRequest(data=IT_EN, out=tmp_path / "nolast", fields=FIELDS, resume=True),
+              TrainConfig(**{**BASE, "max_steps": 3}), quiet)
+    assert any("no saved state yet" in n and "step 0" in n for n in notes), notes
+    assert json.loads((tmp_path / "nolast/last/state.json").read_text())["step"] == 3
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other/notes.txt").write_text("mine")
+    r = cli("train", "translate", "--data", IT_EN, "--src", "it", "--tgt", "en", "--out", tmp_path / "other",
+            "--preset", "tiny", "--resume")
+    assert r.exit_code == 2 and "holds no run" in r.stderr and "notes.txt" in r.stderr
+    assert (tmp_path / "other/notes.txt").read_text() == "mine"
+
+
+def test_save_every_writes_last_between_evaluations(tmp_path, monkeypatch):
+    from attn_cli.train import Trainer
+
+    saves = []
+    real = Trainer.save_last
+
+    def counting(self):
+        saves.append(self.state.step)
+        real(self)
+
+    monkeypatch.setattr(Trainer, "save_last", counting)
+    train(tmp_path / "a", max_steps=4, save_every=1e-6)  # every step is "late"
+    assert saves[:3] == [1, 2, 3], saves
+    saves.clear()
+    train(tmp_path / "b", max_steps=4, save_every=0)  # off: only the final save
+    assert saves == [4], saves
+    with pytest.raises(ValueError, match="save_every must be >= 0"):
+        TrainConfig(**{**BASE, "save_every": -1})
+
+
+@pytest.mark.slow
+def test_sigkill_before_the_first_save_then_resume_trains_to_the_end(tmp_path):
+    out = tmp_path / "k"
+    cmd = _train_cmd(out, "--max-steps", "4", "--eval-every", "1000", "--save-every", "0")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not (out / "config.json").is_file():
+        time.sleep(0.01)
+    proc.kill()  # SIGKILL: after the run directory exists, before any evaluation or save
+    proc.wait()
+    assert (out / "config.json").is_file() and not (out / "last").exists()
+    again = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "no saved state yet" in again.stderr
+    assert json.loads((out / "last/state.json").read_text())["step"] == 4
