@@ -52,7 +52,7 @@ META_FILE = "meta.json"
 FULL_HASH_LIMIT = 2 << 30  # source files up to 2 GiB are hashed whole; larger ones in samples
 SAMPLE_BLOCKS, BLOCK = 64, 1 << 20  # sampled hashing: first, last and 62 evenly spaced 1 MiB blocks
 ENCODE_BATCH = 20_000  # rows tokenized per call (bounded memory while building)
-RELEASE_EVERY = 64  # gathers between releases of the pages read (TokenStore.release)
+RELEASE_EVERY = 4  # gathers between releases of the pages read (~5 MB of pages a batch)
 
 
 def default_root(option: str | Path | None = None) -> Path:
@@ -256,6 +256,7 @@ class Rows:
     refs: list | None = None  # validation entries of seq2seq data: the reference texts
     labels: Callable[[], tuple[list[str] | None, np.ndarray | None]] | None = None  # after the
     # batches: (label names, code -> class id table, or None when codes are class ids)
+    recipe: tuple | None = None  # (Source, task, Fields) when another process can read them again
 
 
 def _encode(tok, texts: list[str], limit: int, threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

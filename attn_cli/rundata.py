@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import datastore as store_mod
+from .buildproc import CHILD_MIN_BYTES, build_in_child
 from .data import (HOLDOUT_FRACTION, HOLDOUT_MAX, Fields, Source, load_source, locate, normalize)
 from .errors import DataError
 from .tokenizer import Tokenizers
@@ -119,9 +120,14 @@ class Cache:
                 encoders={"src": toks.src, "tgt": toks.tgt, "text": toks.src},
                 limits={"src": self.req.max_len, "tgt": self.req.max_len - 1, "text": self.req.max_len},
                 name=f"{source.spec} ({source.split})" if source.kind == "hub" else source.describe())
+            big = todo.recipe is not None and sum(p.stat().st_size for p in source.paths) >= CHILD_MIN_BYTES
             try:
-                meta = store_mod.build_entry(todo, spec, directory, key, identity,
-                                             {"label_names": names}, self.progress)
+                if big:  # the build's memory leaves with the child process
+                    meta = build_in_child(*todo.recipe, toks, spec, directory, key, identity, self.root,
+                                          todo.total, self.progress)
+                else:
+                    meta = store_mod.build_entry(todo, spec, directory, key, identity,
+                                                 {"label_names": names}, self.progress)
             except OSError as e:
                 raise store_mod.write_failure(self.root, e) from None
         return store_mod.TokenStore(directory, meta)
@@ -145,7 +151,7 @@ def stream_rows(source: Source, task: str, fields: Fields) -> store_mod.Rows:
 
     normalize = Normalizer(task, fields)
     return store_mod.Rows((normalize(b) for b in raw_batches(source)), total=_count_lines(source),
-                          labels=normalize.labels)
+                          labels=normalize.labels, recipe=(source, task, fields))
 
 
 def _count_lines(source: Source) -> int | None:

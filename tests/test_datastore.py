@@ -230,3 +230,21 @@ def test_vectorized_plan_cuts_like_the_per_example_loop(bucket_size, max_sentenc
     assert sorted(plan.sequence.tolist()) == list(range(len(plan)))  # every batch dealt once
     assert plan_batches(lengths, 512, seed=5, epoch=2).tolist() == plan_batches(
         lengths, 512, seed=5, epoch=2).tolist()
+
+
+def test_large_files_are_tokenized_in_a_child_process(tmp_path, corpus, toks, monkeypatch):
+    from attn_cli import rundata
+
+    path, _ = corpus
+    in_process, _ = load(path, toks, tmp_path / "a")
+    monkeypatch.setattr(rundata, "CHILD_MIN_BYTES", 0)  # every file counts as large
+    seen = []
+    data, _ = load_run_data(DataRequest(spec=str(path), task="translate", fields=TR, cache=tmp_path / "b"),
+                            toks, None, lambda m: None, lambda done, total: seen.append((done, total)))
+    assert all_examples(data) == all_examples(in_process)
+    assert seen and seen[-1][0] == seen[-1][1] == len(data.train) + len(data.valid)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(path.read_text() + "{not json\n")
+    with pytest.raises(AttnError, match="line .* is not valid JSON"):
+        load(bad, toks, tmp_path / "b")
+    assert not [p for p in (tmp_path / "b/tokenized").iterdir() if p.name.endswith(".tmp")]
