@@ -186,8 +186,9 @@ def plan_batches(
     if rng is None:
         order = np.argsort(lens, kind="stable")
     elif bucket_size is None:  # by length, ties in random order: one sort of (length, random) keys
-        keys = rng.integers(0, 1 << 32, size=n, dtype=np.uint64)  # (N,)
-        keys |= lens.astype(np.uint64) << np.uint64(32)
+        keys = lens.astype(np.uint64)  # (N,) length in the high half, a random draw in the low
+        keys <<= np.uint64(32)
+        keys |= rng.integers(0, 1 << 32, size=n, dtype=np.uint32)  # (cast in place)
         order = np.argsort(keys)
         del keys
     else:  # sort within windows of a random permutation: a stable sort by (window, length)

@@ -221,7 +221,8 @@ def throughput(args, work: Path) -> dict:
     in_memory = list(data.train)
     rates: dict[str, list[float]] = {"cached": [], "in-memory": []}
     for rnd in range(args.rounds):
-        for name, train in (("cached", data.train), ("in-memory", in_memory)):
+        sides = [("cached", data.train), ("in-memory", in_memory)]
+        for name, train in sides if rnd % 2 == 0 else sides[::-1]:  # alternate who goes first
             cfg = TrainConfig(task="translate", preset="small", max_steps=args.throughput_steps * (rnd + 1),
                               eval_every=10**9, log_every=10**9, device="cpu")
             mcfg = model_config_from_preset("small", "translate", toks.src.vocab_size)
