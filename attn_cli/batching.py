@@ -217,19 +217,9 @@ def _cut(lens: np.ndarray, max_tokens: int, cap: int) -> np.ndarray:
     return np.asarray(bounds, dtype=np.int64)
 
 
-def make_batches(
-    lengths: Sequence[int] | np.ndarray,
-    max_tokens: int,
-    *,
-    seed: int,
-    epoch: int,
-    shuffle: bool = True,
-    max_sentences: int | None = None,
-    bucket_size: int | None = None,
-) -> list[list[int]]:
+def make_batches(lengths: Sequence[int] | np.ndarray, max_tokens: int, **options) -> list[list[int]]:
     """:func:`plan_batches` as a list of lists of ints (for small data: evaluation, inference)."""
-    return plan_batches(lengths, max_tokens, seed=seed, epoch=epoch, shuffle=shuffle,
-                        max_sentences=max_sentences, bucket_size=bucket_size).tolist()
+    return plan_batches(lengths, max_tokens, **options).tolist()
 
 
 def padding_stats(batches: Sequence[Sequence[int]], lengths: Sequence[int]) -> float:

@@ -9,11 +9,10 @@ import sys
 
 import pytest
 from conftest import DATA_DIR, Quiet
-from typer.testing import CliRunner
+from test_infer import cli, one_line_error
 
 pytest.importorskip("ctranslate2")
 
-from attn_cli.cli import app  # noqa: E402
 from attn_cli.config import TrainConfig  # noqa: E402
 from attn_cli.data import Fields  # noqa: E402
 from attn_cli.decoding import DecodeConfig  # noqa: E402
@@ -23,7 +22,6 @@ from attn_cli.export import export_run  # noqa: E402
 from attn_cli.infer import encode_inputs  # noqa: E402
 from attn_cli.pipeline import RunRequest, train_run  # noqa: E402
 
-runner = CliRunner()
 TR = ("translate.it-en.jsonl", Fields(src_lang="it", tgt_lang="en"))
 TRAINED = {"translate": ("translate", TR), "summarize": ("summarize", ("summarize.jsonl", Fields())),
            "sentiment": ("sentiment", ("sentiment.jsonl", Fields()))}
@@ -65,15 +63,6 @@ def runs(tmp_path_factory):
     for name in (*TRAINED, "rope", "sentiment_att"):
         export_run(root / name)
     return root
-
-
-def cli(*args, input=None):
-    return runner.invoke(app, [str(a) for a in args], input=input)
-
-
-def one_line_error(r, fragment, code=2):
-    assert r.exit_code == code, r.output
-    assert r.stderr.startswith("Error: ") and r.stderr.count("\n") == 1 and fragment in r.stderr, r.stderr
 
 
 def _inputs(task, n=20):
