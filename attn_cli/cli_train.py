@@ -89,6 +89,23 @@ def resolve_config(task: str, options: dict, toml: dict, saved: dict | None):
         raise AttnError(f"bad option: {e}", "see attn train --help") from None
 
 
+WARMUP_SHARE = 0.1  # a short run's default warmup: at most this share of its --max-steps
+
+
+def short_run_warmup(cfg):
+    """The default warmup capped to a tenth of --max-steps, so that a short run reaches its peak
+    learning rate (300 steps with 800 of warmup never would). Saved in train_config.json, so a
+    resume keeps the same schedule; an explicit --warmup is kept as given."""
+    import dataclasses
+
+    if cfg.max_steps is None or cfg.warmup <= cfg.max_steps * WARMUP_SHARE:
+        return cfg
+    capped = max(1, int(cfg.max_steps * WARMUP_SHARE))
+    ui.note(f"warmup: {capped} steps (the default {cfg.warmup} is more than a tenth of --max-steps "
+            f"{cfg.max_steps}; --warmup N sets it)")
+    return dataclasses.replace(cfg, warmup=capped)
+
+
 class RichReporter:
     """Progress bar and tables on stderr (the bar only on a terminal; log lines otherwise)."""
 
@@ -128,8 +145,9 @@ class RichReporter:
         if total is not None and done >= total:
             self.progress.remove_task(self.tok_task)
             self.tok_task = None
-            ui.note(f"tokenized {total:,} examples in {time.perf_counter() - self.tok_started:.1f} s "
-                    f"({rate:,.0f} examples/s)")
+            took = time.perf_counter() - self.tok_started
+            if took >= 1.0:  # (a rate over a few milliseconds says nothing)
+                ui.note(f"tokenized {total:,} examples in {took:.1f} s ({rate:,.0f} examples/s)")
 
 
 @app.command(cls=AttnCommand, epilog="Examples:  attn train translate --data data/translate.it-en.jsonl --src it "
@@ -281,7 +299,10 @@ def train(
         given = {k: v for k, v in fields.__dict__.items() if v is not None}
         fields = type(fields)(**{**meta.get("fields", {}), **given})  # the run's own field names
         valid = valid or (meta.get("data") or {}).get("valid")
-    cfg = resolve_config(task, options, load_toml(config), saved)
+    toml = load_toml(config)
+    cfg = resolve_config(task, options, toml, saved)
+    if saved is None and "warmup" not in toml and warmup is None:
+        cfg = short_run_warmup(cfg)
     req = RunRequest(data=data, out=out, valid=valid, subset=subset, split=split, tokenizer=tokenizer,
                      init_from=init_from, resume=resume, overwrite=overwrite, fields=fields,
                      data_cache=data_cache, num_proc=num_proc)

@@ -25,6 +25,8 @@ from .tokenizer import Tokenizers
 
 Note = Callable[[str], None]
 Progress = Callable[[int, int], None]
+SMALL_DATA = 1000  # below this many examples, validation reuses training examples (with a note)
+REUSED_MAX = 200  # ... at most this many
 
 
 @dataclass
@@ -205,24 +207,27 @@ def load_run_data(req: DataRequest, toks: Tokenizers | None,
     valid_source, notes = _valid_source(req, source)
     if toks is None:
         ds, _ = train_dataset()
-        toks = train_tokenizer(ds if valid_source else ds.select(holdout_rows(len(ds), req.seed)[0]))
+        held_out = valid_source is None and len(ds) >= SMALL_DATA
+        toks = train_tokenizer(ds.select(holdout_rows(len(ds), req.seed)[0]) if held_out else ds)
     full = cache.open(source, toks, "train", train_rows,
                       fingerprint=train_dataset()[0]._fingerprint if source.kind == "hub" else None)
     names = full.meta.get("label_names")
-    if valid_source is None:
-        if full.size < 2:
-            raise DataError(f"only {full.size} usable example in {req.spec}", "give more data or --valid")
-        keep, held = holdout_rows(full.size, req.seed)
-        train, valid_store = full.subset(keep), full.subset(held)
-        notes.append(f"validation: held out {len(held):,} examples of train (seed {req.seed}); "
-                     "pass --valid to choose")
-        valid = list(valid_store)
-        refs = [toks.tgt.decode(list(t)) for _, t in valid] if task != "sentiment" else []
-    else:
-        train = full
+    train = full
+    if valid_source is not None:
         valid_store = _open_valid(cache, valid_source, toks, task, fields, names)
-        valid = list(valid_store)
         refs = (valid_store.refs() or []) if task != "sentiment" else []
+    else:  # drawn from the training rows: references are their decoded targets
+        if full.size < SMALL_DATA:  # 1% would be a handful of examples: reuse some instead
+            valid_store = full.subset(np.sort(np.random.default_rng(req.seed).permutation(full.size)[:REUSED_MAX]))
+            notes.append(f"validation: {len(valid_store):,} of the {full.size:,} training examples, reused "
+                         "(too few to hold out a meaningful share); pass --valid for a held-out score")
+        else:
+            keep, held = holdout_rows(full.size, req.seed)
+            train, valid_store = full.subset(keep), full.subset(held)
+            notes.append(f"validation: held out {len(held):,} examples of train (seed {req.seed}); "
+                         "pass --valid to choose")
+        refs = [toks.tgt.decode(list(t)) for _, t in valid_store] if task != "sentiment" else []
+    valid = list(valid_store)
     if task == "sentiment" and len(present := np.unique(train.labels())) < 2:
         raise DataError(f"the training data has only one label ({names[int(present[0])]})",
                         "sentiment needs at least two classes")

@@ -57,8 +57,9 @@ def test_miss_then_hit_gives_the_in_memory_tokenization(tmp_path, corpus, toks):
     assert all_examples(first) == all_examples(second)
     expected, _ = encode_examples(load_task_data(str(path), "translate", TR, need_valid=False).train,
                                   "translate", toks, 256)
-    assert sorted(map(repr, all_examples(second))) == sorted(map(repr, expected))
-    assert len(second.valid) == max(1, round(len(rows) * 0.01))
+    train = second.train.gather(range(len(second.train)))
+    assert sorted(map(repr, train)) == sorted(map(repr, expected))
+    assert len(second.valid) == 200 and all(ex in train for ex in second.valid)  # small data: reused
     assert second.train.lengths.dtype == np.int32  # only lengths live in RAM
 
 
@@ -69,7 +70,7 @@ def test_appended_line_is_seen_and_retokenized(tmp_path, corpus, toks):
         fh.write(json.dumps({"it": "Una riga nuova.", "en": "A new line."}) + "\n")
     data, notes = load(path, toks, tmp_path / "c")
     assert any("changed since it was tokenized" in n for n in notes), notes
-    assert len(data.train) + len(data.valid) == len(rows) + 1
+    assert len(data.train) == len(rows) + 1
 
 
 def test_same_size_edit_with_the_old_mtime_is_seen(tmp_path, corpus, toks):
@@ -242,9 +243,22 @@ def test_large_files_are_tokenized_in_a_child_process(tmp_path, corpus, toks, mo
     data, _ = load_run_data(DataRequest(spec=str(path), task="translate", fields=TR, cache=tmp_path / "b"),
                             toks, None, lambda m: None, lambda done, total: seen.append((done, total)))
     assert all_examples(data) == all_examples(in_process)
-    assert seen and seen[-1][0] == seen[-1][1] == len(data.train) + len(data.valid)
+    assert seen and seen[-1][0] == seen[-1][1] == len(data.train)
     bad = tmp_path / "bad.jsonl"
     bad.write_text(path.read_text() + "{not json\n")
     with pytest.raises(AttnError, match="line .* is not valid JSON"):
         load(bad, toks, tmp_path / "b")
     assert not [p for p in (tmp_path / "b/tokenized").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_holdout_for_large_data_and_reuse_for_small(tmp_path, toks):
+    rows = [{"it": f"frase numero {i}", "en": f"sentence number {i}"} for i in range(1500)]
+    big = write_jsonl(tmp_path / "big.jsonl", rows)
+    data, notes = load(big, toks, tmp_path / "c")
+    assert len(data.valid) == 15 and len(data.train) == 1485  # 1% held out
+    assert not set(map(repr, data.valid)) & set(map(repr, data.train.gather(range(len(data.train)))))
+    assert any("held out 15 examples" in n for n in data.notes)
+    small = write_jsonl(tmp_path / "small.jsonl", rows[:300])
+    data, notes = load(small, toks, tmp_path / "c")
+    assert len(data.train) == 300 and len(data.valid) == 200
+    assert any("reused" in n and "--valid" in n for n in data.notes)
