@@ -784,3 +784,48 @@ def test_sigkill_before_the_first_save_then_resume_trains_to_the_end(tmp_path):
     assert again.returncode == 0, again.stderr
     assert "no saved state yet" in again.stderr
     assert json.loads((out / "last/state.json").read_text())["step"] == 4
+
+
+# ----------------------------------------------------------------- stop conditions and schedules
+
+
+def test_patience_stops_after_evaluations_without_improvement(tmp_path):
+    # a learning rate too small to change BLEU: the second evaluation is no better than the first
+    result = train(tmp_path / "p", max_steps=50, eval_every=1, patience=1, lr=1e-12)
+    assert result.reason == "no improvement in 1 evaluations (--patience)"
+    assert result.state["step"] == 2 and result.state["bad_evals"] == 1
+
+
+def test_epochs_stop_at_the_end_of_the_epoch(tmp_path):
+    from attn_cli.batching import plan_batches
+
+    result = train(tmp_path / "e", epochs=1)
+    assert result.reason == "finished 1 epoch(s)"
+    state = result.state
+    assert state["data"] == {"epoch": 1, "position": 0, "consumed": 0}
+    lengths = json.loads((tmp_path / "e/config.json").read_text())["data"]["train_examples"]
+    assert lengths == 332  # small data: every example trains (validation reuses some)
+    from attn_cli.rundata import DataRequest, load_run_data
+
+    data, _ = load_run_data(DataRequest(spec=IT_EN, task="translate", fields=FIELDS, seed=1),
+                            Tokenizers.load(tmp_path / "e"), None, lambda m: None)
+    assert state["step"] == len(plan_batches(data.train.lengths, BASE["max_tokens"], seed=1, epoch=0))
+
+
+def test_time_budget_stops_training(tmp_path):
+    result = train(tmp_path / "t", time_budget=1.0)
+    assert result.reason == "time budget of 1 s used"
+    assert 1 <= result.state["step"] and result.state["train_seconds"] < 30
+
+
+def test_cosine_schedule_warms_up_then_decays_to_the_floor():
+    from attn_cli.optim import lr_factor
+
+    cfg = TrainConfig(**{**BASE, "schedule": "cosine", "max_steps": 100, "warmup": 10, "min_lr_ratio": 0.05})
+    factors = [lr_factor(s, cfg) for s in range(101)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:], strict=False))  # decays after warmup
+    assert factors[55] == pytest.approx(0.05 + 0.95 * 0.5, abs=1e-9)  # half way: half of the range
+    assert factors[100] == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="cosine needs max_steps"):
+        TrainConfig(**{**BASE, "schedule": "cosine"})
