@@ -187,9 +187,10 @@ class InMemoryExamples:
 
     def __init__(self, examples: list[tuple], seq2seq: bool):
         self.examples = examples
-        cost = ((max(len(s), len(t) + 1) for s, t in examples) if seq2seq
-                else (len(ids) for ids, _ in examples))
-        self.lengths = np.fromiter(cost, dtype=np.int32, count=len(examples))
+        from .batching import example_lengths  # (batching imports torch: not at module level, so
+        # that a tokenizing child process does not pay for it)
+
+        self.lengths = np.asarray(example_lengths(examples, seq2seq), dtype=np.int32)  # (N,)
 
     def __len__(self) -> int:
         return len(self.examples)

@@ -10,6 +10,7 @@ SPEC's own validation split, else a seeded hold-out of the training rows (at mos
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,8 +68,7 @@ def holdout_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def tokenizer_digest(toks: Tokenizers) -> str:
-    import hashlib
-
+    """sha1 of the tokenizer model(s): a cache entry's ids belong to exactly these pieces."""
     return hashlib.sha1(toks.src.proto + b"\0" + (b"" if toks.joint else toks.tgt.proto)).hexdigest()
 
 
@@ -102,8 +102,7 @@ class Cache:
                     else [store_mod.file_identity(p) for p in source.paths])
         meta, why = store_mod.check_entry(directory, key)
         if meta is not None and meta.get("identity") == identity:
-            self.note(f"tokenized data: cached ({meta['rows']:,} examples of {source.describe()})")
-            return store_mod.TokenStore(directory, meta)
+            return self._cached(directory, meta, source)
         if meta is not None:
             self.note(f"{source.describe()} changed since it was tokenized; tokenizing it again")
         elif why != "missing":
@@ -111,8 +110,7 @@ class Cache:
         with store_mod.entry_lock(directory):
             meta, _ = store_mod.check_entry(directory, key)  # another process may have built it
             if meta is not None and meta.get("identity") == identity:
-                self.note(f"tokenized data: cached ({meta['rows']:,} examples of {source.describe()})")
-                return store_mod.TokenStore(directory, meta)
+                return self._cached(directory, meta, source)
             todo, names = rows()
             count = f"{todo.total:,} rows" if todo.total is not None else "the rows"
             self.note(f"tokenizing {count} of {source.describe()} (cached for next time in {self.root})")
@@ -132,6 +130,11 @@ class Cache:
                                                  {"label_names": names}, self.progress)
             except OSError as e:
                 raise store_mod.write_failure(self.root, e) from None
+        return store_mod.TokenStore(directory, meta)
+
+
+    def _cached(self, directory: Path, meta: dict, source: Source) -> store_mod.TokenStore:
+        self.note(f"tokenized data: cached ({meta['rows']:,} examples of {source.describe()})")
         return store_mod.TokenStore(directory, meta)
 
 

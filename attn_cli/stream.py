@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .batching import plan_batches
+from .batching import example_lengths, plan_batches
 from .data import (BUILDERS, LABEL_FIELDS, SRC_FIELDS, TEXT_FIELDS, TGT_FIELDS, Fields, Source,
                    _first_bad_json_line, _hf, _pick, check_utf8, file_format, first_line)
 from .errors import DataError
@@ -202,8 +202,7 @@ class StreamSource:
         for start, pairs in self._buffers(consumed):
             examples = self._encode(pairs)
             if examples:
-                lengths = np.fromiter(((max(len(s), len(t) + 1) if self.seq2seq else len(s))
-                                       for s, t in examples), dtype=np.int64, count=len(examples))
+                lengths = np.asarray(example_lengths(examples, self.seq2seq))
                 plan = plan_batches(lengths, self.max_tokens, seed=self.seed * 1_000_003 + start, epoch=epoch)
                 for k in range(position, len(plan)):
                     yield start, k + 1, [examples[i] for i in plan[k].tolist()]

@@ -33,6 +33,7 @@ from . import distributed as dd
 from .batching import (Batch, DataPosition, collate_classify, collate_seq2seq, example_lengths,
                        iterate_epoch, make_batches, plan_batches, split_batch_indices)
 from .datastore import InMemoryExamples
+from .prefetch import PREFETCH_DEPTH, Prefetch, mark_last
 from .stream import StreamSource
 from .config import ModelConfig, TrainConfig, check_field_types
 from .decoding import greedy_decode
@@ -373,7 +374,7 @@ class Trainer:
             while reason is None:
                 epoch = st.data.epoch
                 micro: list[tuple[Batch, float]] = []
-                ahead = Prefetch(_mark_last(self._collated(st.data)), PREFETCH_DEPTH)
+                ahead = Prefetch(mark_last(self._collated(st.data)), PREFETCH_DEPTH)
                 for (after, fraction, local), last in ahead:
                     window["wait"] += ahead.waited  # time the step waited on data
                     ahead.waited = 0.0
@@ -489,76 +490,6 @@ class Trainer:
         if st.step % self.cfg.log_every == 0 and window["n"]:
             log({"event": "train", **stats})
             window.update(tokens=0, t=now, loss=0.0, n=0, real=0, slots=0, wait=0.0)
-
-
-PREFETCH_DEPTH = 4  # batches collated ahead of the training step
-
-
-def _mark_last(items):
-    """``(item, is_last)`` for each item of an iterator (one item of lookahead)."""
-    it = iter(items)
-    try:
-        current = next(it)
-    except StopIteration:
-        return
-    for nxt in it:
-        yield current, False
-        current = nxt
-    yield current, True
-
-
-class Prefetch:
-    """Run a generator in a background thread, ``depth`` items ahead: batches are gathered
-    from the memory map and padded while the model trains on the previous one. Iterating
-    re-raises the generator's exception; :meth:`close` stops the thread."""
-
-    _END = object()
-
-    def __init__(self, items, depth: int):
-        import queue
-        import threading
-
-        self.queue: queue.Queue = queue.Queue(maxsize=depth)
-        self.stopped = threading.Event()
-        self.waited = 0.0  # seconds the consumer spent waiting for a batch
-        self.thread = threading.Thread(target=self._fill, args=(items,), daemon=True,
-                                       name="attn-prefetch")
-        self.thread.start()
-
-    def _fill(self, items) -> None:
-        try:
-            for item in items:
-                if not self._put(item):
-                    return
-            self._put(self._END)
-        except BaseException as e:  # handed to the consumer
-            self._put(e)
-
-    def _put(self, item) -> bool:
-        import queue
-
-        while not self.stopped.is_set():
-            try:
-                self.queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def __iter__(self):
-        while True:
-            t0 = time.perf_counter()
-            item = self.queue.get()
-            self.waited += time.perf_counter() - t0
-            if item is self._END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self) -> None:
-        self.stopped.set()
-        self.thread.join()
 
 
 def _main_thread() -> bool:
