@@ -22,7 +22,7 @@ CHILD_MIN_BYTES = 64 << 20  # files from this size on are tokenized in a child p
 def _child(args: tuple, done, results) -> None:
     """The child's work: read, tokenize and write the entry; report errors as plain tuples."""
     from .data import Fields  # noqa: F401 (unpickling the request's Fields)
-    from .rundata import stream_rows
+    from .stream import stream_rows
     from .tokenizer import Tokenizer
 
     source, task, fields, protos, spec_fields, directory, key, identity, root = args
@@ -46,7 +46,7 @@ def _child(args: tuple, done, results) -> None:
 def build_in_child(source, task: str, fields, toks, spec: store_mod.BuildSpec, directory: Path, key: dict,
                    identity: list, root: Path, total: int | None,
                    progress: Callable[[int, int | None], None] | None) -> dict:
-    """:func:`datastore.build_entry` on :func:`rundata.stream_rows` in a spawned process; returns
+    """:func:`datastore.build_entry` on :func:`stream.stream_rows` in a spawned process; returns
     the entry's meta and raises the child's error here (one line, as in-process)."""
     ctx = mp.get_context("spawn")
     done, results = ctx.Value("q", 0), ctx.Queue()

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from . import console as ui
-from .cli import AttnGroup, app, command, flag
+from .cli_app import AttnGroup, app, command, flag
 
 cache_app = typer.Typer(help="Show or free the tokenized-data cache (--data-cache, $ATTN_CACHE or "
                         "~/.cache/attn).", no_args_is_help=True, rich_markup_mode="rich", cls=AttnGroup)

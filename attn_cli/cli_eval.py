@@ -12,10 +12,10 @@ import typer
 from rich.table import Table
 
 from . import console as ui
-from .cli import (AttnCommand, DataOpt, LabelFieldOpt, SrcFieldOpt, SrcOpt, SubsetOpt, TextFieldOpt, TgtFieldOpt,
-                  TgtOpt, app, command, flag, make_fields)
-from .cli_infer import (DEC, ComputeOpt, EngineOpt, ModelOpt, ThreadsOpt, _decode_cfg, check_max_tokens,
-                        check_output, open_engine, write_outputs)
+from .cli_app import AttnCommand, app, command, flag
+from .cli_io import check_max_tokens, check_output, open_engine, write_outputs
+from .cli_options import (DEC, ComputeOpt, DataOpt, EngineOpt, LabelFieldOpt, ModelOpt, SrcFieldOpt, SrcOpt,
+                          SubsetOpt, TextFieldOpt, TgtFieldOpt, TgtOpt, ThreadsOpt, decode_cfg, make_fields)
 from .engines import DEFAULT_THREADS
 
 
@@ -67,7 +67,7 @@ def evaluate(
             hyps = [meta["label_names"][p] for p in preds]
         else:
             summ = task == "summarize"
-            dcfg = _decode_cfg(beam or (4 if summ else 5), length_penalty if length_penalty is not None
+            dcfg = decode_cfg(beam or (4 if summ else 5), length_penalty if length_penalty is not None
                                else (1.0 if summ else 0.6), 0.0 if summ else 1.5, 80 if summ else 10,
                                5 if summ else 0, 3 if summ else 0)
             hyps = [run.toks.tgt.decode(o) for o, _ in run.generate(ids, dcfg, max_tokens, advance)]

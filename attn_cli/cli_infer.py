@@ -1,5 +1,4 @@
-"""`attn translate`, `attn summarize` and `attn sentiment` (`attn eval` and `attn info` are in
-``cli_eval.py``).
+"""`attn translate`, `attn summarize` and `attn sentiment`.
 
 Results go to stdout (or `-o FILE`, written atomically), one line per input in input order;
 messages, progress and attention pictures go to stderr, so the commands compose in pipes.
@@ -8,132 +7,17 @@ messages, progress and attention pictures go to stderr, so the commands compose 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from . import console as ui
-from .cli import AttnCommand, app, command, flag
+from .cli_app import AttnCommand, app, command, flag
+from .cli_io import check_max_tokens, check_output, open_engine, read_inputs, write_outputs
+from .cli_options import (DEC, ComputeOpt, DeviceOpt, EngineOpt, InOpt, JsonOpt, MaxTokOpt, ModelOpt, OutOpt,
+                          TextsArg, ThreadsOpt, decode_cfg)
 from .engines import DEFAULT_THREADS
-from .errors import AttnError
-
-DEC = "Decoding"
-ModelOpt = Annotated[Path, typer.Option("--model", "-m", show_default=False,
-                                        help="Run directory written by attn train.")]
-TextsArg = Annotated[list[str] | None, typer.Argument(
-    show_default=False, help="Input text(s); without them, -i FILE or standard input is read.")]
-InOpt = Annotated[Path | None, typer.Option("--input", "-i", help="Read inputs from FILE.",
-                                            readable=False)]  # checked by read_inputs: one-line errors
-OutOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write outputs to FILE (atomically).")]
-JsonOpt = Annotated[bool, flag("--json", help="JSON lines with input, output and score.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
-MaxTokOpt = Annotated[int, typer.Option("--max-tokens", help="Source tokens per batch.")]
-ENG = "Engine"
-EngineOpt = Annotated[str, typer.Option("--engine", rich_help_panel=ENG, help=(
-    "auto (the run's ct2/ export from attn export when valid and up to date, else torch), "
-    "torch or ctranslate2."))]
-ComputeOpt = Annotated[str, typer.Option("--compute-type", rich_help_panel=ENG, help=(
-    "ctranslate2: auto (the exported weights' type), int8, float32, or on a GPU float16 or "
-    "int8_float16."))]
-ThreadsOpt = Annotated[int, typer.Option("--threads", rich_help_panel=ENG, help=(
-    "Intra-op CPU threads; 0 = auto: 1 on machines with at most 2 cores (measured fastest there), "
-    "else the library's default."))]
-
-
-def open_engine(model: Path, task: str | None, engine: str, compute_type: str, threads: int, device: str):
-    """The engine for the command, with any note on why it is not the export on stderr."""
-    from .engines import EngineOptions
-    from .engines import open_engine as _open
-
-    eng = _open(model, task, EngineOptions(engine, compute_type, threads, device))
-    for n in eng.notes:
-        ui.note(n)
-    return eng
-
-
-def read_inputs(texts: list[str] | None, path: Path | None, paragraphs: bool = False) -> list[str]:
-    """TEXT arguments, else the file, else stdin: one input per line; for ``paragraphs``
-    (summarize) JSONL objects or blank-line-separated documents."""
-    if texts:
-        return list(texts)
-    if path is not None:
-        if path.is_dir():
-            raise AttnError(f"input {path} is a directory", "give a text file to -i")
-        if not path.is_file():
-            raise AttnError(f"input file {path} not found", "check -i")
-        try:
-            raw = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise AttnError(f"{path} is not UTF-8 text", "convert it, e.g. iconv -t utf-8") from None
-        except OSError as e:
-            raise AttnError(f"cannot read {path}: {e.strerror or e}", "check its permissions") from None
-    else:
-        raw = sys.stdin.read()
-    if not paragraphs:
-        return raw.split("\n")[:-1] if raw.endswith("\n") else raw.split("\n") if raw else []
-    lines = [x for x in raw.splitlines() if x.strip()]
-    if lines and all(x.lstrip().startswith("{") for x in lines):
-        return [_document(x, i) for i, x in enumerate(lines, 1)]
-    return [p.strip() for p in raw.split("\n\n") if p.strip()]
-
-
-def _document(line: str, number: int) -> str:
-    from .data import SRC_FIELDS
-
-    try:
-        obj = json.loads(line)
-    except ValueError:
-        raise AttnError(f"input line {number} is not valid JSON", "fix that line") from None
-    for key in SRC_FIELDS:
-        if isinstance(obj.get(key), str):
-            return obj[key]
-    raise AttnError(f"input line {number} has no document field", f"use one of {', '.join(SRC_FIELDS)}")
-
-
-def check_output(path: Path | None) -> None:
-    """Refuse an unusable -o before any work is done (the write itself is atomic)."""
-    if path is None:
-        return
-    if path.is_dir():
-        raise AttnError(f"output {path} is a directory", "give a file name to -o")
-    parent = path.resolve().parent
-    if not parent.is_dir():
-        raise AttnError(f"the directory of {path} does not exist", "create it first")
-    if not os.access(parent, os.W_OK):  # (root passes this; the atomic write still checks)
-        raise AttnError(f"cannot write to {parent}", "choose a writable -o")
-
-
-def check_max_tokens(max_tokens: int) -> None:
-    if max_tokens <= 0:
-        raise AttnError(f"--max-tokens must be positive, got {max_tokens}", "e.g. --max-tokens 6000")
-
-
-def write_outputs(lines: list[str], path: Path | None) -> None:
-    text = "".join(line + "\n" for line in lines)
-    if path is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    from .checkpoint import atomic_write_text
-
-    check_output(path)
-    atomic_write_text(path, text)
-
-
-def _decode_cfg(beam, length_penalty, max_len_a, max_len_b, min_len, no_repeat_ngram, sample=False,
-                top_k=0, top_p=1.0, temperature=1.0, seed=0):
-    from .decoding import DecodeConfig
-
-    try:
-        return DecodeConfig(beam=beam, length_penalty=length_penalty, max_len_a=max_len_a,
-                            max_len_b=max_len_b, min_len=min_len, no_repeat_ngram=no_repeat_ngram,
-                            sample=sample, top_k=top_k, top_p=top_p, temperature=temperature, seed=seed)
-    except ValueError as e:
-        raise AttnError(f"bad decoding option: {e}", "see --help") from None
-
 
 def _generate(task, model, texts, input_file, output, as_json, dcfg, eng_opts, max_tokens, show, plot):
     from .infer import encode_inputs
@@ -209,7 +93,7 @@ def translate(
     engine: EngineOpt = "auto", compute_type: ComputeOpt = "auto", threads: ThreadsOpt = DEFAULT_THREADS,
 ) -> None:
     """Translate text with a trained translation model."""
-    dcfg = _decode_cfg(beam, length_penalty, max_len_a, max_len_b, min_len, no_repeat_ngram)
+    dcfg = decode_cfg(beam, length_penalty, max_len_a, max_len_b, min_len, no_repeat_ngram)
     _generate("translate", model, texts, input_file, output, as_json, dcfg,
               (engine, compute_type, threads, device), max_tokens, show_attention, plot)
 
@@ -244,7 +128,7 @@ def summarize(
     engine: EngineOpt = "auto", compute_type: ComputeOpt = "auto", threads: ThreadsOpt = DEFAULT_THREADS,
 ) -> None:
     """Summarize documents (one per line, JSONL, or separated by blank lines)."""
-    dcfg = _decode_cfg(1 if sample else beam, length_penalty, max_len_a, max_len_b, min_len,
+    dcfg = decode_cfg(1 if sample else beam, length_penalty, max_len_a, max_len_b, min_len,
                        no_repeat_ngram, sample, top_k, top_p, temperature, seed)
     _generate("summarize", model, texts, input_file, output, as_json, dcfg,
               (engine, compute_type, threads, device), max_tokens, show_attention, plot)
@@ -309,5 +193,3 @@ def _explain(engine, ids, labels, confidences) -> None:
         top = ", ".join(f"{w} {v:.2f}" for w, v in top_tokens(pieces, weights, k=5))
         ui.err.print(f"  -> {label} ({conf:.1%}); most important: {top}", markup=False)
 
-
-from . import cli_eval  # noqa: E402,F401  (attn eval, attn info)

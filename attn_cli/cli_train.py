@@ -17,8 +17,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import console as ui
-from .cli import (AttnCommand, DataOpt, LabelFieldOpt, SplitOpt, SrcFieldOpt, SrcOpt, SubsetOpt, TextFieldOpt,
-                  TgtFieldOpt, TgtOpt, app, command, flag, make_fields)
+from .cli_app import AttnCommand, app, command, flag
+from .cli_options import (DataOpt, LabelFieldOpt, SplitOpt, SrcFieldOpt, SrcOpt, SubsetOpt, TextFieldOpt, TgtFieldOpt,
+                          TgtOpt, make_fields)
 from .errors import AttnError
 
 RUN, MODEL, OPT, STOP, HW = "Run", "Model", "Optimisation", "When to stop", "Hardware"

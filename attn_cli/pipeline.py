@@ -362,10 +362,3 @@ def write_card(out: Path, cfg: TrainConfig, data: RunData, params: int, state: d
             f"## Validation metrics at the best step\n\n| metric | value |\n|---|---|\n{metric_lines}\n"
             f"Test metrics: run `attn eval --model {out.name} --data SPEC --split test`.\n")
     ckpt.atomic_write_text(out / ckpt.CARD_FILE, text)
-
-
-def preset_table() -> dict[str, int]:
-    """Parameter counts of each preset for a joint 8,000-piece translation model."""
-    return {name: count_parameters(build_model(model_config_from_preset(name, "translate", 8000)))
-            for name in PRESETS}
-

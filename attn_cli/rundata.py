@@ -22,6 +22,7 @@ from . import datastore as store_mod
 from .buildproc import CHILD_MIN_BYTES, build_in_child
 from .data import (HOLDOUT_FRACTION, HOLDOUT_MAX, Fields, Source, load_source, locate, normalize)
 from .errors import DataError
+from .stream import stream_rows
 from .tokenizer import Tokenizers
 
 Note = Callable[[str], None]
@@ -147,31 +148,6 @@ def dataset_rows(ds, task: str, refs: bool = False) -> store_mod.Rows:
     if refs and task != "sentiment":
         kept = list(ds["references" if "references" in ds.column_names else "tgt"])
     return store_mod.Rows(batches, total=len(ds), refs=kept)
-
-
-def stream_rows(source: Source, task: str, fields: Fields) -> store_mod.Rows:
-    """A local file read and normalized batch by batch: no Arrow copy of it is written, and
-    memory holds one batch (the way a corpus larger than RAM gets into the cache)."""
-    from .stream import Normalizer, raw_batches
-
-    normalize = Normalizer(task, fields)
-    return store_mod.Rows((normalize(b) for b in raw_batches(source)), total=_count_lines(source),
-                          labels=normalize.labels, recipe=(source, task, fields))
-
-
-def _count_lines(source: Source) -> int | None:
-    """Rows of a one-row-a-line file (JSON lines, text, parallel text), counted in 4 MiB
-    chunks (about 0.3 s a GB); None for other formats."""
-    path = source.paths[0]
-    if path.name.lower().endswith(".gz") or (source.kind == "file" and
-                                             path.name.lower().rsplit(".", 1)[-1] not in ("jsonl", "txt")):
-        return None
-    lines, last = 0, b"\n"
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            lines += chunk.count(b"\n")
-            last = chunk[-1:]
-    return lines + (last != b"\n")
 
 
 def _normalized(source: Source, task: str, fields: Fields, names: list[str] | None = None) -> tuple:
