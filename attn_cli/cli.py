@@ -14,6 +14,7 @@ from . import cli_infer  # noqa: F401
 from . import cli_eval  # noqa: F401
 from . import cli_tokenizer  # noqa: F401
 from . import cli_cache  # noqa: F401
+from . import cli_serve  # noqa: F401
 from .cli_app import app
 
 __all__ = ["app", "main"]

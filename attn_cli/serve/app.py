@@ -1,0 +1,209 @@
+"""The FastAPI app: routes, error answers, and the page.
+
+``create_app(models, cfg)`` takes the engines by name (``runner.open_models``) and returns an
+ASGI app whose workers are already running; they stop at the app's shutdown (or ``app.state.close()``).
+
+Routes: ``POST /v1/translate``, ``/v1/summarize``, ``/v1/sentiment``; ``GET /v1/models``,
+``/health``, ``/metrics``, ``/docs`` (OpenAPI), and the page at ``/`` with its files under
+``/static``. Every refusal is JSON ``{"error": ...}`` (plus ``"limit"`` when a limit was broken)
+with a 4xx status: 400 malformed JSON or body, 401 key, 404 unknown route or model, 405 method,
+413 body size, 422 types, values and limits, 429 queue full (with Retry-After), 503 shutting
+down, 504 over --timeout. A 500 means a bug, never bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from .. import __version__
+from .batcher import Closed, QueueFull
+from .config import ServeConfig
+from .metrics import CONTENT_TYPE, ServeMetrics
+from .middleware import ApiKey, Body, Observe
+from .runner import ModelRunner, Payload
+from .schemas import (
+    ApiError,
+    ErrorBody,
+    SentimentRequest,
+    SentimentResponse,
+    Seq2SeqResponse,
+    SummarizeRequest,
+    TranslateRequest,
+    check_texts,
+    decode_config,
+)
+
+if TYPE_CHECKING:
+    from ..engines import Engine
+
+STATIC = Path(__file__).parent / "static"
+ROUTES = {"/", "/health", "/metrics", "/docs", "/openapi.json", "/v1/models", "/v1/translate",
+          "/v1/summarize", "/v1/sentiment"}
+ERRORS = {s: {"model": ErrorBody} for s in (400, 401, 404, 413, 422, 429, 503, 504)}
+
+
+def create_app(models: dict[str, Engine], cfg: ServeConfig,
+               log: Callable[[str], None] | None = None) -> FastAPI:
+    """The server for ``models`` (name -> engine) under ``cfg``; ``log`` gets one line per
+    request unless ``cfg.quiet``."""
+    metrics = ServeMetrics(ROUTES | {"/static"})
+    runners = {name: ModelRunner(name, eng, cfg, metrics) for name, eng in models.items()}
+    for r in runners.values():
+        r.batcher.start()
+
+    def close() -> None:
+        for r in runners.values():
+            r.batcher.close(timeout=5.0)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        await asyncio.get_running_loop().run_in_executor(None, close)
+
+    app = FastAPI(title="attn serve", version=__version__, lifespan=lifespan,
+                  description="Translation, summarization and sentiment with attn models, batched "
+                  "across requests. The page at / shows the attention.")
+    app.state.runners, app.state.metrics, app.state.close, app.state.cfg = runners, metrics, close, cfg
+    _errors(app)
+    _routes(app, runners, cfg, metrics)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # Middleware: the last added runs first (outermost): observe, CORS, key, body.
+    app.add_middleware(Body, max_body=cfg.max_body)
+    if cfg.api_key:
+        app.add_middleware(ApiKey, key=cfg.api_key, exempt={"/", "/health", "/favicon.ico"},
+                           exempt_prefixes=("/static/",))
+    if cfg.cors:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=cfg.cors, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(Observe, metrics=metrics, log=None if cfg.quiet else log)
+    return app
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_req: Request, e: ApiError) -> JSONResponse:
+        return JSONResponse(e.body(), e.status, headers=e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_req: Request, e: RequestValidationError) -> JSONResponse:
+        errors = e.errors()
+        first = errors[0] if errors else {}
+        if first.get("type") == "json_invalid":
+            why = (first.get("ctx") or {}).get("error", "JSON decode error")
+            return JSONResponse({"error": f"malformed JSON: {why} at character {first['loc'][-1]}"}, 400)
+        return JSONResponse({"error": _validation_message(first)}, 422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(req: Request, e: HTTPException) -> JSONResponse:
+        if e.status_code == 404:
+            message = f"no route {req.method} {req.url.path[:200]}; see /docs"
+        elif e.status_code == 405:
+            message = f"{req.method} is not allowed on {req.url.path[:200]}"
+        else:
+            message = str(e.detail)
+        return JSONResponse({"error": message}, e.status_code, headers=getattr(e, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def bug(_req: Request, e: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"internal error: {type(e).__name__}: {e}"}, 500)
+
+
+def _validation_message(err: dict) -> str:
+    """One line from pydantic's first complaint, naming the field."""
+    loc = [str(x) for x in err.get("loc", ()) if x != "body"]
+    kind = err.get("type", "")
+    if not loc:
+        return "the request needs a JSON object body" if kind != "missing" else "the request has no JSON body"
+    field = loc[0]
+    if field == "text" and kind not in ("missing",):
+        return "'text' must be a string or a list of strings"
+    if kind == "missing":
+        return f"'{field}' is missing"
+    if kind == "extra_forbidden":
+        return f"unknown field '{field}'; see /docs for the fields of this route"
+    return f"'{'.'.join(loc)}': {err.get('msg', 'invalid value')}"
+
+
+def _routes(app: FastAPI, runners: dict[str, ModelRunner], cfg: ServeConfig, metrics: ServeMetrics) -> None:
+    def pick(task: str, name: str | None) -> ModelRunner:
+        if name is not None:
+            r = runners.get(name)
+            if r is None:
+                raise ApiError(404, f"no model named '{name[:100]}'; GET /v1/models lists them")
+            if r.task != task:
+                raise ApiError(404, f"model '{name}' is a {r.task} model; send it to /v1/{r.task}")
+            return r
+        of_task = [r for r in runners.values() if r.task == task]
+        if not of_task:
+            raise ApiError(404, f"no {task} model is served; GET /v1/models lists them")
+        if len(of_task) > 1:
+            raise ApiError(422, f"{len(of_task)} {task} models are served; name one with \"model\" "
+                           f"({', '.join(r.name for r in of_task)})")
+        return of_task[0]
+
+    async def infer(task: str, req) -> JSONResponse:
+        runner = pick(task, req.model)
+        texts = check_texts(req.text, cfg)
+        dcfg = decode_config(task, req, cfg) if task != "sentiment" else None
+        ids = runner.encode(texts)
+        try:
+            future = runner.submit(ids, Payload(dcfg, req.attention))
+        except QueueFull:
+            raise ApiError(429, f"model '{runner.name}' has {cfg.queue} requests waiting; try again later",
+                           ("--queue", cfg.queue), {"Retry-After": str(runner.batcher.retry_after())}) from None
+        except Closed:
+            raise ApiError(503, "the server is shutting down") from None
+        try:
+            outputs = await asyncio.wait_for(asyncio.wrap_future(future), cfg.timeout)
+        except asyncio.TimeoutError:
+            future.cancel()
+            raise ApiError(504, f"the request took over {cfg.timeout:g} s", ("--timeout", cfg.timeout)) from None
+        except Closed:
+            raise ApiError(503, "the server is shutting down") from None
+        return JSONResponse({"model": runner.name, "outputs": outputs})
+
+    @app.post("/v1/translate", response_model=Seq2SeqResponse, responses=ERRORS, tags=["inference"])
+    async def translate(req: TranslateRequest):
+        """Translate one text or a list of texts (outputs in input order)."""
+        return await infer("translate", req)
+
+    @app.post("/v1/summarize", response_model=Seq2SeqResponse, responses=ERRORS, tags=["inference"])
+    async def summarize(req: SummarizeRequest):
+        """Summarize one document or a list of documents."""
+        return await infer("summarize", req)
+
+    @app.post("/v1/sentiment", response_model=SentimentResponse, responses=ERRORS, tags=["inference"])
+    async def sentiment(req: SentimentRequest):
+        """Classify the sentiment of one text or a list of texts."""
+        return await infer("sentiment", req)
+
+    @app.get("/v1/models", tags=["service"])
+    async def models() -> dict:
+        """The served models: name, task, languages or labels, parameters, best validation, engine."""
+        return {"models": [r.info for r in runners.values()]}
+
+    @app.get("/health", tags=["service"])
+    async def health() -> dict:
+        """Liveness (no API key needed)."""
+        return {"status": "ok", "models": len(runners)}
+
+    @app.get("/metrics", tags=["service"])
+    async def prometheus() -> Response:
+        """Prometheus metrics in the text exposition format."""
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
