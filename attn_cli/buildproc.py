@@ -25,11 +25,11 @@ def _child(args: tuple, done, results) -> None:
     from .stream import stream_rows
     from .tokenizer import Tokenizer
 
-    source, task, fields, protos, spec_fields, directory, key, identity, root = args
+    source, task, fields, text_only, protos, spec_fields, directory, key, identity, root = args
     encoders = {name: Tokenizer(proto) for name, proto in protos.items()}
     spec = store_mod.BuildSpec(encoders=encoders, **spec_fields)
     try:
-        meta = store_mod.build_entry(stream_rows(source, task, fields), spec, directory, key, identity,
+        meta = store_mod.build_entry(stream_rows(source, task, fields, text_only), spec, directory, key, identity,
                                      {"label_names": None}, lambda n, _total: setattr(done, "value", n))
         results.put(("ok", meta))
     except AttnError as e:
@@ -43,17 +43,19 @@ def _child(args: tuple, done, results) -> None:
         results.put(("bug", f"{type(e).__name__}: {e}"))
 
 
-def build_in_child(source, task: str, fields, toks, spec: store_mod.BuildSpec, directory: Path, key: dict,
-                   identity: list, root: Path, total: int | None,
+def build_in_child(source, task: str, fields, text_only: bool, toks, spec: store_mod.BuildSpec,
+                   directory: Path, key: dict, identity: list, root: Path, total: int | None,
                    progress: Callable[[int, int | None], None] | None) -> dict:
     """:func:`datastore.build_entry` on :func:`stream.stream_rows` in a spawned process; returns
-    the entry's meta and raises the child's error here (one line, as in-process)."""
+    the entry's meta and raises the child's error here (one line, as in-process). The first
+    four arguments are stream_rows's (a :class:`datastore.Rows` recipe)."""
     ctx = mp.get_context("spawn")
     done, results = ctx.Value("q", 0), ctx.Queue()
     protos = {name: tok.proto for name, tok in spec.encoders.items()}
     spec_fields = {"columns": spec.columns, "limits": spec.limits, "seq2seq": spec.seq2seq,
-                   "num_proc": spec.num_proc, "name": spec.name}
-    args = (source, task, fields, protos, spec_fields, directory, key, identity, root)
+                   "num_proc": spec.num_proc, "name": spec.name, "text_only": spec.text_only,
+                   "length_extra": spec.length_extra}
+    args = (source, task, fields, text_only, protos, spec_fields, directory, key, identity, root)
     proc = ctx.Process(target=_child, args=(args, done, results), daemon=True, name="attn-tokenize")
     proc.start()
     outcome, shown = None, -1

@@ -97,6 +97,13 @@ def file_format(path: Path) -> str:
     return ext
 
 
+def builder_options(ext: str, documents: bool = False) -> dict:
+    """Extra `load_dataset` options for a file format (TSV's delimiter, .txt documents)."""
+    if ext == "tsv":
+        return {"delimiter": "\t"}
+    return {"sample_by": "paragraph"} if documents and ext == "txt" else {}
+
+
 def _open_bytes(path: Path):
     return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
 
@@ -131,8 +138,9 @@ def _first_bad_json_line(path: Path) -> int | None:
     return None
 
 
-def load_file(path: Path) -> Dataset:
-    """One local file -> Dataset."""
+def load_file(path: Path, documents: bool = False) -> Dataset:
+    """One local file -> Dataset. ``documents``: a .txt file's rows are its blank-line-separated
+    blocks (`datasets`' paragraphs) rather than its lines."""
     ext = file_format(path)
     if not path.is_file():
         raise DataError(f"{path} is not a file", "give a data file, a directory or a prefix")
@@ -140,9 +148,9 @@ def load_file(path: Path) -> Dataset:
         raise DataError(f"{path} is empty", "give a file with data in it")
     if ext != "parquet":
         check_utf8(path)
-    kwargs = {"delimiter": "\t"} if ext == "tsv" else {}
     try:
-        ds = _hf().load_dataset(BUILDERS[ext], data_files=str(path), split="train", **kwargs)
+        ds = _hf().load_dataset(BUILDERS[ext], data_files=str(path), split="train",
+                                **builder_options(ext, documents))
     except Exception as e:  # datasets wraps parser errors in its own types
         detail = first_line(e.__cause__ or e)
         if ext in ("jsonl", "json"):
@@ -203,6 +211,7 @@ class Source:
     kind: str  # "file", "parallel" (prefix.src + prefix.tgt) or "hub"
     paths: tuple[Path, ...] = ()  # the local files (none for the Hub)
     subset: str | None = None  # Hub configuration
+    documents: bool = False  # a .txt read as blank-line-separated documents (pretraining text)
 
     def describe(self) -> str:
         return ", ".join(str(p) for p in self.paths) if self.paths else f"{self.spec} ({self.split})"
@@ -283,7 +292,7 @@ def load_source(source: Source, required: bool = True) -> Dataset | None:
     """Read a located split as a raw Dataset (columns as in the data); a Hub split that does
     not exist is None when ``required`` is False."""
     if source.kind == "file":
-        return load_file(source.paths[0])
+        return load_file(source.paths[0], source.documents)
     if source.kind == "parallel":
         src, tgt = (p.name.rsplit(".", 1)[1] for p in source.paths)
         return load_parallel(Path(str(source.paths[0])[: -len(src) - 1]), src, tgt)
@@ -475,8 +484,11 @@ def _check_nonempty(ds: Dataset, spec: str, task: str) -> None:
 
 
 def texts_for_tokenizer(data: Dataset, task: str) -> tuple[list[str], list[str]]:
-    """Column names whose text trains the tokenizer: (source-side columns, target-side columns)."""
-    return (["text"], []) if task == "sentiment" else (["src"], ["tgt"])
+    """Column names whose text trains the tokenizer: (source-side columns, target-side columns).
+    Pretraining text (one "text" column, :mod:`textdata`) trains one joint vocabulary."""
+    if task == "sentiment" or "src" not in data.column_names:
+        return ["text"], []
+    return ["src"], ["tgt"]
 
 
 def encode_examples(ds: Dataset, task: str, toks, max_len: int,

@@ -6,11 +6,11 @@ Format, one directory per cache entry (fairseq's indexed-dataset idea)::
       meta.json           key, source identity, counts, file sizes and digests (written last)
       src.bin, tgt.bin    translate/summarize: every row's ids back to back (uint16, or uint32
                           when a vocabulary has more than 65,535 pieces)
-      text.bin            sentiment: the same for the text
+      text.bin            sentiment, and pretraining text (meta "text_only"): the same for the text
       COL.idx.npy         offsets, N + 1 of them (uint32, int64 past 4G ids): row i is
                           COL.bin[idx[i]:idx[i + 1]]
       lengths.npy         int32, each row's padded cost (what batching plans with)
-      labels.npy          sentiment: int64 class ids
+      labels.npy          sentiment: int64 class ids (pretraining text has none)
       refs.json           validation entries of seq2seq data: the reference texts for BLEU/ROUGE
 
 Why flat arrays rather than `datasets` Arrow files: the ids take half the bytes (uint16), a
@@ -106,13 +106,15 @@ class TokenStore:
 
     ``rows`` (optional) selects and orders a subset of the entry's rows (a held-out split);
     ``lengths`` always matches the selection. Rows come out as the training code's examples:
-    ``(src_ids, tgt_ids)`` for seq2seq, ``(ids, label)`` for sentiment.
+    ``(src_ids, tgt_ids)`` for seq2seq, ``(ids, label)`` for sentiment, and ``ids`` (a list
+    of ints) for pretraining text (``text_only``).
     """
 
     def __init__(self, directory: Path, meta: dict, rows: np.ndarray | None = None):
         self.directory, self.meta, self.rows = directory, meta, rows
         self.columns = list(meta["columns"])
         self.seq2seq = self.columns == ["src", "tgt"]
+        self.text_only = bool(meta.get("text_only"))  # pretraining rows: one text's ids each
         self._bin = {c: np.memmap(directory / f"{c}.bin", dtype=meta["columns"][c]["dtype"], mode="r")
                      if meta["columns"][c]["tokens"] else np.zeros(0, np.uint16) for c in self.columns}
         self._idx = {c: np.load(directory / f"{c}.idx.npy", mmap_mode="r") for c in self.columns}
@@ -156,6 +158,8 @@ class TokenStore:
             cols.append([data[s:e].tolist() for s, e in zip(starts.tolist(), ends.tolist(), strict=True)])
         if self.seq2seq:
             return list(zip(cols[0], cols[1], strict=True))
+        if self.text_only:
+            return cols[0]
         return list(zip(cols[0], self._labels[rows].tolist(), strict=True))
 
     def __getitem__(self, i: int) -> tuple:
@@ -246,18 +250,22 @@ class BuildSpec:
     seq2seq: bool
     num_proc: int = 1  # SentencePiece encoding threads
     name: str = "the data"  # what the rows are, for errors
+    text_only: bool = False  # pretraining text: rows are (text,), no labels
+    length_extra: int = 0  # added to every row's length in lengths.npy (textdata.text_cost)
 
 
 @dataclass
 class Rows:
-    """Normalized rows to tokenize, in batches of pairs: (src, tgt) texts, or (text, label code)."""
+    """Normalized rows to tokenize, in batches of pairs: (src, tgt) texts, or (text, label
+    code); pretraining text: 1-tuples (text,)."""
 
     batches: Iterable[list[tuple]]
     total: int | None = None  # rows, when known beforehand (progress)
     refs: list | None = None  # validation entries of seq2seq data: the reference texts
     labels: Callable[[], tuple[list[str] | None, np.ndarray | None]] | None = None  # after the
     # batches: (label names, code -> class id table, or None when codes are class ids)
-    recipe: tuple | None = None  # (Source, task, Fields) when another process can read them again
+    recipe: tuple | None = None  # (Source, task, Fields, text_only) when another process can
+    # read them again (stream.stream_rows's arguments)
 
 
 def _encode(tok, texts: list[str], limit: int, threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -297,16 +305,16 @@ def _write_entry(rows: Rows, spec: BuildSpec, out: Path, key: dict, identity: li
     with contextlib.ExitStack() as stack:
         sinks = {c: stack.enter_context(open(out / f"{c}.bin", "wb")) for c in spec.columns}
         for pairs in _rebatch(rows.batches):
-            first, second = (list(x) for x in zip(*pairs, strict=True))
-            cols = {spec.columns[0]: first} | ({spec.columns[1]: second} if spec.seq2seq else {})
+            parts = [list(x) for x in zip(*pairs, strict=True)]  # one list per tuple field
+            cols = dict(zip(spec.columns, parts[:len(spec.columns)], strict=True))  # sentiment: labels in parts[1]
             cut_here = np.zeros(len(pairs), dtype=bool)
             for c, texts in cols.items():
                 flat, lens, was_cut = _encode(spec.encoders[c], texts, spec.limits[c], spec.num_proc)
                 sinks[c].write(flat.astype(dtypes[c]).tobytes())
                 row_lens[c].append(lens.astype(np.int32))
                 cut_here |= was_cut  # rows cut on any side count once
-            if not spec.seq2seq:
-                label_parts.append(np.asarray(second, dtype=np.int64))
+            if not spec.seq2seq and not spec.text_only:
+                label_parts.append(np.asarray(parts[1], dtype=np.int64))
             cut += int(cut_here.sum())
             done += len(pairs)
             if progress:
@@ -327,6 +335,8 @@ def _write_entry(rows: Rows, spec: BuildSpec, out: Path, key: dict, identity: li
     names = extra.get("label_names")
     if spec.seq2seq:
         lengths = np.maximum(lens["src"], lens["tgt"] + 1)
+    elif spec.text_only:
+        lengths = lens["text"] + spec.length_extra
     else:
         lengths = lens["text"]
         labels = np.concatenate(label_parts)
@@ -345,7 +355,7 @@ def _write_entry(rows: Rows, spec: BuildSpec, out: Path, key: dict, identity: li
     meta = {"format": FORMAT, "key": key, "identity": identity, "rows": done, "files": files,
             "truncated": cut, "columns": {c: {"dtype": dtypes[c], "tokens": int(lens[c].sum())}
                                           for c in spec.columns},
-            **extra, "label_names": names}
+            **extra, "label_names": names, **({"text_only": True} if spec.text_only else {})}
     (out / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return meta
 

@@ -23,9 +23,10 @@ import numpy as np
 
 from .batching import example_lengths, plan_batches
 from .data import (BUILDERS, LABEL_FIELDS, SRC_FIELDS, TEXT_FIELDS, TGT_FIELDS, Fields, Source,
-                   _first_bad_json_line, _hf, _pick, check_utf8, file_format, first_line)
+                   _first_bad_json_line, _hf, _pick, builder_options, check_utf8, file_format, first_line)
 from .datastore import Rows
 from .errors import DataError
+from .textdata import TextRows, is_plain_text, text_cost, text_limit
 from .tokenizer import Tokenizers
 
 READ_BATCH = 10_000  # rows read from the stream at a time
@@ -45,8 +46,8 @@ def raw_batches(source: Source) -> Iterator[dict]:
     ext = file_format(path)
     if ext != "parquet":
         check_utf8(path)
-    kwargs = {"delimiter": "\t"} if ext == "tsv" else {}
-    ds = _hf().load_dataset(BUILDERS[ext], data_files=str(path), split="train", streaming=True, **kwargs)
+    ds = _hf().load_dataset(BUILDERS[ext], data_files=str(path), split="train", streaming=True,
+                            **builder_options(ext, source.documents))
     try:
         yield from _columns(ds)
     except Exception as e:  # datasets wraps parser errors in its own types
@@ -158,15 +159,18 @@ class StreamSource:
     buffer: int  # rows per shuffle buffer
     seed: int
     label_names: list[str] | None = None  # sentiment: names from the validation data
+    text_only: bool = False  # pretraining: each example is one text's ids (list[int]), cut as
+    # the cache cuts them (:func:`textdata.text_limit`)
 
     @property
     def seq2seq(self) -> bool:
-        return self.task != "sentiment"
+        return self.task != "sentiment" and not self.text_only
 
     def _buffers(self, skip: int) -> Iterator[tuple[int, list[tuple]]]:
         """(rows read before it, its normalized rows) for each buffer of ``buffer`` raw rows
         after the first ``skip`` rows (read, not tokenized); the last one may be short."""
-        normalize = Normalizer(self.task, self.fields, self.label_names)
+        normalize = (TextRows(self.task, self.fields, is_plain_text(self.source)) if self.text_only
+                     else Normalizer(self.task, self.fields, self.label_names))
         read, start, buf = 0, skip, None
         for batch in raw_batches(self.source):
             n = len(next(iter(batch.values())))
@@ -189,6 +193,9 @@ class StreamSource:
         """Tokenized examples as the training code wants them (ids cut to --max-len)."""
         if not pairs:
             return []
+        if self.text_only:
+            limit = text_limit(self.task, self.max_len)
+            return [ids[:limit] for ids in self.toks.src.encode_batch([t for (t,) in pairs])]
         first, second = zip(*pairs, strict=True)
         src = self.toks.src.encode_batch(list(first))
         if self.seq2seq:
@@ -203,7 +210,8 @@ class StreamSource:
         for start, pairs in self._buffers(consumed):
             examples = self._encode(pairs)
             if examples:
-                lengths = np.asarray(example_lengths(examples, self.seq2seq))
+                lengths = (np.asarray([len(x) for x in examples]) + text_cost(self.task) if self.text_only
+                           else np.asarray(example_lengths(examples, self.seq2seq)))  # (n,)
                 plan = plan_batches(lengths, self.max_tokens, seed=self.seed * 1_000_003 + start, epoch=epoch)
                 for k in range(position, len(plan)):
                     yield start, k + 1, [examples[i] for i in plan[k].tolist()]
@@ -227,20 +235,36 @@ def _parallel_batches(paths: tuple[Path, ...]) -> Iterator[dict]:
             yield {names[0]: left, names[1]: right}
 
 
-def stream_rows(source: Source, task: str, fields: Fields) -> Rows:
+def stream_rows(source: Source, task: str, fields: Fields, text_only: bool = False) -> Rows:
     """A local file read and normalized batch by batch: no Arrow copy of it is written, and
-    memory holds one batch (the way a corpus larger than RAM gets into the cache)."""
+    memory holds one batch (the way a corpus larger than RAM gets into the cache).
+    ``text_only``: pretraining rows ``(text,)`` (:class:`textdata.TextRows`)."""
+    if text_only:
+        rows = TextRows(task, fields, is_plain_text(source))
+        return Rows((rows(b) for b in raw_batches(source)), total=_text_total(source),
+                    recipe=(source, task, fields, True))
     normalize = Normalizer(task, fields)
     return Rows((normalize(b) for b in raw_batches(source)), total=_count_lines(source),
-                          labels=normalize.labels, recipe=(source, task, fields))
+                          labels=normalize.labels, recipe=(source, task, fields, False))
+
+
+def _text_total(source: Source) -> int | None:
+    """Pretraining rows of a source, when its lines say: a .txt read by lines (one row each),
+    a parallel prefix (two); None otherwise (documents, or columns not yet known)."""
+    if source.kind == "parallel":
+        lines = _count_lines(source)
+        return None if lines is None else 2 * lines
+    if source.documents or file_format(source.paths[0]) != "txt":
+        return None
+    return _count_lines(source)
 
 
 def _count_lines(source: Source) -> int | None:
     """Rows of a one-row-a-line file (JSON lines, text, parallel text), counted in 4 MiB
     chunks (about 0.3 s a GB); None for other formats."""
     path = source.paths[0]
-    if path.name.lower().endswith(".gz") or (source.kind == "file" and
-                                             path.name.lower().rsplit(".", 1)[-1] not in ("jsonl", "txt")):
+    if path.name.lower().endswith(".gz") or source.documents or (
+            source.kind == "file" and path.name.lower().rsplit(".", 1)[-1] not in ("jsonl", "txt")):
         return None
     lines, last = 0, b"\n"
     with open(path, "rb") as fh:

@@ -262,3 +262,13 @@ def test_holdout_for_large_data_and_reuse_for_small(tmp_path, toks):
     data, notes = load(small, toks, tmp_path / "c")
     assert len(data.train) == 300 and len(data.valid) == 200
     assert any("reused" in n and "--valid" in n for n in data.notes)
+
+
+def test_parallel_prefix_is_not_its_own_validation_split(tmp_path, toks):
+    """A prefix names one split (its two files): validation is held out, not the same files."""
+    rows = [json.loads(line) for line in open(IT_EN, encoding="utf-8")]
+    for lang in ("it", "en"):
+        (tmp_path / f"train.{lang}").write_text("".join(r[lang] + "\n" for r in rows), encoding="utf-8")
+    data, _ = load(tmp_path / "train", toks, tmp_path / "c")
+    assert not any("'validation' split" in n for n in data.notes), data.notes
+    assert any("reused" in n for n in data.notes) and len(data.valid) == 200
