@@ -119,14 +119,12 @@ def info(run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_def
     table = Table(title=f"attn model {run_dir}", show_header=False, title_justify="left")
     table.add_row("task", meta["task"])
     table.add_row("preset", f"{meta.get('preset')}: d_model {m['d_model']}, heads {m['n_heads']}, "
-                  f"layers {m['n_enc_layers']}+{m['n_dec_layers']}, ffn {m['d_ff']}, max_len {m['max_len']}, "
-                  f"{m.get('positions', 'sinusoidal')} positions")
+                  f"layers {m['n_enc_layers']}+{m['n_dec_layers']}, ffn {m['d_ff']}, max_len {m['max_len']}")
     table.add_row("parameters", f"{meta.get('parameters', 0):,}")
     table.add_row("vocabulary", f"{toks.src.vocab_size:,} " + ("joint" if toks.joint else
                                                                f"/ {toks.tgt.vocab_size:,} separate"))
     if meta["task"] == "sentiment":
         table.add_row("labels", ", ".join(meta.get("label_names") or []))
-        table.add_row("pooling", m.get("pooling", "mean"))
     elif meta.get("languages", {}).get("src"):
         table.add_row("languages", f"{meta['languages']['src']} -> {meta['languages']['tgt']}")
     d = meta.get("data", {})

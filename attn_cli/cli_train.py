@@ -23,6 +23,7 @@ from .cli_options import (DataOpt, LabelFieldOpt, SplitOpt, SrcFieldOpt, SrcOpt,
 from .errors import AttnError
 
 RUN, MODEL, OPT, STOP, HW = "Run", "Model", "Optimisation", "When to stop", "Hardware"
+EXPERT = "Expert (the defaults suit most runs)"
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -66,7 +67,10 @@ def read_json(path: Path) -> dict | None:
     return value
 
 
-REMOVED_OPTIONS = ("subword_sampling",)  # train_config.json keys of earlier versions
+# train_config.json keys of earlier versions and the value that meant "off": a run saved with
+# one of them off still resumes; one that used it cannot be continued the same way.
+REMOVED_OPTIONS = {"subword_sampling": 0.0, "sam": 0.0, "mixup": 0.0, "token_dropout": 0.0, "mlm_steps": 0,
+                   "attn_dropout": None, "pooling": "mean", "positions": "sinusoidal"}
 
 
 def resolve_config(task: str, options: dict, toml: dict, saved: dict | None):
@@ -74,7 +78,10 @@ def resolve_config(task: str, options: dict, toml: dict, saved: dict | None):
     from .config import TrainConfig
 
     merged = dict(saved or {"task": task})
-    for removed in REMOVED_OPTIONS:  # runs saved by earlier versions still resume
+    for removed, off in REMOVED_OPTIONS.items():  # runs saved by earlier versions
+        if merged.get(removed, off) not in (off, 0, None):
+            raise AttnError(f"the run to resume was trained with {removed}={merged[removed]!r}, an option "
+                            "this version of attn no longer has", "start a new run (without --resume)")
         merged.pop(removed, None)
     if "time_budget" in toml and isinstance(toml["time_budget"], str):
         toml["time_budget"] = parse_duration(toml["time_budget"])
@@ -152,7 +159,7 @@ class RichReporter:
 
 
 @app.command(cls=AttnCommand, epilog="Examples:  attn train translate --data data/translate.it-en.jsonl --src it "
-             "--tgt en --out runs/it-en --preset tiny --max-steps 300  ·  attn train sentiment "
+             "--tgt en --out runs/it-en --preset tiny --max-steps 800  ·  attn train sentiment "
              "--data ../shared/data/sentiment/sst2 --out runs/sst2 --time-budget 15m  ·  "
              "torchrun --nproc-per-node 4 -m attn_cli train translate ... (multi-GPU)")
 @command
@@ -188,7 +195,7 @@ def train(
         "Use this tokenizer directory (default: train one on the training data)."))] = None,
     init_from: Annotated[Path | None, typer.Option("--init-from", rich_help_panel=RUN, help=(
         "Start from the best weights of this earlier run directory (a warm start: fine-tune it "
-        "on this data) with its tokenizer; the same --preset and --positions. A classifier head "
+        "on this data) with its tokenizer and --preset. A classifier head "
         "for a different number of labels starts fresh; a sentiment run may start from the encoder "
         "of a translate or summarize run."))] = None,
     vocab_size: Annotated[int | None, typer.Option("--vocab-size", rich_help_panel=RUN, help=(
@@ -201,25 +208,6 @@ def train(
         "(default: small). *joint 8k vocabulary translation model."))] = None,
     dropout: Annotated[float | None, typer.Option("--dropout", rich_help_panel=MODEL,
                                                   help="Dropout (default: 0.1).")] = None,
-    attn_dropout: Annotated[float | None, typer.Option("--attn-dropout", rich_help_panel=MODEL, help=(
-        "Dropout on the attention weights while training (default: 0). On CPU it moves attention "
-        "from the fused kernel to the slower math path."))] = None,
-    token_dropout: Annotated[float | None, typer.Option("--token-dropout", rich_help_panel=MODEL, help=(
-        "While training, replace each input (source) token by <unk> with this probability, "
-        "a regulariser for small data (default: 0)."))] = None,
-    pooling: Annotated[str | None, typer.Option("--pooling", rich_help_panel=MODEL, help=(
-        "sentiment: summarise the encoder outputs by their mean or max over tokens, or by attention "
-        "from one learned query, whose weights --explain shows (default: mean)."))] = None,
-    positions: Annotated[str | None, typer.Option("--positions", rich_help_panel=MODEL, help=(
-        "How the model sees token order: sinusoidal encodings added to the embeddings, or rope "
-        "(rotary, relative positions inside self-attention; for inputs longer than most "
-        "training examples) (default: sinusoidal)."))] = None,
-    mixup: Annotated[float | None, typer.Option("--mixup", rich_help_panel=MODEL, help=(
-        "sentiment: while training, blend each pooled sentence vector and its label with another "
-        "example's, weight ~ Beta(A, A) (mixup; e.g. 0.4) (default: 0 = off)."))] = None,
-    mlm_steps: Annotated[int | None, typer.Option("--mlm-steps", rich_help_panel=MODEL, help=(
-        "sentiment: spend the first N steps pretraining the encoder as a masked language model "
-        "on the training texts (labels unused), then train the classifier (default: 0)."))] = None,
     max_len: Annotated[int | None, typer.Option("--max-len", rich_help_panel=MODEL, help=(
         "Positions per side; longer inputs are truncated (default: 256)."))] = None,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", rich_help_panel=OPT, help=(
@@ -230,25 +218,11 @@ def train(
                                              help="Peak learning rate (default: 7e-4).")] = None,
     warmup: Annotated[int | None, typer.Option("--warmup", rich_help_panel=OPT,
                                                help="Warmup steps (default: 800).")] = None,
-    schedule: Annotated[str | None, typer.Option("--schedule", rich_help_panel=OPT, help=(
-        "inverse_sqrt or cosine (cosine needs --max-steps) (default: inverse_sqrt)."))] = None,
-    label_smoothing: Annotated[float | None, typer.Option("--label-smoothing", rich_help_panel=OPT, help=(
-        "(default: 0.1 for translate/summarize, 0 for sentiment)."))] = None,
-    weight_decay: Annotated[float | None, typer.Option("--weight-decay", rich_help_panel=OPT,
-                                                       help="AdamW weight decay (default: 0.01).")] = None,
-    clip: Annotated[float | None, typer.Option("--clip", rich_help_panel=OPT, help=(
-        "Gradient-norm clipping, 0 = off (default: 1.0)."))] = None,
-    sam: Annotated[float | None, typer.Option("--sam", rich_help_panel=OPT, help=(
-        "Sharpness-aware minimization: take each step with the gradient at weights moved this "
-        "far (rho, e.g. 0.05) uphill; seeks flat minima, costs a second forward/backward per "
-        "step (default: 0 = off)."))] = None,
     ema: Annotated[float | None, typer.Option("--ema", rich_help_panel=OPT, help=(
         "Evaluate and keep an exponential moving average of the weights with this decay, "
         "e.g. 0.999 (default: 0 = off)."))] = None,
     seed: Annotated[int | None, typer.Option("--seed", rich_help_panel=OPT, help=(
         "Seed for init, data order and dropout (default: 1)."))] = None,
-    skip_nonfinite: Annotated[bool | None, flag("--skip-nonfinite", rich_help_panel=OPT, help=(
-        "Skip batches with a NaN/inf loss instead of stopping."), show_default=False)] = None,
     time_budget: Annotated[str | None, typer.Option("--time-budget", rich_help_panel=STOP, help=(
         "Stop after this much training time in this session: 90s, 15m, 1h30m."))] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", rich_help_panel=STOP,
@@ -262,10 +236,6 @@ def train(
     save_every: Annotated[str | None, typer.Option("--save-every", rich_help_panel=STOP, help=(
         "Also save last/ (the resumable state) after this much time without a save, so a kill "
         "loses at most that much: 90s, 10m, 0 = only at evaluations (default: 10m)."))] = None,
-    eval_samples: Annotated[int | None, typer.Option("--eval-samples", rich_help_panel=STOP, help=(
-        "Validation examples decoded for BLEU/ROUGE per evaluation (default: 500)."))] = None,
-    log_every: Annotated[int | None, typer.Option("--log-every", rich_help_panel=STOP, help=(
-        "Steps between lines in metrics.jsonl (default: 50)."))] = None,
     device: Annotated[str | None, typer.Option("--device", rich_help_panel=HW, help=(
         "auto, cpu or cuda (default: auto = cuda when available)."))] = None,
     precision: Annotated[str | None, typer.Option("--precision", rich_help_panel=HW, help=(
@@ -274,6 +244,20 @@ def train(
                                          help="torch.compile the model.")] = None,
     nproc: Annotated[int | None, typer.Option("--nproc", rich_help_panel=HW, help=(
         "Launch N processes on this machine through torch.distributed.run (DDP)."))] = None,
+    schedule: Annotated[str | None, typer.Option("--schedule", rich_help_panel=EXPERT, help=(
+        "inverse_sqrt or cosine (cosine needs --max-steps) (default: inverse_sqrt)."))] = None,
+    label_smoothing: Annotated[float | None, typer.Option("--label-smoothing", rich_help_panel=EXPERT, help=(
+        "(default: 0.1 for translate/summarize, 0 for sentiment)."))] = None,
+    weight_decay: Annotated[float | None, typer.Option("--weight-decay", rich_help_panel=EXPERT,
+                                                       help="AdamW weight decay (default: 0.01).")] = None,
+    clip: Annotated[float | None, typer.Option("--clip", rich_help_panel=EXPERT, help=(
+        "Gradient-norm clipping, 0 = off (default: 1.0)."))] = None,
+    skip_nonfinite: Annotated[bool | None, flag("--skip-nonfinite", rich_help_panel=EXPERT, help=(
+        "Skip batches with a NaN/inf loss instead of stopping."), show_default=False)] = None,
+    eval_samples: Annotated[int | None, typer.Option("--eval-samples", rich_help_panel=EXPERT, help=(
+        "Validation examples decoded for BLEU/ROUGE per evaluation (default: 500)."))] = None,
+    log_every: Annotated[int | None, typer.Option("--log-every", rich_help_panel=EXPERT, help=(
+        "Steps between lines in metrics.jsonl (default: 50)."))] = None,
 ) -> None:
     """Train a transformer on your data and write a self-contained run directory."""
     from .checkpoint import TRAIN_CONFIG_FILE
@@ -282,12 +266,9 @@ def train(
 
     if nproc is not None and nproc > 1:
         return launch(nproc)
-    options = dict(preset=preset, dropout=dropout, attn_dropout=attn_dropout, token_dropout=token_dropout,
-                   pooling=pooling, positions=positions,
-                   mixup=mixup, mlm_steps=mlm_steps,
-                   max_len=max_len, max_tokens=max_tokens, accum=accum,
+    options = dict(preset=preset, dropout=dropout, max_len=max_len, max_tokens=max_tokens, accum=accum,
                    lr=lr, warmup=warmup, schedule=schedule, label_smoothing=label_smoothing,
-                   weight_decay=weight_decay, clip=clip, sam=sam, ema=ema, seed=seed, skip_nonfinite=skip_nonfinite,
+                   weight_decay=weight_decay, clip=clip, ema=ema, seed=seed, skip_nonfinite=skip_nonfinite,
                    time_budget=parse_duration(time_budget), max_steps=max_steps, epochs=epochs,
                    patience=patience, eval_every=eval_every, eval_samples=eval_samples,
                    save_every=parse_duration(save_every),

@@ -78,8 +78,9 @@ def dataclass_from_dict(cls: type, d: dict[str, Any]) -> Any:
     return cls(**d)
 
 
-POOLINGS = ("mean", "max", "attention")  # how the sentiment classifier summarises its encoder outputs
-POSITIONS = ("sinusoidal", "rope")  # how the model sees token order
+# Model fields of earlier attn versions, with the only value this version builds: a run that
+# used another value names the field in its error (they were pruned: docs/benchmarks.md).
+RETIRED_MODEL_FIELDS = {"attn_dropout": 0.0, "pooling": "mean", "positions": "sinusoidal"}
 
 
 @dataclass
@@ -96,15 +97,12 @@ class ModelConfig:
     n_dec_layers: int = 3  # decoder layers (0 for sentiment)
     d_ff: int = 1024  # hidden width of the feed-forward blocks (F)
     dropout: float = 0.1  # dropout on embeddings and residual branches
-    attn_dropout: float = 0.0  # dropout on attention weights
     max_len: int = 512  # maximum number of positions (per side) the model accepts
     num_labels: int = 0  # classes of the sentiment head (>= 2 for sentiment; 0 otherwise)
     pad_id: int = 0  # padding token id (masked out of attention and pooling)
     bos_id: int = 2  # beginning-of-sequence id, the first decoder input
     eos_id: int = 3  # end-of-sequence id, where decoding stops
     tie_embeddings: bool = True  # output projection shares the target embedding matrix
-    pooling: str = "mean"  # sentiment: "mean", "max" or "attention" over the encoder outputs of real tokens
-    positions: str = "sinusoidal"  # sinusoidal (added to embeddings) or rope (rotary, in self-attention)
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -119,17 +117,8 @@ class ModelConfig:
         if self.d_model % self.n_heads:
             raise ValueError(f"ModelConfig.d_model ({self.d_model}) must be divisible by "
                              f"n_heads ({self.n_heads})")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"ModelConfig.pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
-        if self.positions not in POSITIONS:
-            raise ValueError(f"ModelConfig.positions must be one of {', '.join(POSITIONS)}, "
-                             f"got {self.positions!r}")
-        if self.positions == "rope" and (self.d_model // self.n_heads) % 2:
-            raise ValueError(f"ModelConfig.positions rope needs an even head dimension "
-                             f"(d_model / n_heads), got {self.d_model // self.n_heads}")
-        for name in ("dropout", "attn_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"ModelConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
         self._check_task_fields()
         self._check_special_ids()
 
@@ -177,7 +166,14 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        """Inverse of ``to_dict``; unknown keys and wrongly typed values raise ValueError."""
+        """Inverse of ``to_dict``; unknown keys and wrongly typed values raise ValueError. Fields
+        of earlier versions are accepted at the value this version builds (RETIRED_MODEL_FIELDS)."""
+        if isinstance(d, dict):
+            for name, kept in RETIRED_MODEL_FIELDS.items():
+                if name in d and d[name] != kept:
+                    raise ValueError(f"this run was made with {name}={d[name]!r}, which this attn "
+                                     f"version no longer builds (only {kept!r})")
+            d = {k: v for k, v in d.items() if k not in RETIRED_MODEL_FIELDS}
         return dataclass_from_dict(cls, d)
 
 
@@ -229,14 +225,7 @@ class TrainConfig:
     label_smoothing: float | None = None  # None = 0.1 for seq2seq, 0.0 for sentiment
     clip: float = 1.0  # gradient-norm clipping (0 = off)
     ema: float = 0.0  # decay of a moving average of the weights used for evaluation (0 = off)
-    token_dropout: float = 0.0  # training: replace each source/text token by <unk> with this probability
-    pooling: str = "mean"  # sentiment: how the classifier pools the encoder outputs (mean, max, attention)
-    positions: str = "sinusoidal"  # token order: sinusoidal encodings or rope (rotary, relative)
-    mixup: float = 0.0  # sentiment: Beta(a, a) mixup of pooled vectors and labels while training (0 = off)
-    mlm_steps: int = 0  # sentiment: first train the encoder for N steps as a masked LM on the training texts
-    sam: float = 0.0  # sharpness-aware minimization: radius rho of the weight perturbation (0 = off)
     dropout: float | None = None  # None = the preset's dropout (0.1)
-    attn_dropout: float | None = None  # None = the preset's attention dropout (0)
     epochs: int | None = None  # stop after this many epochs
     max_steps: int | None = None  # stop after this many optimizer steps
     time_budget: float | None = None  # stop after this many seconds of training
@@ -274,10 +263,6 @@ class TrainConfig:
             if getattr(self, name) < 0 or (name == "lr" and self.lr == 0):
                 raise ValueError(f"{name} must be {'positive' if name == 'lr' else '>= 0'}, "
                                  f"got {getattr(self, name)}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
-        if self.positions not in POSITIONS:
-            raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}")
         if self.schedule not in ("inverse_sqrt", "cosine"):
             raise ValueError(f"schedule must be inverse_sqrt or cosine, got {self.schedule!r}")
         if self.schedule == "cosine" and self.max_steps is None:
@@ -286,18 +271,9 @@ class TrainConfig:
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
-        if self.mixup < 0:
-            raise ValueError(f"mixup must be >= 0 (e.g. 0.4; 0 = off), got {self.mixup}")
-        for name in ("mixup", "mlm_steps"):
-            if getattr(self, name) and self.task != "sentiment":
-                raise ValueError(f"{name} applies to sentiment only, not {self.task}")
-        if self.sam < 0:
-            raise ValueError(f"sam must be >= 0 (e.g. 0.05; 0 = off), got {self.sam}")
-        if self.mlm_steps < 0:
-            raise ValueError(f"mlm_steps must be >= 0 (0 = no pretraining), got {self.mlm_steps}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1) (e.g. 0.999; 0 = off), got {self.ema}")
-        for name in ("label_smoothing", "dropout", "attn_dropout", "token_dropout"):
+        for name in ("label_smoothing", "dropout"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")

@@ -286,34 +286,13 @@ def _softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def _attention_pool(w: dict[str, np.ndarray], h: np.ndarray, keep: np.ndarray, n_heads: int) -> np.ndarray:
-    """Classifier._attend_pool in numpy: one learned query attends over h (B, S, D) -> (B, D)."""
-    import numpy as np
-
-    b, s, d = h.shape
-    dh = d // n_heads
-    q = w["pool_attn.q_proj.weight"] @ w["pool_query"]  # (D,)
-    kv = h @ w["pool_attn.kv_proj.weight"].T  # (B, S, 2D)
-    k, v = kv[..., :d].reshape(b, s, n_heads, dh), kv[..., d:].reshape(b, s, n_heads, dh)
-    scores = np.einsum("hd,bshd->bhs", q.reshape(n_heads, dh), k) / np.sqrt(dh)  # (B, H, S)
-    mask = (keep | ~keep.any(1, keepdims=True))[:, None, :]  # (B, 1, S): all-pad rows see pads
-    att = _softmax(np.where(mask, scores, -np.inf))  # (B, H, S)
-    out = np.einsum("bhs,bshd->bhd", att, v).reshape(b, d)  # (B, D)
-    return out @ w["pool_attn.out_proj.weight"].T + w["pool_attn.out_proj.bias"]
-
-
 def head_probs(w: dict[str, np.ndarray], cfg: ModelConfig, h: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """Pooling and the Linear-tanh-Linear head of a Classifier: h (B, S, D), keep (B, S) -> (B, C)."""
+    """Mean pooling and the Linear-tanh-Linear head of a Classifier: h (B, S, D), keep (B, S) ->
+    (B, C); an all-pad row pools to zeros, as in Classifier.pooled."""
     import numpy as np
 
-    if cfg.pooling == "attention":
-        pooled = _attention_pool(w, h, keep, cfg.n_heads)  # (B, D)
-    elif cfg.pooling == "max":
-        pooled = np.where(keep[:, :, None], h, -np.inf).max(1)  # (B, D)
-    else:
-        m = keep[:, :, None].astype(h.dtype)  # (B, S, 1)
-        pooled = (h * m).sum(1) / np.maximum(m.sum(1), 1.0)  # (B, D)
-    pooled = np.where(keep.any(1, keepdims=True), pooled, 0.0)
+    m = keep[:, :, None].astype(h.dtype)  # (B, S, 1)
+    pooled = (h * m).sum(1) / np.maximum(m.sum(1), 1.0)  # (B, D)
     x = np.tanh(pooled @ w["head.0.weight"].T + w["head.0.bias"])  # (B, D)
     return _softmax(x @ w["head.3.weight"].T + w["head.3.bias"])  # (B, C)
 

@@ -12,9 +12,7 @@ representation forward next to what attention adds. Rollout accounts for both: p
 averages the heads, adds the identity for the residual stream (``0.5 * A + 0.5 * I`` after row
 renormalisation), and multiplies the layers, so ``rollout[i, j]`` estimates how much input
 token j flows into position i at the top of the encoder. The classifier pools by the mean over
-real tokens, so the importance of token j is the mean of ``rollout[i, j]`` over real queries i;
-under max pooling each query i is weighted instead by the share of pooled dimensions it wins,
-under attention pooling by the pooling attention's weight on it (mean over heads).
+real tokens, so the importance of token j is the mean of ``rollout[i, j]`` over real queries i.
 
 Limits: rollout follows attention only. It ignores the feed-forward blocks, the layer norms,
 the value vectors and the classification head, so it says where information *can* flow, not
@@ -99,8 +97,7 @@ def token_importance(model: Classifier, ids: Tensor) -> Tensor:
         ids = ids[None, :]  # (1, S)
     with _eval_mode(model):
         attn = model.attention_maps(ids)  # (L, B, H, S, S)
-        shares = model.pool_shares(ids).float()  # (B, S)
-    return rollout(attn, ids != model.cfg.pad_id, shares)  # (B, S)
+    return rollout(attn, ids != model.cfg.pad_id)  # (B, S): mean pooling gives equal shares
 
 
 def cross_alignment(model: Seq2Seq, src_ids: Tensor, out_ids: Tensor,

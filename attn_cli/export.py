@@ -15,10 +15,8 @@ with ``pre_norm=True`` and exact (erf) GELU:
   encoder.ln_out / decoder.ln_out         the stack's layer_norm
   output_weight (tied or out_proj)        decoder.projection
 
-Rotary runs (``--positions rope``) rotate the halves (i, i + Dh/2) of each head, which is
-CTranslate2's ``rotary_interleave=False``, in self-attention only; they get hand-built encoder
-and decoder specs without position encodings. Sentiment runs export the encoder as a
-``TransformerEncoderModelSpec``; pooling and the head run outside CTranslate2, from
+Sentiment runs export the encoder as a ``TransformerEncoderModelSpec``; mean pooling and the
+head run outside CTranslate2, from
 ``ct2/head.safetensors``. ``ct2/attn_export.json`` is written last: it records what was exported
 from which weights (size, mtime, sha256), so a run trained after its export is detected.
 """
@@ -38,7 +36,7 @@ from .errors import AttnError, RunFailure
 
 EXPORT_DIR = "ct2"
 EXPORT_META = "attn_export.json"  # written last: a ct2/ without it is not an attn export
-HEAD_FILE = "head.safetensors"  # sentiment: pooling query/attention and the classifier head
+HEAD_FILE = "head.safetensors"  # sentiment: the classifier head
 QUANTIZATIONS = ("none", "int8", "int8_float16", "float16")
 FORMAT = 1  # version of the attn_export.json layout
 INSTALL_HINT = "pip install 'ctranslate2>=4.6.3'"
@@ -60,7 +58,6 @@ class ExportInfo:
     format: int  # FORMAT of the file
     task: str  # translate | summarize | sentiment
     quantization: str  # one of QUANTIZATIONS
-    positions: str  # sinusoidal | rope
     src_vocab_size: int  # pieces of the source (or joint) vocabulary
     tgt_vocab_size: int  # pieces of the target vocabulary (0 for sentiment)
     weights_size: int  # bytes of model.safetensors when exported
@@ -145,8 +142,7 @@ def _ffn(spec, state: dict, prefix: str) -> None:
 
 def _fill_encoder(enc, cfg: ModelConfig, state: dict, embed: str) -> None:
     enc.embeddings[0].weight = _np(state, embed)
-    if cfg.positions == "sinusoidal":
-        enc.position_encodings.encodings = sinusoidal_table(cfg.max_len, cfg.d_model)
+    enc.position_encodings.encodings = sinusoidal_table(cfg.max_len, cfg.d_model)
     for i, layer in enumerate(enc.layer):
         p = f"encoder.layers.{i}"
         _self_attention(layer.self_attention, state, p + ".attn", p + ".ln_attn")
@@ -156,8 +152,7 @@ def _fill_encoder(enc, cfg: ModelConfig, state: dict, embed: str) -> None:
 
 def _fill_decoder(dec, cfg: ModelConfig, state: dict, embed: str, output: str) -> None:
     dec.embeddings.weight = _np(state, embed)
-    if cfg.positions == "sinusoidal":
-        dec.position_encodings.encodings = sinusoidal_table(cfg.max_len, cfg.d_model)
+    dec.position_encodings.encodings = sinusoidal_table(cfg.max_len, cfg.d_model)
     for i, layer in enumerate(dec.layer):
         p = f"decoder.layers.{i}"
         _self_attention(layer.self_attention, state, p + ".self_attn", p + ".ln_self")
@@ -170,31 +165,24 @@ def _fill_decoder(dec, cfg: ModelConfig, state: dict, embed: str, output: str) -
     dec.projection.weight = _np(state, output)  # (V, D), the tied embedding by default
 
 
-def _stack_options(cfg: ModelConfig) -> dict:
-    """Spec options shared by encoder and decoder; rope: rotary on all of each head's dims,
-    halves rotated together (attn's RotaryPositions), base 10000."""
+def _stack_options() -> dict:
+    """Spec options shared by encoder and decoder."""
     from ctranslate2.specs import common_spec
 
-    opts: dict = dict(pre_norm=True, activation=common_spec.Activation.GELU)
-    if cfg.positions == "rope":
-        opts.update(rotary_dim=0, rotary_interleave=False, rotary_base=10000.0)
-    return opts
+    return dict(pre_norm=True, activation=common_spec.Activation.GELU)
 
 
 def _encoder_spec(cfg: ModelConfig):
     from ctranslate2.specs import transformer_spec as ts
 
-    enc = ts.TransformerEncoderSpec(cfg.n_enc_layers, cfg.n_heads, **_stack_options(cfg))
-    if cfg.positions == "rope":  # the encoder spec always declares them; rotary replaces them
-        del enc.position_encodings
-    return enc
+    return ts.TransformerEncoderSpec(cfg.n_enc_layers, cfg.n_heads, **_stack_options())
 
 
 def build_seq2seq_spec(cfg: ModelConfig, state: dict, src_pieces: list[str], tgt_pieces: list[str]):
     """A TransformerSpec holding a Seq2Seq state dict, with the SentencePiece pieces as vocabularies."""
     from ctranslate2.specs import transformer_spec as ts
 
-    dec = ts.TransformerDecoderSpec(cfg.n_dec_layers, cfg.n_heads, **_stack_options(cfg))
+    dec = ts.TransformerDecoderSpec(cfg.n_dec_layers, cfg.n_heads, **_stack_options())
     spec = ts.TransformerSpec(_encoder_spec(cfg), dec)
     tgt_embed = "tgt_embed.weight" if "tgt_embed.weight" in state else "src_embed.weight"
     output = "out_proj.weight" if "out_proj.weight" in state else tgt_embed
@@ -227,12 +215,9 @@ def _special_tokens(config, pieces: list[str], cfg: ModelConfig) -> None:
     config.layer_norm_epsilon = 1e-5  # torch's nn.LayerNorm default
 
 
-HEAD_PREFIXES = ("head.", "pool_attn.", "pool_query")
-
-
 def head_state(state: dict) -> dict:
-    """The Classifier tensors that run outside CTranslate2: the head and attention pooling."""
-    return {k: v.float().contiguous() for k, v in state.items() if k.startswith(HEAD_PREFIXES)}
+    """The Classifier tensors that run outside CTranslate2: the head."""
+    return {k: v.float().contiguous() for k, v in state.items() if k.startswith("head.")}
 
 
 # --------------------------------------------------------------------------- export
@@ -267,7 +252,7 @@ def export_run(run_dir: Path, quantize: str = "none", out: Path | None = None) -
         spec = build_encoder_spec(cfg, state, src)
     out = Path(out) if out is not None else run_dir / EXPORT_DIR
     ckpt.prepare_out_dir(out, overwrite=True, what="export")
-    info = ExportInfo(FORMAT, cfg.task, quantize, cfg.positions, toks.src.vocab_size,
+    info = ExportInfo(FORMAT, cfg.task, quantize, toks.src.vocab_size,
                       toks.tgt.vocab_size if cfg.is_seq2seq else 0, size, mtime, digest,
                       ct2.__version__)
     staged = ckpt.stage_dir(out)
@@ -318,14 +303,14 @@ def export_status(run_dir: Path, model_cfg: ModelConfig, src_vocab: int, tgt_voc
         return ExportStatus(path, None, f"{path} was not written by attn export (no {EXPORT_META})")
     try:
         raw = json.loads(meta.read_text(encoding="utf-8"))
-        info = ExportInfo(**raw)
+        info = ExportInfo(**{k: raw[k] for k in ExportInfo.__dataclass_fields__ if k in raw})
     except (ValueError, TypeError, UnicodeDecodeError, OSError):
         return ExportStatus(path, None, f"{meta} is unreadable")
     want = tgt_vocab if model_cfg.is_seq2seq else 0
     problem = None
     if not (path / "model.bin").is_file():
         problem = f"{path} has no model.bin"
-    elif info.format != FORMAT or info.task != model_cfg.task or info.positions != model_cfg.positions:
+    elif info.format != FORMAT or info.task != model_cfg.task:
         problem = f"{path} holds a {info.task} export that is not of this run"
     elif info.src_vocab_size != src_vocab or info.tgt_vocab_size != want or not _vocab_ok(path, info):
         problem = f"{path}: vocabulary size does not match the run's tokenizer"

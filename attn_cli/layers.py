@@ -63,8 +63,7 @@ def causal_mask(t: int, device: torch.device | str | None = None, k: int | None 
 
 
 def attention_reference(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout_p: float = 0.0
-) -> tuple[Tensor, Tensor]:
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Explicit-softmax attention: returns (output (B, H, T, Dh), weights (B, H, T, K)).
 
     ``mask`` is bool, broadcastable to (B, H, T, K), True = attend. Matches
@@ -80,8 +79,7 @@ def attention_reference(
         weights = torch.softmax(scores, dim=-1)  # (B, H, T, K)
     if mask is not None:  # a query that may attend nothing gets zeros, as in SDPA, not NaN
         weights = weights.masked_fill(~mask.any(-1, keepdim=True), 0.0)
-    dropped = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
-    return dropped @ v, weights  # (B, H, T, Dh), (B, H, T, K)
+    return weights @ v, weights  # (B, H, T, Dh), (B, H, T, K)
 
 
 # --------------------------------------------------------------------------- positions
@@ -107,32 +105,6 @@ class SinusoidalPositions(nn.Module):
         if offset + t > self.max_len:
             raise ValueError(f"sequence of {offset + t} positions exceeds max_len={self.max_len}")
         return x + self.pe[offset:offset + t].to(x.dtype)  # (B, T, D)
-
-
-class RotaryPositions(nn.Module):
-    """Rotary position embedding (RoPE): rotates each pair of query/key dimensions (i, i + Dh/2)
-    of a head by an angle proportional to the position, so that attention scores depend on
-    relative positions only (no parameters)."""
-
-    def __init__(self, head_dim: int, max_len: int, base: float = 10000.0) -> None:
-        super().__init__()
-        if head_dim % 2:
-            raise ValueError(f"rotary positions need an even head dimension, got {head_dim}")
-        freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (Dh/2,)
-        angle = torch.arange(max_len, dtype=torch.float32)[:, None] * freq  # (max_len, Dh/2)
-        self.register_buffer("cos", angle.cos(), persistent=False)  # not in checkpoints
-        self.register_buffer("sin", angle.sin(), persistent=False)
-        self.max_len = max_len
-
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        """x (B, H, T, Dh) at positions offset .. offset+T-1 -> rotated (B, H, T, Dh)."""
-        t = x.size(2)
-        if offset + t > self.max_len:
-            raise ValueError(f"sequence of {offset + t} positions exceeds max_len={self.max_len}")
-        cos = self.cos[offset:offset + t].to(x.dtype)  # (T, Dh/2)
-        sin = self.sin[offset:offset + t].to(x.dtype)
-        x1, x2 = x.chunk(2, dim=-1)  # 2 x (B, H, T, Dh/2)
-        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
 
 # --------------------------------------------------------------------------- KV cache
@@ -209,14 +181,11 @@ class DecoderCache:
 class MultiHeadAttention(nn.Module):
     """Multi-head attention, self (fused qkv projection) or cross (q and fused kv projections)."""
 
-    def __init__(self, d_model: int, n_heads: int, attn_dropout: float = 0.0,
-                 cross: bool = False, rope: RotaryPositions | None = None) -> None:
+    def __init__(self, d_model: int, n_heads: int, cross: bool = False) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
         self.d_model, self.n_heads, self.cross = d_model, n_heads, cross
-        self.attn_dropout = attn_dropout
-        self.rope = None if cross else rope  # rotates self-attention queries and keys
         # No biases on q/k/v: a key bias is invisible after the softmax (its gradient is exactly
         # zero, which Adam would turn into noise-driven updates), and q/v biases add little.
         if cross:
@@ -236,9 +205,6 @@ class MultiHeadAttention(nn.Module):
         if not self.cross:
             q, k, v = self.qkv_proj(x).split(self.d_model, dim=-1)  # 3 x (B, T, D)
             q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)
-            if self.rope is not None:  # the new positions follow the cached ones
-                offset = cache.length if cache is not None else 0
-                q, k = self.rope(q, offset), self.rope(k, offset)
             if cache is not None:
                 k, v = cache.append(k, v)  # (B, H, K, Dh): the past and the new positions
             return q, k, v
@@ -277,12 +243,11 @@ class MultiHeadAttention(nn.Module):
         if causal and not use_is_causal and t > 1:
             cm = causal_mask(t, x.device, kv_len)  # (T, K)
             mask = cm if mask is None else mask & cm  # (B, 1, T, K)
-        p = self.attn_dropout if self.training else 0.0
         weights = None
         if need_weights:
-            out, weights = attention_reference(q, k, v, mask, p)  # (B, H, T, Dh)
+            out, weights = attention_reference(q, k, v, mask)  # (B, H, T, Dh)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                                  is_causal=use_is_causal)  # (B, H, T, Dh)
         out = out.transpose(1, 2).reshape(b, t, self.d_model)  # (B, T, D)
         return self.out_proj(out), weights
@@ -291,8 +256,6 @@ class MultiHeadAttention(nn.Module):
     def reset_parameters(self) -> None:
         """Xavier-uniform per projection (q, k, v separately), zero biases."""
         for lin in self.children():
-            if not isinstance(lin, nn.Linear):  # the shared rotary positions
-                continue
             for chunk in lin.weight.split(self.d_model, dim=0):
                 nn.init.xavier_uniform_(chunk)
             if lin.bias is not None:
@@ -317,11 +280,10 @@ class FeedForward(nn.Module):
 class EncoderLayer(nn.Module):
     """Pre-LN block: x + SelfAttn(LN(x)), then x + FFN(LN(x))."""
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1,
-                 attn_dropout: float = 0.0, rope: RotaryPositions | None = None) -> None:
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1) -> None:
         super().__init__()
         self.ln_attn = nn.LayerNorm(d_model)
-        self.attn = MultiHeadAttention(d_model, n_heads, attn_dropout, rope=rope)
+        self.attn = MultiHeadAttention(d_model, n_heads)
         self.ln_ff = nn.LayerNorm(d_model)
         self.ff = FeedForward(d_model, d_ff)
         self.drop = nn.Dropout(dropout)
@@ -338,13 +300,12 @@ class EncoderLayer(nn.Module):
 class DecoderLayer(nn.Module):
     """Pre-LN block: causal self-attention, cross-attention to memory, feed-forward."""
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1,
-                 attn_dropout: float = 0.0, rope: RotaryPositions | None = None) -> None:
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1) -> None:
         super().__init__()
         self.ln_self = nn.LayerNorm(d_model)
-        self.self_attn = MultiHeadAttention(d_model, n_heads, attn_dropout, rope=rope)
+        self.self_attn = MultiHeadAttention(d_model, n_heads)
         self.ln_cross = nn.LayerNorm(d_model)
-        self.cross_attn = MultiHeadAttention(d_model, n_heads, attn_dropout, cross=True)
+        self.cross_attn = MultiHeadAttention(d_model, n_heads, cross=True)
         self.ln_ff = nn.LayerNorm(d_model)
         self.ff = FeedForward(d_model, d_ff)
         self.drop = nn.Dropout(dropout)
@@ -377,11 +338,10 @@ class Encoder(nn.Module):
     """A stack of encoder layers and a final LayerNorm (over already-embedded inputs)."""
 
     def __init__(self, n_layers: int, d_model: int, n_heads: int, d_ff: int,
-                 dropout: float = 0.1, attn_dropout: float = 0.0,
-                 rope: RotaryPositions | None = None) -> None:
+                 dropout: float = 0.1) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            EncoderLayer(d_model, n_heads, d_ff, dropout, attn_dropout, rope) for _ in range(n_layers)
+            EncoderLayer(d_model, n_heads, d_ff, dropout) for _ in range(n_layers)
         )
         self.ln_out = nn.LayerNorm(d_model)
 
@@ -401,11 +361,10 @@ class Decoder(nn.Module):
     """A stack of decoder layers and a final LayerNorm (over already-embedded inputs)."""
 
     def __init__(self, n_layers: int, d_model: int, n_heads: int, d_ff: int,
-                 dropout: float = 0.1, attn_dropout: float = 0.0,
-                 rope: RotaryPositions | None = None) -> None:
+                 dropout: float = 0.1) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            DecoderLayer(d_model, n_heads, d_ff, dropout, attn_dropout, rope) for _ in range(n_layers)
+            DecoderLayer(d_model, n_heads, d_ff, dropout) for _ in range(n_layers)
         )
         self.ln_out = nn.LayerNorm(d_model)
 

@@ -1,7 +1,6 @@
 """The two model families: ``Seq2Seq`` (translate, summarize) and ``Classifier`` (sentiment).
 
-Both embed tokens as ``embedding * sqrt(D)`` plus fixed sinusoidal positions (or, with
-``cfg.positions == "rope"``, rotate self-attention queries and keys instead), then run pre-LN
+Both embed tokens as ``embedding * sqrt(D)`` plus fixed sinusoidal positions, then run pre-LN
 transformer stacks from ``layers.py``. ``build_model(cfg)`` is the only factory.
 
 Embedding sharing in ``Seq2Seq``:
@@ -25,19 +24,9 @@ from attn_cli.layers import (
     DecoderCache,
     Encoder,
     MultiHeadAttention,
-    RotaryPositions,
     SinusoidalPositions,
     padding_mask,
-    sdpa_mask,
 )
-
-
-def _positions(cfg: ModelConfig) -> tuple[SinusoidalPositions | None, RotaryPositions | None]:
-    """(encodings added to the embeddings, rotary positions shared by every self-attention):
-    exactly one of them, by ``cfg.positions``."""
-    if cfg.positions == "rope":
-        return None, RotaryPositions(cfg.d_model // cfg.n_heads, cfg.max_len)
-    return SinusoidalPositions(cfg.d_model, cfg.max_len), None
 
 
 def _init_weights(model: nn.Module, d_model: int) -> None:
@@ -70,9 +59,9 @@ class Seq2Seq(nn.Module):
         self.tgt_embed = nn.Embedding(tgt_vocab, d) if cfg.tgt_vocab_size is not None else None
         # None = the output projection is tied to the target embedding.
         self.out_proj = None if cfg.tie_embeddings else nn.Linear(d, tgt_vocab, bias=False)
-        self.pos, rope = _positions(cfg)
+        self.pos = SinusoidalPositions(d, cfg.max_len)
         self.drop = nn.Dropout(cfg.dropout)
-        dims = (d, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.attn_dropout, rope)
+        dims = (d, cfg.n_heads, cfg.d_ff, cfg.dropout)
         self.encoder = Encoder(cfg.n_enc_layers, *dims)
         self.decoder = Decoder(cfg.n_dec_layers, *dims)
         self.embed_scale = math.sqrt(d)
@@ -92,7 +81,7 @@ class Seq2Seq(nn.Module):
 
     def _embed(self, emb: nn.Embedding, ids: Tensor, offset: int = 0) -> Tensor:
         x = emb(ids) * self.embed_scale  # (B, T, D)
-        return self.drop(self.pos(x, offset) if self.pos is not None else x)  # (B, T, D)
+        return self.drop(self.pos(x, offset))  # (B, T, D)
 
     def new_cache(self) -> DecoderCache:
         """An empty KV cache for incremental ``decode`` calls."""
@@ -139,8 +128,7 @@ class Seq2Seq(nn.Module):
 
 
 class Classifier(nn.Module):
-    """Encoder, pooling over real tokens (``cfg.pooling``: mean, max, or attention from one
-    learned query), and a Linear-tanh-Linear head."""
+    """Encoder, the mean of its outputs over real tokens, and a Linear-tanh-Linear head."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -149,97 +137,38 @@ class Classifier(nn.Module):
         self.cfg = cfg
         d = cfg.d_model
         self.embed = nn.Embedding(cfg.vocab_size, d)
-        self.pos, rope = _positions(cfg)
+        self.pos = SinusoidalPositions(d, cfg.max_len)
         self.drop = nn.Dropout(cfg.dropout)
-        self.encoder = Encoder(cfg.n_enc_layers, d, cfg.n_heads, cfg.d_ff, cfg.dropout,
-                               cfg.attn_dropout, rope)
-        if cfg.pooling == "attention":  # multi-head attention from one learned query
-            self.pool_attn = MultiHeadAttention(d, cfg.n_heads, cfg.attn_dropout, cross=True)
+        self.encoder = Encoder(cfg.n_enc_layers, d, cfg.n_heads, cfg.d_ff, cfg.dropout)
         self.head = nn.Sequential(
             nn.Linear(d, d), nn.Tanh(), nn.Dropout(cfg.dropout), nn.Linear(d, cfg.num_labels)
         )
         self.embed_scale = math.sqrt(d)
         _init_weights(self, d)
-        if cfg.pooling == "attention":
-            # Zero: every head starts with equal weights on the real tokens (a mean of the
-            # values). A vector, so that AdamW does not decay it (matrices only).
-            self.pool_query = nn.Parameter(torch.zeros(d))
 
-    def _encode(self, ids: Tensor, need_weights: bool = False
-                ) -> tuple[Tensor, Tensor, list[Tensor]]:
+    def encode(self, ids: Tensor, need_weights: bool = False
+               ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """ids (B, S) -> (encoder outputs (B, S, D), mask (B, 1, 1, S) True = token, and with
+        need_weights L self-attention maps (B, H, S, S))."""
         mask = padding_mask(ids, self.cfg.pad_id)  # (B, 1, 1, S)
-        x = self.embed(ids) * self.embed_scale  # (B, S, D)
-        x = self.drop(self.pos(x) if self.pos is not None else x)
+        x = self.drop(self.pos(self.embed(ids) * self.embed_scale))  # (B, S, D)
         h, maps = self.encoder(x, mask, need_weights)  # (B, S, D)
         return h, mask, maps
 
     def pooled(self, ids: Tensor) -> Tensor:
-        """ids (B, S) -> the encoder outputs of the non-pad tokens pooled into one vector (B, D)."""
-        h, mask, _ = self._encode(ids)
-        return self._pool(h, mask[:, 0, 0, :])
+        """ids (B, S) -> the mean of the encoder outputs of the non-pad tokens (B, D); an
+        all-pad row pools to zeros."""
+        h, mask, _ = self.encode(ids)
+        w = mask[:, 0, 0, :, None].to(h.dtype)  # (B, S, 1)
+        return (h * w).sum(1) / w.sum(1).clamp(min=1.0)  # (B, D)
 
-    @staticmethod
-    def _pad_to_minus_inf(h: Tensor, keep: Tensor) -> Tensor:
-        """h (B, S, D) with pad positions (keep (B, S) False) at -inf, for a max over S."""
-        return h.masked_fill(~keep[:, :, None], float("-inf"))
-
-    def _attend_pool(self, h: Tensor, keep: Tensor,
-                     need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        """Attention pooling: h (B, S, D), keep (B, S) -> (B, D) and, if need_weights, the
-        head-averaged weights (B, S). An all-pad row attends to its pads (so that the softmax
-        stays finite) and is zeroed by the callers."""
-        has_real = keep.any(1, keepdim=True)  # (B, 1)
-        mask = sdpa_mask((keep | ~has_real)[:, None, None, :])  # (B, 1, 1, S) or None
-        query = self.pool_query.expand(h.size(0), 1, -1)  # (B, 1, D)
-        out, w = self.pool_attn(query, memory=h, mask=mask, need_weights=need_weights)
-        return out[:, 0], (w[:, :, 0].mean(1) if w is not None else None)  # (B, D), (B, S)
-
-    def _pool(self, h: Tensor, keep: Tensor) -> Tensor:
-        """h (B, S, D), keep (B, S) bool -> (B, D); an all-pad row pools to zeros."""
-        if self.cfg.pooling == "attention":
-            pooled, _ = self._attend_pool(h, keep)  # (B, D)
-        elif self.cfg.pooling == "max":
-            pooled = self._pad_to_minus_inf(h, keep).amax(1)  # (B, D)
-        else:
-            w = keep[:, :, None].to(h.dtype)  # (B, S, 1)
-            return (h * w).sum(1) / w.sum(1).clamp(min=1.0)  # (B, D): an all-pad row is 0 already
-        return pooled.masked_fill(~keep.any(1, keepdim=True), 0.0)
-
-    def pool_shares(self, ids: Tensor) -> Tensor:
-        """ids (B, S) -> (B, S): each position's share of the pooled vector (rows sum to 1 over
-        real tokens): 1/n for mean pooling, the fraction of dimensions it wins for max pooling,
-        the pooling attention's weight (mean over heads) for attention pooling."""
-        h, mask, _ = self._encode(ids)
-        keep = mask[:, 0, 0, :]  # (B, S)
-        if self.cfg.pooling == "attention":
-            _, w = self._attend_pool(h, keep, need_weights=True)  # (B, S)
-            return w.float() * keep
-        if self.cfg.pooling == "max":
-            winner = self._pad_to_minus_inf(h, keep).argmax(1)  # (B, D)
-            wins = torch.zeros(keep.shape, dtype=torch.float32, device=h.device)
-            wins.scatter_add_(1, winner, torch.ones_like(winner, dtype=torch.float32))
-            return (wins / h.size(-1)) * keep
-        w = keep.to(torch.float32)
-        return w / w.sum(1, keepdim=True).clamp(min=1.0)
-
-    def forward(self, ids: Tensor, mix: tuple[Tensor, float] | None = None,
-                lm_at: Tensor | None = None) -> Tensor:
-        """ids (B, S) -> class logits (B, C). ``mix`` = (perm (B,), lam): training-time mixup of
-        the pooled vectors, row i becoming lam * row i + (1 - lam) * row perm[i].
-        ``lm_at`` (B, S) bool: masked-LM pretraining instead; returns vocabulary logits (N, V)
-        at its N True positions, through the (tied) input embedding matrix."""
-        if lm_at is not None:
-            h, _, _ = self._encode(ids)  # (B, S, D)
-            return h[lm_at] @ self.embed.weight.t()  # (N, V)
-        pooled = self.pooled(ids)  # (B, D)
-        if mix is not None:
-            perm, lam = mix
-            pooled = lam * pooled + (1.0 - lam) * pooled[perm]  # (B, D)
-        return self.head(pooled)  # (B, C)
+    def forward(self, ids: Tensor) -> Tensor:
+        """ids (B, S) -> class logits (B, C)."""
+        return self.head(self.pooled(ids))  # (B, C)
 
     def attention_maps(self, ids: Tensor) -> Tensor:
         """Per-layer self-attention weights (L, B, H, S, S), explicit-softmax path."""
-        _, _, maps = self._encode(ids, need_weights=True)
+        _, _, maps = self.encode(ids, need_weights=True)
         return torch.stack(maps)
 
 

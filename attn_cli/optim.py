@@ -1,10 +1,11 @@
-"""Where and how the weights move: device and autocast precision, AdamW, and the learning-rate
-schedule (linear warmup, then inverse square root or cosine)."""
+"""Where and how the weights move: device and autocast precision, AdamW, the learning-rate
+schedule (linear warmup, then inverse square root or cosine), and the seed of each step's draws."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -55,3 +56,11 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> 
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-9,
                              fused=device.type == "cuda")
+
+
+def step_seed(seed: int, rank: int, draw: int) -> int:
+    """The torch seed of a training step's random draws (dropout, pretraining masks): a pure
+    function of --seed, the DDP rank and the step's number (optimizer steps plus skipped ones),
+    so each rank draws its own and a resumed run draws exactly what an uninterrupted one would,
+    with any number of processes."""
+    return int(np.random.SeedSequence([seed % 2**64, rank, draw]).generate_state(1, np.uint64)[0])

@@ -101,12 +101,9 @@ def train_run_tokenizer(train, cfg: TrainConfig, reporter: Reporter) -> Tokenize
 
 
 def build_model_config(cfg: TrainConfig, toks: Tokenizers, data: RunData) -> ModelConfig:
-    overrides: dict = {"max_len": cfg.max_len, "positions": cfg.positions}
-    if cfg.task == "sentiment":
-        overrides["pooling"] = cfg.pooling
-    for name in ("dropout", "attn_dropout"):
-        if getattr(cfg, name) is not None:
-            overrides[name] = getattr(cfg, name)
+    overrides: dict = {"max_len": cfg.max_len}
+    if cfg.dropout is not None:
+        overrides["dropout"] = cfg.dropout
     labels = len(data.label_names) if cfg.task == "sentiment" else 0
     tgt_vocab = None if toks.joint or cfg.task == "sentiment" else toks.tgt.vocab_size
     return model_config_from_preset(cfg.preset, cfg.task, toks.src.vocab_size, tgt_vocab, labels,
@@ -200,16 +197,16 @@ def train_run(req: RunRequest, cfg: TrainConfig, reporter: Reporter) -> RunResul
         lock.release()
 
 
-TRAINING_ONLY = ("dropout", "attn_dropout")  # model fields that may change on --resume
-# --init-from: fields that shape the shared weights; max_len, pooling and num_labels may differ
+TRAINING_ONLY = ("dropout",)  # model fields that may change on --resume
+# --init-from: fields that shape the shared weights; max_len and num_labels may differ
 INIT_SAME = ("vocab_size", "tgt_vocab_size", "d_model", "n_heads", "n_enc_layers", "n_dec_layers",
-             "d_ff", "tie_embeddings", "positions")
-ENCODER_SAME = ("vocab_size", "d_model", "n_heads", "n_enc_layers", "d_ff", "positions")  # seq2seq -> classifier
+             "d_ff", "tie_embeddings")
+ENCODER_SAME = ("vocab_size", "d_model", "n_heads", "n_enc_layers", "d_ff")  # seq2seq -> classifier
 
 
 def check_same_model(out: Path, mcfg: ModelConfig) -> None:
     """--resume must rebuild the model the run was trained as: an option that changes the
-    architecture (--positions, --pooling, --max-len, ...) would otherwise load the weights into a
+    architecture (--preset, --max-len, ...) would otherwise load the weights into a
     different model and leave config.json describing the old one."""
     try:
         saved = ModelConfig.from_dict(json.loads((out / ckpt.CONFIG_FILE).read_text())["model"])
@@ -225,7 +222,7 @@ def check_same_model(out: Path, mcfg: ModelConfig) -> None:
 def init_weights(model: torch.nn.Module, mcfg: ModelConfig, run_dir: Path) -> str:
     """--init-from: copy the best weights of another run into ``model`` (a warm start: optimizer,
     schedule and step begin afresh). Tensors of the same name and shape are copied; the rest
-    (a classifier head for other labels, attention pooling's query) keep their fresh values.
+    (a classifier head for other labels) keep their fresh values.
     A classifier may start from an encoder-decoder: its source embedding and encoder are copied.
     Returns a one-line note of what was copied."""
     from .infer import load_run
@@ -244,7 +241,7 @@ def init_weights(model: torch.nn.Module, mcfg: ModelConfig, run_dir: Path) -> st
         if getattr(old, name) != getattr(mcfg, name):
             raise AttnError(f"cannot initialise from {run_dir}: its {name} is {getattr(old, name)!r}, "
                             f"this run's {getattr(mcfg, name)!r}",
-                            "pass the --preset and --positions it was trained with (attn info shows them)")
+                            "pass the --preset it was trained with (attn info shows it)")
     state = model.state_dict()
     copied = {n: given[n] for n, t in state.items() if n in given and given[n].shape == t.shape}
     model.load_state_dict({**state, **copied})
@@ -344,8 +341,7 @@ def write_card(out: Path, cfg: TrainConfig, data: RunData, params: int, state: d
     metric_lines = "".join(f"| {k} | {v:.4g} |\n" for k, v in (best or {}).items()
                            if isinstance(v, float) and k not in ("time", "best"))
     meta = json.loads((out / ckpt.CONFIG_FILE).read_text())
-    origin = (f"- the first {cfg.mlm_steps:,} steps pretrained the encoder as a masked language "
-              "model on the training texts\n" if cfg.mlm_steps else "")
+    origin = ""
     if meta.get("init_from"):
         origin = f"- started from the best weights of `{meta['init_from']}` (--init-from)\n" + origin
     text = (f"# attn {cfg.task} model\n\n"

@@ -3,8 +3,7 @@ best-weights selection, early stopping, exact resume, DDP. The library never pri
 a :class:`Reporter`.
 
 Step order (nanoGPT): autocast forward, scaled backward (``no_sync`` on accumulation
-micro-steps), [--sam: perturb the weights along the gradient, forward and backward again,
-restore], unscale, clip, step, scheduler, ``zero_grad(set_to_none=True)``.
+micro-steps), unscale, clip, step, scheduler, ``zero_grad(set_to_none=True)``.
 Losses are summed over tokens (examples for sentiment) and divided by the global count of the
 whole optimizer step, so N processes with split batches compute the same update as one.
 """
@@ -12,7 +11,6 @@ whole optimizer step, so N processes with split batches compute the same update 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import json
 import math
@@ -39,8 +37,7 @@ from .config import ModelConfig, TrainConfig, check_field_types
 from .decoding import greedy_decode
 from .errors import AttnError, RunFailure
 from .metrics import bleu_chrf, classification, rouge
-from .optim import lr_factor, make_optimizer, pick_precision
-from .regularize import drop_tokens, mask_for_lm, mixup_pairs, step_seed
+from .optim import lr_factor, make_optimizer, pick_precision, step_seed
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizers
 
 PRIMARY = {"translate": "bleu", "summarize": "rouge1", "sentiment": "accuracy"}
@@ -108,8 +105,7 @@ class Trainer:
         self.model = self.raw_model
         if dist.enabled:
             self.model = nn.parallel.DistributedDataParallel(
-                self.raw_model, device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=cfg.mlm_steps > 0)  # the head rests while pretraining
+                self.raw_model, device_ids=[device.index] if device.type == "cuda" else None)
         if cfg.compile:
             self.model = torch.compile(self.model, dynamic=True)
         self.collate = (functools.partial(collate_seq2seq, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID)
@@ -182,28 +178,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ one optimizer step
 
-    def _loss_sum(self, batch: Batch, smoothing: float, model: nn.Module | None = None,
-                  mixup: float = 0.0, lm_at: torch.Tensor | None = None) -> torch.Tensor:
+    def _loss_sum(self, batch: Batch, smoothing: float, model: nn.Module | None = None) -> torch.Tensor:
+        """Summed cross-entropy of a batch on the device: over target tokens (seq2seq) or
+        examples (sentiment)."""
         model = model or self.model
-        mix = mixup_pairs(batch.n_examples, mixup, batch.src.device) if mixup > 0 and lm_at is None else None
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
-            if lm_at is not None:  # masked-LM pretraining: batch.labels holds the N hidden pieces
-                logits = model(batch.src, lm_at=lm_at)  # (N, V)
-                target, smoothing = batch.labels, 0.0
-            elif self.seq2seq:
-                logits = model(batch.src, batch.tgt_in)  # (B, T, V)
-                target = batch.tgt_out
+            if self.seq2seq:
+                logits, target = model(batch.src, batch.tgt_in), batch.tgt_out  # (B, T, V), (B, T)
             else:
-                logits = model(batch.src, mix)  # (B, C)
-                target = batch.labels
-        loss = functools.partial(F.cross_entropy, ignore_index=PAD_ID if self.seq2seq else -100,
-                                 label_smoothing=smoothing, reduction="sum")
-        logits = logits.flatten(0, -2).float()
-        if mix is None:
-            return loss(logits, target.flatten())
-        perm, lam = mix  # the mixed vector's loss is the same mix of both labels' losses
-        return lam * loss(logits, target) + (1.0 - lam) * loss(logits, target[perm])
+                logits, target = model(batch.src), batch.labels  # (B, C), (B,)
+        return F.cross_entropy(logits.flatten(0, -2).float(), target.flatten(),
+                               ignore_index=PAD_ID if self.seq2seq else -100,
+                               label_smoothing=smoothing, reduction="sum")
 
     def _local_batch(self, indices, examples: list[tuple] | None = None) -> tuple[Batch, float]:
         """This process's part of a global batch (example ``indices`` into the training data,
@@ -216,55 +203,31 @@ class Trainer:
         rows = [examples[i] for i in indices] if examples is not None else self.train_ex.gather(indices)
         return self.collate(rows), weight
 
-    def _prepare(self, batch: Batch, pretraining: bool) -> tuple[Batch, torch.Tensor | None, float]:
-        """The batch on the device with its training-time corruption, the masked-LM positions
-        (B, S) while pretraining (else None), and its loss count (tokens, examples or masked pieces)."""
+    def _prepare(self, batch: Batch) -> tuple[Batch, float]:
+        """The batch on the device and its loss count (target tokens or examples)."""
         batch = batch.to(self.device)
-        if pretraining:
-            inputs, at = mask_for_lm(batch.src, self.model_cfg.vocab_size)
-            batch = dataclasses.replace(batch, src=inputs, labels=batch.src[at])  # labels (N,)
-            return batch, at, float(batch.labels.numel())
-        if self.cfg.token_dropout > 0:
-            batch = dataclasses.replace(batch, src=drop_tokens(batch.src, self.cfg.token_dropout))
-        return batch, None, float(batch.n_tokens if self.seq2seq else batch.n_examples)
+        return batch, float(batch.n_tokens if self.seq2seq else batch.n_examples)
 
-    def _backward(self, prepared: list[tuple[Batch, torch.Tensor | None, float, float]],
-                  scale: float) -> torch.Tensor:
+    def _backward(self, prepared: list[tuple[Batch, float, float]], scale: float) -> torch.Tensor:
         """Forward and backward every prepared micro-batch, gradients accumulated (all-reduced
         on the last one under DDP); returns this process's weighted loss sum."""
         total = torch.zeros((), device=self.device)
-        for i, (batch, lm_at, _, weight) in enumerate(prepared):
+        for i, (batch, _, weight) in enumerate(prepared):
             sync = i == len(prepared) - 1 or not self.dist.enabled
             ctx = contextlib.nullcontext() if sync else self.model.no_sync()
             with ctx:
-                loss = self._loss_sum(batch, self.cfg.smoothing, mixup=self.cfg.mixup, lm_at=lm_at)
-                loss = loss * weight
+                loss = self._loss_sum(batch, self.cfg.smoothing) * weight
                 self.scaler.scale(loss * scale).backward()
             total += loss.detach()
         return total
 
-    @torch.no_grad()
-    def _sam_perturb(self) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
-        """SAM's ascent: move the weights by rho * g / ||g|| (the loss scale cancels out), and
-        return (params, their original values) to restore; None (weights untouched) when the
-        gradient is not finite, e.g. an fp16 overflow that the grad scaler will skip anyway."""
-        params = [p for p in self.raw_model.parameters() if p.grad is not None]
-        norm = nn.utils.get_total_norm([p.grad for p in params]).item()
-        if not math.isfinite(norm) or norm == 0.0:
-            return None
-        originals = [p.detach().clone() for p in params]
-        for p in params:
-            p.add_(p.grad, alpha=self.cfg.sam / norm)
-        return params, originals
-
     def train_step(self, micro: list[tuple[Batch, float]]) -> tuple[float, int]:
         """One optimizer step over weighted ``micro`` batches; returns (mean loss, global count of
         target tokens (seq2seq) or examples (sentiment))."""
-        pretraining = self.state.step < self.cfg.mlm_steps
         torch.manual_seed(step_seed(self.cfg.seed, self.dist.rank, self.state.step + self.state.skipped))
-        prepared = [(*self._prepare(batch, pretraining), weight) for batch, weight in micro]
+        prepared = [(*self._prepare(batch), weight) for batch, weight in micro]
         seen = sum(w * (b.n_tokens if self.seq2seq else b.n_examples) for b, w in micro)
-        counts = torch.tensor([sum(w * n for _, _, n, w in prepared), float(seen)], device=self.device)
+        counts = torch.tensor([sum(w * n for _, n, w in prepared), float(seen)], device=self.device)
         global_count, global_seen = dd.all_reduce_sum(counts, self.dist).tolist()
         scale = self.dist.world_size / max(global_count, 1.0)
         total = self._backward(prepared, scale)
@@ -272,14 +235,6 @@ class Trainer:
         if not math.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
             return loss_value, int(global_seen)
-        if self.cfg.sam > 0:  # the step's gradient is taken again at the perturbed weights
-            moved = self._sam_perturb()
-            if moved is not None:
-                self.optimizer.zero_grad(set_to_none=True)
-                self._backward(prepared, scale)
-                with torch.no_grad():
-                    for p, original in zip(*moved, strict=True):
-                        p.copy_(original)
         self.scaler.unscale_(self.optimizer)
         if self.cfg.clip > 0:
             nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.cfg.clip)
@@ -289,8 +244,6 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update_parameters(self.raw_model)
-            if self.state.step + 1 == self.cfg.mlm_steps:  # pretraining done: restart the average
-                self.ema.n_averaged.zero_()  # (the next update copies the weights)
         return loss_value, int(global_seen)
 
     # ------------------------------------------------------------------ evaluation
@@ -402,16 +355,8 @@ class Trainer:
                     st.data = after
                     st.train_seconds = session_start_seconds + time.perf_counter() - started
                     self._report_step(window, log, epoch + fraction)
-                    if cfg.mlm_steps and st.step == cfg.mlm_steps and math.isfinite(loss):
-                        log({"event": "pretrained", "step": st.step})
-                        self.reporter.note(f"masked-LM pretraining done after {st.step} steps; "
-                                           "now training the classifier")
                     if st.step - last_eval_step >= cfg.eval_every:
-                        if st.step <= cfg.mlm_steps:  # no classifier to score yet
-                            self.save_last()
-                            dd.barrier(self.dist)
-                        else:
-                            self._evaluate_and_save(log)
+                        self._evaluate_and_save(log)
                         last_eval_step = st.step
                     elif cfg.save_every and time.perf_counter() - self.saved_at >= cfg.save_every:
                         self.save_last()  # bounded loss between evaluations (--save-every)

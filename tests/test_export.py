@@ -1,5 +1,5 @@
 """`attn export` and the ctranslate2 engine on tiny models: float32 CTranslate2 gives torch's
-tokens and scores (greedy and beam 4, sinusoidal and rotary positions) and sentiment
+tokens and scores (greedy and beam 4) and sentiment
 probabilities, and every bad export or option is a one-line error (exit 2)."""
 
 import json
@@ -25,30 +25,7 @@ from attn_cli.pipeline import RunRequest, train_run  # noqa: E402
 TR = ("translate.it-en.jsonl", Fields(src_lang="it", tgt_lang="en"))
 TRAINED = {"translate": ("translate", TR), "summarize": ("summarize", ("summarize.jsonl", Fields())),
            "sentiment": ("sentiment", ("sentiment.jsonl", Fields()))}
-DATA = {"translate": TR[0], "rope": TR[0], "summarize": "summarize.jsonl", "sentiment": "sentiment.jsonl"}
-
-
-def _variant(root, base, name, **model):
-    """A copy of run ``base`` with other model options: rotary positions reuse the trained
-    weights (they add none); attention pooling gets fresh pooling weights."""
-    import torch
-
-    from attn_cli.checkpoint import save_weights
-    from attn_cli.config import ModelConfig
-    from attn_cli.model import build_model
-
-    shutil.copytree(root / base, root / name, ignore=shutil.ignore_patterns("ct2", "last"))
-    meta = json.loads((root / name / "config.json").read_text())
-    meta["model"].update(model)
-    (root / name / "config.json").write_text(json.dumps(meta))
-    net = build_model(ModelConfig.from_dict(meta["model"]))
-    from safetensors.torch import load_file
-
-    net.load_state_dict(load_file(str(root / base / "model.safetensors")), strict=False)
-    if hasattr(net, "pool_query"):
-        torch.manual_seed(0)
-        torch.nn.init.normal_(net.pool_query, std=1.0)
-    save_weights(net, root / name / "model.safetensors")
+DATA = {"translate": TR[0], "summarize": "summarize.jsonl", "sentiment": "sentiment.jsonl"}
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +35,7 @@ def runs(tmp_path_factory):
         cfg = TrainConfig(task=task, preset="tiny", max_steps=30, eval_every=1000, eval_samples=2,
                           vocab_size=500, max_tokens=1000, warmup=10, lr=3e-3)
         train_run(RunRequest(data=f"{DATA_DIR}/{data}", out=root / name, fields=fields), cfg, Quiet())
-    _variant(root, "translate", "rope", positions="rope")
-    _variant(root, "sentiment", "sentiment_att", positions="rope", pooling="attention")
-    for name in (*TRAINED, "rope", "sentiment_att"):
+    for name in TRAINED:
         export_run(root / name)
     return root
 
@@ -68,7 +43,7 @@ def runs(tmp_path_factory):
 def _inputs(task, n=20):
     with open(f"{DATA_DIR}/{DATA[task]}", encoding="utf-8") as fh:
         rows = [json.loads(x) for x in fh]
-    key = {"translate": "it", "rope": "it", "summarize": "document"}.get(task, "text")
+    key = {"translate": "it", "summarize": "document"}.get(task, "text")
     return [r[key] for r in rows[:n]]
 
 
@@ -79,7 +54,7 @@ def _both(runs, name, task):
     return torch_eng, ct2_eng
 
 
-@pytest.mark.parametrize("name", ["translate", "summarize", "rope"])
+@pytest.mark.parametrize("name", ["translate", "summarize"])
 @pytest.mark.parametrize("beam", [1, 4])
 def test_float32_ctranslate2_equals_torch(runs, name, beam):
     task = "summarize" if name == "summarize" else "translate"
@@ -105,9 +80,8 @@ def test_blocking_options_keep_greedy_tokens_and_sampling_is_seeded(runs):
     assert first == ct2_eng.generate(ids, sample) and all(len(o) <= 10 for o, _ in first)
 
 
-@pytest.mark.parametrize("name", ["sentiment", "sentiment_att"])
-def test_sentiment_probabilities_equal_torch(runs, name):
-    torch_eng, ct2_eng = _both(runs, name, "sentiment")
+def test_sentiment_probabilities_equal_torch(runs):
+    torch_eng, ct2_eng = _both(runs, "sentiment", "sentiment")
     ids, _ = encode_inputs(torch_eng, _inputs("sentiment", 40) + [""])
     want, got = torch_eng.classify(ids), ct2_eng.classify(ids)
     assert max(abs(a - b) for p, q in zip(want, got, strict=True) for a, b in zip(p, q, strict=True)) < 1e-4
@@ -125,7 +99,7 @@ def test_cli_auto_uses_export_and_says_so(runs, tmp_path):
     assert r.exit_code == 0 and json.loads(r.stdout)["engine"] == "ctranslate2"
     r = cli("eval", "-m", runs / "sentiment", "--data", f"{DATA_DIR}/sentiment.jsonl", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["engine"] == "ctranslate2 (cpu, float32)"
-    r = cli("info", runs / "sentiment_att")
+    r = cli("info", runs / "sentiment")
     assert r.exit_code == 0 and "CTranslate2, none weights" not in r.stdout and "CTranslate2" in r.stdout
 
 

@@ -58,7 +58,6 @@ def test_config_roundtrip_and_presets():
         (dict(task="poetry"), "task"),
         (dict(task="sentiment", n_dec_layers=0, num_labels=1), "num_labels"),
         (dict(dropout=1.0), "dropout"),
-        (dict(attn_dropout=-0.1), "attn_dropout"),
         (dict(vocab_size=0), "vocab_size"),
         (dict(n_heads=0), "n_heads"),
         (dict(d_ff=-1), "d_ff"),
@@ -137,15 +136,14 @@ def test_causal_self_attention_fast_path_matches_reference(gen):
 # --------------------------------------------------------------------------- model
 
 
-@pytest.mark.parametrize("positions", ["sinusoidal", "rope"])
-def test_seq2seq_and_classifier_forward_backward(positions, gen):
-    s2s = build_model(tiny_cfg(positions=positions))
+def test_seq2seq_and_classifier_forward_backward(gen):
+    s2s = build_model(tiny_cfg())
     src, tgt = rand_ids(2, 7, gen), rand_ids(2, 5, gen)
     src[1, 4:] = PAD
     logits = s2s(src, tgt)
     assert isinstance(s2s, Seq2Seq) and logits.shape == (2, 5, V)
     F.cross_entropy(logits.reshape(-1, V), rand_ids(2, 5, gen).reshape(-1)).backward()
-    clf = build_model(tiny_cfg("sentiment", positions=positions))
+    clf = build_model(tiny_cfg("sentiment"))
     out = clf(src)
     assert isinstance(clf, Classifier) and out.shape == (2, 3)
     F.cross_entropy(out, torch.tensor([0, 2])).backward()
@@ -155,10 +153,9 @@ def test_seq2seq_and_classifier_forward_backward(positions, gen):
             assert p.grad.abs().sum() > 0, name
 
 
-@pytest.mark.parametrize("positions", ["sinusoidal", "rope"])
-def test_padding_invariance(positions, gen):
-    s2s = Seq2Seq(tiny_cfg(positions=positions)).eval()
-    clf = Classifier(tiny_cfg("sentiment", positions=positions)).eval()
+def test_padding_invariance(gen):
+    s2s = Seq2Seq(tiny_cfg()).eval()
+    clf = Classifier(tiny_cfg("sentiment")).eval()
     src = rand_ids(2, 6, gen)
     src[1, 4:] = PAD
     padded = torch.cat([src, torch.full((2, 5), PAD)], dim=1)
@@ -176,9 +173,8 @@ def test_padding_invariance(positions, gen):
         assert not torch.allclose(h, s2s(src, tgt), atol=1e-3)
 
 
-@pytest.mark.parametrize("positions", ["sinusoidal", "rope"])
-def test_decoder_is_causal(positions, gen):
-    model = Seq2Seq(tiny_cfg(positions=positions)).eval()
+def test_decoder_is_causal(gen):
+    model = Seq2Seq(tiny_cfg()).eval()
     src, tgt = rand_ids(2, 6, gen), rand_ids(2, 6, gen)
     tgt2 = tgt.clone()
     tgt2[:, 4] = (tgt[:, 4] + 1 - 4) % (V - 4) + 4  # change position 4
@@ -188,9 +184,8 @@ def test_decoder_is_causal(positions, gen):
     assert (a[:, 4:] - b[:, 4:]).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("positions", ["sinusoidal", "rope"])
-def test_cached_decode_matches_full_decode(positions, gen):
-    model = Seq2Seq(tiny_cfg(positions=positions)).double().eval()
+def test_cached_decode_matches_full_decode(gen):
+    model = Seq2Seq(tiny_cfg()).double().eval()
     src, tgt = rand_ids(2, 6, gen), rand_ids(2, 7, gen)
     with torch.no_grad():
         full = model(src, tgt)
@@ -238,10 +233,10 @@ class EosAt(Seq2Seq):
         return logits
 
 
-@pytest.mark.parametrize("min_len,positions", [(0, "sinusoidal"), (3, "sinusoidal"), (3, "rope")])
-def test_greedy_cache_matches_nocache(min_len, positions, gen):
+@pytest.mark.parametrize("min_len", [0, 3])
+def test_greedy_cache_matches_nocache(min_len, gen):
     torch.manual_seed(3)
-    model = EosAt(tiny_cfg(positions=positions)).double().eval()
+    model = EosAt(tiny_cfg()).double().eval()
     model.eos_from = torch.tensor([0, 2, 5, 10_000])
     src = rand_ids(4, 6, gen)
     src[2, 3:] = PAD
@@ -265,31 +260,6 @@ def test_greedy_stops_when_all_finished(gen):
     model.eos_from = torch.tensor([1, 2])
     ids, _ = greedy_decode(model, rand_ids(2, 5, gen), max_len=20)
     assert ids.shape[1] <= 3 and (ids == EOS).any(dim=1).all()
-
-
-def test_rotary_scores_depend_on_relative_position_only(gen):
-    from attn_cli.layers import RotaryPositions
-
-    rope = RotaryPositions(8, max_len=64).double()
-    q, k = torch.randn(1, 1, 1, 8, dtype=torch.float64), torch.randn(1, 1, 1, 8, dtype=torch.float64)
-
-    def score(i, j):
-        return (rope(q, i) * rope(k, j)).sum().item()
-
-    assert score(3, 1) == pytest.approx(score(40, 38), abs=1e-5)  # both 2 apart
-    assert score(3, 1) != pytest.approx(score(3, 5), abs=1e-3)  # direction matters
-    x = torch.randn(2, 3, 5, 8, dtype=torch.float64)
-    torch.testing.assert_close(rope(x).norm(dim=-1), x.norm(dim=-1))  # a rotation
-    torch.testing.assert_close(rope(x)[:, :, :1], x[:, :, :1])  # position 0 is left alone
-    with pytest.raises(ValueError, match="exceeds max_len=64"):
-        rope(x, offset=60)
-    # the rotary model has no sinusoidal encodings and sees order only through attention
-    clf = Classifier(tiny_cfg("sentiment", positions="rope")).eval()
-    ids = rand_ids(1, 6, gen)
-    with torch.no_grad():
-        assert clf.pos is None and not torch.allclose(clf(ids), clf(ids.flip(1)), atol=1e-4)
-    with pytest.raises(ValueError, match="positions must be one of sinusoidal, rope"):
-        tiny_cfg(positions="alibi")
 
 
 def test_embedding_tying_and_parameter_count():
@@ -339,58 +309,28 @@ def test_all_pad_row_is_finite():
     torch.testing.assert_close(clf(ids[:1]), clf(ids)[:1])
 
 
-def test_max_pooling_classifier(gen):
-    model = Classifier(tiny_cfg("sentiment", pooling="max")).eval()
+def test_mean_pooling_averages_real_tokens_only(gen):
+    model = Classifier(tiny_cfg("sentiment")).eval()
     ids = rand_ids(3, 7, gen)
     ids[0, 4:] = 0  # padding
     ids[2, :] = 0  # an all-pad row
-    h, mask, _ = model._encode(ids)
-    want = torch.stack([h[0, :4].amax(0), h[1].amax(0), torch.zeros(h.size(-1))])
-    torch.testing.assert_close(model.pooled(ids), want)
-    shares = model.pool_shares(ids)
-    torch.testing.assert_close(shares.sum(1), torch.tensor([1.0, 1.0, 0.0]))
-    assert (shares[0, 4:] == 0).all()
-    # every pooled dimension comes from a position that holds a share
-    assert (shares[1][h[1].argmax(0)] > 0).all()
-    model.train()
-    loss = model(ids[:2]).sum()
-    loss.backward()
-    assert model.embed.weight.grad is not None
-    # mean pooling shares are uniform over real tokens
-    mean = Classifier(tiny_cfg("sentiment")).eval()
-    torch.testing.assert_close(mean.pool_shares(ids)[0, :4], torch.full((4,), 0.25))
-    with pytest.raises(ValueError, match="pooling"):
-        tiny_cfg("sentiment", pooling="sum")
-
-
-def test_attention_pooling_classifier(gen):
-    model = Classifier(tiny_cfg("sentiment", pooling="attention")).eval()
-    ids = rand_ids(3, 7, gen)
-    ids[0, 4:] = 0  # padding
-    ids[2, :] = 0  # an all-pad row
-    # the zero query starts as a mean over the real tokens
-    torch.testing.assert_close(model.pool_shares(ids)[0], torch.tensor([0.25] * 4 + [0.0] * 3))
     with torch.no_grad():
-        model.pool_query.normal_(generator=gen)
-    # against an explicit softmax over the real tokens, head by head
-    h, _, _ = model._encode(ids[:1, :4])  # (1, 4, D)
-    att = model.pool_attn
-    q = att.q_proj(model.pool_query).view(4, 8)  # (H, Dh)
-    k, v = (x.view(4, 4, 8).transpose(0, 1) for x in att.kv_proj(h[0]).split(32, -1))  # (H, S, Dh)
-    w = torch.softmax((k @ q[:, :, None])[..., 0] / 8**0.5, dim=-1)  # (H, S)
-    want = att.out_proj((w[:, :, None] * v).sum(1).reshape(32))
-    torch.testing.assert_close(model.pooled(ids)[0], want)
-    shares = model.pool_shares(ids)
-    torch.testing.assert_close(shares[0, :4], w.mean(0))  # what --explain weights by
-    torch.testing.assert_close(shares.sum(1), torch.tensor([1.0, 1.0, 0.0]))
-    assert not torch.allclose(shares[1], torch.full((7,), 1 / 7))  # no longer uniform
-    assert (model.pooled(ids)[2] == 0).all()
-    torch.testing.assert_close(model(ids[:1, :4]), model(ids)[:1])  # padding changes nothing
-    model.train()
-    model(ids).sum().backward()  # the all-pad row included
-    for name, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
-    assert model.pool_query.grad.abs().sum() > 0
+        h, _, _ = model.encode(ids)
+        want = torch.stack([h[0, :4].mean(0), h[1].mean(0), torch.zeros(h.size(-1))])
+        torch.testing.assert_close(model.pooled(ids), want)
+        torch.testing.assert_close(model(ids[:1, :4]), model(ids)[:1])  # padding changes nothing
+
+
+def test_retired_model_fields_load_at_their_only_value():
+    """config.json of earlier versions (attn_dropout, pooling, positions) still loads when it
+    holds what this version builds, and names the field when it does not."""
+    base = tiny_cfg("sentiment").to_dict()
+    old = {**base, "attn_dropout": 0.0, "pooling": "mean", "positions": "sinusoidal"}
+    assert ModelConfig.from_dict(old) == tiny_cfg("sentiment")
+    with pytest.raises(ValueError, match="positions='rope', which this attn version no longer builds"):
+        ModelConfig.from_dict({**base, "positions": "rope"})
+    with pytest.raises(ValueError, match="pooling='max'"):
+        ModelConfig.from_dict({**base, "pooling": "max"})
 
 
 def test_kv_cache_append_grows_in_place_and_reorders():

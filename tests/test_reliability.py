@@ -559,7 +559,6 @@ MATRIX = [
     ("train-accum-zero", TRAIN + ["--accum", "0"], 2, "accum must be positive"),
     ("train-warmup-negative", TRAIN + ["--warmup", "-1"], 2, "warmup must be >= 0"),
     ("train-dropout-above-one", TRAIN + ["--dropout", "1.5"], 2, "dropout must be in [0, 1)"),
-    ("train-attn-dropout-negative", TRAIN + ["--attn-dropout", "-0.1"], 2, "attn_dropout must be in [0, 1)"),
     ("train-eval-every-zero", TRAIN + ["--eval-every", "0"], 2, "eval_every must be positive"),
     ("train-epochs-negative", TRAIN + ["--epochs", "-1"], 2, "epochs must be positive"),
     ("train-max-len-zero", TRAIN + ["--max-len", "0"], 2, "max_len must be positive"),
