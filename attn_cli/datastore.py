@@ -187,10 +187,16 @@ class TokenStore:
 
 
 class InMemoryExamples:
-    """A list of already-tokenized examples behind TokenStore's interface (tests, small data)."""
+    """A list of already-tokenized examples behind TokenStore's interface (tests, small data).
+    ``text_cost`` not None: the examples are pretraining rows (id lists), each costing its
+    length plus ``text_cost`` (:func:`textdata.text_cost`), as a text_only TokenStore plans."""
 
-    def __init__(self, examples: list[tuple], seq2seq: bool):
+    def __init__(self, examples: list, seq2seq: bool, text_cost: int | None = None):
         self.examples = examples
+        self.text_only = text_cost is not None
+        if self.text_only:
+            self.lengths = np.asarray([len(x) + text_cost for x in examples], dtype=np.int32)  # (N,)
+            return
         from .batching import example_lengths  # (batching imports torch: not at module level, so
         # that a tokenizing child process does not pay for it)
 

@@ -9,6 +9,7 @@ import pytest
 from conftest import DATA_DIR, write_jsonl
 
 from attn_cli import buildproc, rundata
+from attn_cli.datastore import InMemoryExamples
 from attn_cli.data import Fields, load_task_data, texts_for_tokenizer
 from attn_cli.errors import DataError
 from attn_cli.rundata import DataRequest, load_run_data, load_stream_data
@@ -81,6 +82,7 @@ def test_txt_documents_detected_and_cut_for_denoising(tmp_path, toks):
     assert train_texts(data, toks) == [words(" ".join(d)) for d in docs]
     rows = data.train.gather(range(len(data.train)))
     assert data.train.lengths.tolist() == [len(r) + 1 for r in rows]  # denoising: + EOS
+    assert InMemoryExamples(rows, True, text_cost=1).lengths.tolist() == data.train.lengths.tolist()
     lines, _ = load(path, toks, tmp_path / "c", task="summarize", documents=False, max_len=8)
     assert len(lines.train) == 36  # a separate cache entry, read by lines
     assert max(len(r) for r in lines.train.gather(range(36))) == 7  # max_len - 1
