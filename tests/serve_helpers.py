@@ -25,8 +25,8 @@ _LOCK = threading.Lock()
 
 
 def tiny_runs() -> Path:
-    """A directory with translate/, summarize/ and sentiment/: tiny models, 5 steps each (what
-    they say does not matter here, only its shape)."""
+    """A directory with translate/, summarize/ and sentiment/: tiny models, 30 steps each (what
+    they say matters little here, but it is not empty)."""
     from attn_cli.config import TrainConfig
     from attn_cli.data import Fields
     from attn_cli.pipeline import RunRequest, train_run
@@ -38,8 +38,8 @@ def tiny_runs() -> Path:
             specs = {"translate": ("translate.it-en.jsonl", Fields(src_lang="it", tgt_lang="en")),
                      "sentiment": ("sentiment.jsonl", Fields()), "summarize": ("summarize.jsonl", Fields())}
             for task, (name, fields) in specs.items():
-                cfg = TrainConfig(task=task, preset="tiny", max_steps=5, eval_every=1000, eval_samples=2,
-                                  vocab_size=500, max_tokens=500, warmup=2, lr=3e-3)
+                cfg = TrainConfig(task=task, preset="tiny", max_steps=30, eval_every=1000, eval_samples=2,
+                                  vocab_size=500, max_tokens=1000, warmup=10, lr=3e-3)
                 train_run(RunRequest(data=f"{DATA_DIR}/{name}", out=root / task, fields=fields), cfg, Quiet())
             _RUNS["root"] = root
         return _RUNS["root"]
