@@ -2,11 +2,12 @@
 
 Which texts a SPEC gives (the fields the labelled tasks read; labels are never read):
 
-  .txt file      one text per line; or, when blank lines separate multi-line blocks (or
-                 ``documents=True``), one document per block, its lines kept (joined by "\\n",
-                 as `attn summarize` reads blank-line-separated documents)
-  translate      both language columns (``--src``/``--tgt``; both files of a parallel prefix),
-                 each side its own row; without the codes, a text column (text, sentence, ...)
+  .txt file      one text per line; or, when blank lines separate multi-line blocks
+                 (:func:`looks_like_documents`; ``documents=True/False`` decides instead), one
+                 document per block, its lines kept (joined by a newline, as `attn summarize`
+                 reads blank-line-separated documents). Field options do not apply to a .txt.
+  translate      the language columns (``--src``/``--tgt``, those present; both files of a
+                 parallel prefix), each side its own row; without them, a text column
   summarize      the document (document, article, dialogue, text, ...) and, when present, the
                  summary (summary, highlights, title, ...), each its own row
   sentiment      the text column (text, sentence, review, content); rows without a label are fine
