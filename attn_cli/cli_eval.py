@@ -34,9 +34,9 @@ def evaluate(
     output: Annotated[Path | None, typer.Option("--output", "-o", help=(
         "Keep the hypotheses (or predicted labels), one per line, in FILE."))] = None,
     beam: Annotated[int, typer.Option("--beam", rich_help_panel=DEC, help=(
-        "Beam size for translate/summarize; 1 = greedy (default: 5 translate, 4 summarize)."))] = 0,
+        "Beam size for translate/summarize; 1 = greedy (default: the task's, see attn info)."))] = 0,
     length_penalty: Annotated[float | None, typer.Option("--length-penalty", rich_help_panel=DEC, help=(
-        "GNMT alpha (default: 0.6 translate, 1.0 summarize)."))] = None,
+        "GNMT alpha (default: the task's, see attn info)."))] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Source tokens per batch.")] = 6000,
     engine: EngineOpt = "auto", compute_type: ComputeOpt = "auto", threads: ThreadsOpt = DEFAULT_THREADS,
@@ -66,10 +66,7 @@ def evaluate(
             metrics = classification(preds, list(ds["label"]), run.model_cfg.num_labels)
             hyps = [meta["label_names"][p] for p in preds]
         else:
-            summ = task == "summarize"
-            dcfg = decode_cfg(beam or (4 if summ else 5), length_penalty if length_penalty is not None
-                               else (1.0 if summ else 0.6), 0.0 if summ else 1.5, 80 if summ else 10,
-                               5 if summ else 0, 3 if summ else 0)
+            dcfg = decode_cfg(task, beam=beam or None, length_penalty=length_penalty)
             hyps = [run.toks.tgt.decode(o) for o, _ in run.generate(ids, dcfg, max_tokens, advance)]
             refs = list(ds["references"]) if "references" in ds.column_names else list(ds["tgt"])
             metrics = bleu_chrf(hyps, refs) if task == "translate" else rouge(hyps, refs)
@@ -125,8 +122,13 @@ def info(run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_def
                                                                f"/ {toks.tgt.vocab_size:,} separate"))
     if meta["task"] == "sentiment":
         table.add_row("labels", ", ".join(meta.get("label_names") or []))
-    elif meta.get("languages", {}).get("src"):
-        table.add_row("languages", f"{meta['languages']['src']} -> {meta['languages']['tgt']}")
+    else:
+        if meta.get("languages", {}).get("src"):
+            table.add_row("languages", f"{meta['languages']['src']} -> {meta['languages']['tgt']}")
+        from .config import DECODE_DEFAULTS, describe_decoding
+
+        table.add_row("decoding", describe_decoding(DECODE_DEFAULTS[meta["task"]]) +
+                      " (options of attn translate/summarize change it)")
     d = meta.get("data", {})
     table.add_row("training data", f"{d.get('train')} ({d.get('train_examples', 0):,} examples), "
                   f"validation {d.get('valid') or 'held out'} ({d.get('valid_examples', 0):,})")

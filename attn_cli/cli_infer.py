@@ -17,7 +17,10 @@ from .cli_app import AttnCommand, app, command, flag
 from .cli_io import check_max_tokens, check_output, open_engine, read_inputs, write_outputs
 from .cli_options import (DEC, ComputeOpt, DeviceOpt, EngineOpt, InOpt, JsonOpt, MaxTokOpt, ModelOpt, OutOpt,
                           TextsArg, ThreadsOpt, decode_cfg)
+from .config import DECODE_DEFAULTS
 from .engines import DEFAULT_THREADS
+
+TR, SU = DECODE_DEFAULTS["translate"], DECODE_DEFAULTS["summarize"]
 
 def _generate(task, model, texts, input_file, output, as_json, dcfg, eng_opts, max_tokens, show, plot):
     from .infer import encode_inputs
@@ -76,15 +79,16 @@ def _show_attention(engine, ids, results, show: bool, plot: Path | None) -> None
 def translate(
     model: ModelOpt, texts: TextsArg = None, input_file: InOpt = None, output: OutOpt = None,
     as_json: JsonOpt = False,
-    beam: Annotated[int, typer.Option("--beam", rich_help_panel=DEC, help="Beam size; 1 = greedy.")] = 5,
+    beam: Annotated[int, typer.Option("--beam", rich_help_panel=DEC, help="Beam size; 1 = greedy.")] = TR.beam,
     length_penalty: Annotated[float, typer.Option("--length-penalty", rich_help_panel=DEC,
-                                                  help="GNMT length penalty alpha.")] = 0.6,
+                                                  help="GNMT length penalty alpha.")] = TR.length_penalty,
     max_len_a: Annotated[float, typer.Option("--max-len-a", rich_help_panel=DEC,
-                                             help="Output limit = a * source length + b.")] = 1.5,
-    max_len_b: Annotated[int, typer.Option("--max-len-b", rich_help_panel=DEC, help="The b above.")] = 10,
-    min_len: Annotated[int, typer.Option("--min-len", rich_help_panel=DEC, help="Minimum output tokens.")] = 0,
-    no_repeat_ngram: Annotated[int, typer.Option("--no-repeat-ngram", rich_help_panel=DEC,
-                                                 help="Never repeat n-grams of this size; 0 = off.")] = 0,
+                                             help="Output limit = a * source length + b.")] = TR.max_len_a,
+    max_len_b: Annotated[int, typer.Option("--max-len-b", rich_help_panel=DEC, help="The b above.")] = TR.max_len_b,
+    min_len: Annotated[int, typer.Option("--min-len", rich_help_panel=DEC, help="Minimum output tokens.")] = TR.min_len,
+    no_repeat_ngram: Annotated[int, typer.Option(
+        "--no-repeat-ngram", rich_help_panel=DEC,
+        help="Never repeat n-grams of this size; 0 = off.")] = TR.no_repeat_ngram,
     show_attention: Annotated[bool, flag("--show-attention", help=(
         "Print the source/output cross-attention as a heatmap (first 5 inputs, on stderr)."))] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help=(
@@ -93,7 +97,8 @@ def translate(
     engine: EngineOpt = "auto", compute_type: ComputeOpt = "auto", threads: ThreadsOpt = DEFAULT_THREADS,
 ) -> None:
     """Translate text with a trained translation model."""
-    dcfg = decode_cfg(beam, length_penalty, max_len_a, max_len_b, min_len, no_repeat_ngram)
+    dcfg = decode_cfg("translate", beam=beam, length_penalty=length_penalty, max_len_a=max_len_a,
+                      max_len_b=max_len_b, min_len=min_len, no_repeat_ngram=no_repeat_ngram)
     _generate("translate", model, texts, input_file, output, as_json, dcfg,
               (engine, compute_type, threads, device), max_tokens, show_attention, plot)
 
@@ -104,15 +109,16 @@ def translate(
 def summarize(
     model: ModelOpt, texts: TextsArg = None, input_file: InOpt = None, output: OutOpt = None,
     as_json: JsonOpt = False,
-    beam: Annotated[int, typer.Option("--beam", rich_help_panel=DEC, help="Beam size; 1 = greedy.")] = 4,
+    beam: Annotated[int, typer.Option("--beam", rich_help_panel=DEC, help="Beam size; 1 = greedy.")] = SU.beam,
     length_penalty: Annotated[float, typer.Option("--length-penalty", rich_help_panel=DEC,
-                                                  help="GNMT length penalty alpha.")] = 1.0,
+                                                  help="GNMT length penalty alpha.")] = SU.length_penalty,
     max_len_a: Annotated[float, typer.Option("--max-len-a", rich_help_panel=DEC,
-                                             help="Output limit = a * source length + b.")] = 0.0,
-    max_len_b: Annotated[int, typer.Option("--max-len-b", rich_help_panel=DEC, help="The b above.")] = 80,
-    min_len: Annotated[int, typer.Option("--min-len", rich_help_panel=DEC, help="Minimum output tokens.")] = 5,
-    no_repeat_ngram: Annotated[int, typer.Option("--no-repeat-ngram", rich_help_panel=DEC,
-                                                 help="Never repeat n-grams of this size; 0 = off.")] = 3,
+                                             help="Output limit = a * source length + b.")] = SU.max_len_a,
+    max_len_b: Annotated[int, typer.Option("--max-len-b", rich_help_panel=DEC, help="The b above.")] = SU.max_len_b,
+    min_len: Annotated[int, typer.Option("--min-len", rich_help_panel=DEC, help="Minimum output tokens.")] = SU.min_len,
+    no_repeat_ngram: Annotated[int, typer.Option(
+        "--no-repeat-ngram", rich_help_panel=DEC,
+        help="Never repeat n-grams of this size; 0 = off.")] = SU.no_repeat_ngram,
     sample: Annotated[bool, flag("--sample", rich_help_panel=DEC,
                                  help="Sample instead of beam search.")] = False,
     top_k: Annotated[int, typer.Option("--top-k", rich_help_panel=DEC,
@@ -128,8 +134,10 @@ def summarize(
     engine: EngineOpt = "auto", compute_type: ComputeOpt = "auto", threads: ThreadsOpt = DEFAULT_THREADS,
 ) -> None:
     """Summarize documents (one per line, JSONL, or separated by blank lines)."""
-    dcfg = decode_cfg(1 if sample else beam, length_penalty, max_len_a, max_len_b, min_len,
-                       no_repeat_ngram, sample, top_k, top_p, temperature, seed)
+    dcfg = decode_cfg("summarize", beam=1 if sample else beam, length_penalty=length_penalty,
+                      max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
+                      no_repeat_ngram=no_repeat_ngram, sample=sample, top_k=top_k, top_p=top_p,
+                      temperature=temperature, seed=seed)
     _generate("summarize", model, texts, input_file, output, as_json, dcfg,
               (engine, compute_type, threads, device), max_tokens, show_attention, plot)
 

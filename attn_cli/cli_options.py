@@ -89,13 +89,12 @@ ThreadsOpt = Annotated[int, typer.Option("--threads", rich_help_panel=ENG, help=
     "else the library's default."))]
 
 
-def decode_cfg(beam, length_penalty, max_len_a, max_len_b, min_len, no_repeat_ngram, sample=False,
-                top_k=0, top_p=1.0, temperature=1.0, seed=0):
-    from .decoding import DecodeConfig
+def decode_cfg(task: str, **options):
+    """The task's decoding (config.DECODE_DEFAULTS) with the options given (None = the task's
+    value); a bad value is a one-line error."""
+    from .config import task_decode_config
 
     try:
-        return DecodeConfig(beam=beam, length_penalty=length_penalty, max_len_a=max_len_a,
-                            max_len_b=max_len_b, min_len=min_len, no_repeat_ngram=no_repeat_ngram,
-                            sample=sample, top_k=top_k, top_p=top_p, temperature=temperature, seed=seed)
+        return task_decode_config(task, **options)
     except ValueError as e:
         raise AttnError(f"bad decoding option: {e}", "see --help") from None

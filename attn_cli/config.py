@@ -8,6 +8,7 @@ which is how they are stored in a run directory's ``config.json``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -290,3 +291,62 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         return dataclass_from_dict(cls, d)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+@dataclass
+class DecodeConfig:
+    """How to turn a source into an output sequence (translate, summarize)."""
+
+    beam: int = 1  # hypotheses kept per sentence; 1 = greedy search
+    length_penalty: float = 0.6  # GNMT alpha: score = log P / ((5+|Y|)/6)^alpha; 0 = raw log P
+    max_len_a: float = 1.2  # output limit = a * (real source length) + b, capped at model max_len
+    max_len_b: int = 10  # the b of that limit
+    min_len: int = 0  # EOS is blocked until this many tokens have been generated
+    no_repeat_ngram: int = 0  # never repeat an n-gram of this size within an output; 0 = off
+    sample: bool = False  # sample tokens instead of searching (needs beam == 1)
+    top_k: int = 0  # sample only among the k most likely tokens; 0 = off
+    top_p: float = 1.0  # sample only in the nucleus, the most likely tokens of mass top_p
+    temperature: float = 1.0  # divides log-probabilities before sampling; < 1 is sharper
+    seed: int = 0  # seed of the sampling generator (same seed, same output)
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        if self.beam < 1:
+            raise ValueError(f"DecodeConfig.beam must be >= 1, got {self.beam}")
+        for name in ("length_penalty", "max_len_a", "max_len_b", "min_len", "no_repeat_ngram",
+                     "top_k"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"DecodeConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"DecodeConfig.top_p must be in (0, 1], got {self.top_p}")
+        if not self.temperature > 0.0 or math.isinf(self.temperature):
+            raise ValueError(f"DecodeConfig.temperature must be > 0, got {self.temperature}")
+        if self.sample and self.beam != 1:
+            raise ValueError(f"DecodeConfig.sample needs beam == 1, got beam={self.beam}")
+
+
+# The decoding of each generating task: what `attn translate|summarize`, `attn eval`, the server
+# and validation during training (greedy there, with the same length rules and blocking) use.
+DECODE_DEFAULTS: dict[str, DecodeConfig] = {
+    "translate": DecodeConfig(beam=5, length_penalty=0.6, max_len_a=1.5, max_len_b=10),
+    "summarize": DecodeConfig(beam=4, length_penalty=1.0, max_len_a=0.0, max_len_b=80, min_len=5,
+                              no_repeat_ngram=3),
+}
+
+
+def task_decode_config(task: str, **changes) -> DecodeConfig:
+    """The task's DECODE_DEFAULTS with ``changes`` (e.g. ``beam=1``; None values are ignored);
+    a bad value is a ValueError naming the field."""
+    return dataclasses.replace(DECODE_DEFAULTS[task], **{k: v for k, v in changes.items() if v is not None})
+
+
+def describe_decoding(cfg: DecodeConfig) -> str:
+    """One line for `attn info`: search, length penalty, limit, blocking."""
+    search = f"beam {cfg.beam}" if cfg.beam > 1 else "greedy"
+    limit = (f"{cfg.max_len_a:g} x source + {cfg.max_len_b}" if cfg.max_len_a else f"{cfg.max_len_b}")
+    extra = (f", at least {cfg.min_len} tokens" if cfg.min_len else "") + \
+        (f", no repeated {cfg.no_repeat_ngram}-grams" if cfg.no_repeat_ngram else "")
+    return f"{search}, length penalty {cfg.length_penalty:g}, at most {limit} tokens{extra}"

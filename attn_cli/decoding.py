@@ -17,7 +17,6 @@ Beam search is built from pure parts that tests drive with hand-built log-probab
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -25,7 +24,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from attn_cli.config import ModelConfig, check_field_types
+from attn_cli.config import DecodeConfig, ModelConfig  # DecodeConfig lives in config (no torch)
 from attn_cli.model import Seq2Seq
 
 NEG_INF = float("-inf")
@@ -34,38 +33,6 @@ NEG_INF = float("-inf")
 # that each row continues) -> next-token log-probabilities (N, V). A stateful step function (a
 # KV cache) reorders its state by ``index`` before computing.
 StepFn = Callable[[Tensor, Tensor], Tensor]
-
-
-@dataclass
-class DecodeConfig:
-    """How to turn a source into an output sequence (translate, summarize)."""
-
-    beam: int = 1  # hypotheses kept per sentence; 1 = greedy search
-    length_penalty: float = 0.6  # GNMT alpha: score = log P / ((5+|Y|)/6)^alpha; 0 = raw log P
-    max_len_a: float = 1.2  # output limit = a * (real source length) + b, capped at model max_len
-    max_len_b: int = 10  # the b of that limit
-    min_len: int = 0  # EOS is blocked until this many tokens have been generated
-    no_repeat_ngram: int = 0  # never repeat an n-gram of this size within an output; 0 = off
-    sample: bool = False  # sample tokens instead of searching (needs beam == 1)
-    top_k: int = 0  # sample only among the k most likely tokens; 0 = off
-    top_p: float = 1.0  # sample only in the nucleus, the most likely tokens of mass top_p
-    temperature: float = 1.0  # divides log-probabilities before sampling; < 1 is sharper
-    seed: int = 0  # seed of the sampling generator (same seed, same output)
-
-    def __post_init__(self) -> None:
-        check_field_types(self)
-        if self.beam < 1:
-            raise ValueError(f"DecodeConfig.beam must be >= 1, got {self.beam}")
-        for name in ("length_penalty", "max_len_a", "max_len_b", "min_len", "no_repeat_ngram",
-                     "top_k"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"DecodeConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"DecodeConfig.top_p must be in (0, 1], got {self.top_p}")
-        if not self.temperature > 0.0 or math.isinf(self.temperature):
-            raise ValueError(f"DecodeConfig.temperature must be > 0, got {self.temperature}")
-        if self.sample and self.beam != 1:
-            raise ValueError(f"DecodeConfig.sample needs beam == 1, got beam={self.beam}")
 
 
 # --------------------------------------------------------------------------- shared pieces

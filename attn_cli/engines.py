@@ -117,12 +117,12 @@ class TorchEngine(Engine):
     def generate(self, ids, cfg, max_tokens=6000, on_batch=None):
         from .infer import generate
 
-        return generate(self.run, ids, cfg, max_tokens, on_batch)
+        return generate(self.run.model, self.run.device, ids, cfg, max_tokens, on_batch)
 
     def classify(self, ids, max_tokens=16000, on_batch=None):
         from .infer import classify
 
-        return classify(self.run, ids, max_tokens, on_batch)
+        return classify(self.run.model, self.run.device, ids, max_tokens, on_batch)
 
 
 # --------------------------------------------------------------------------- CTranslate2

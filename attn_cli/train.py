@@ -33,15 +33,14 @@ from .batching import (Batch, DataPosition, collate_classify, collate_seq2seq, e
 from .datastore import InMemoryExamples
 from .prefetch import PREFETCH_DEPTH, Prefetch, mark_last
 from .stream import StreamSource
-from .config import ModelConfig, TrainConfig, check_field_types
-from .decoding import greedy_decode
+from .config import ModelConfig, TrainConfig, check_field_types, task_decode_config
 from .errors import AttnError, RunFailure
+from .infer import classify, generate
 from .metrics import bleu_chrf, classification, rouge
 from .optim import lr_factor, make_optimizer, pick_precision, step_seed
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizers
 
 PRIMARY = {"translate": "bleu", "summarize": "rouge1", "sentiment": "accuracy"}
-SUMMARY_MAX_LEN = 96  # output cap when decoding validation summaries
 EMA_FILE = "ema.safetensors"  # in last/, with --ema
 
 
@@ -265,7 +264,8 @@ class Trainer:
             metrics["valid_ppl"] = math.exp(min(metrics["valid_loss"], 50))
             metrics.update(self._decode_metrics(model))
         else:
-            preds = predict_labels(model, [x for x, _ in self.valid_ex], self.cfg.max_tokens, self.device)
+            probs = classify(model, self.device, [x for x, _ in self.valid_ex], self.cfg.max_tokens)
+            preds = [max(range(len(p)), key=p.__getitem__) for p in probs]
             metrics.update(classification(preds, [y for _, y in self.valid_ex], self.model_cfg.num_labels))
             metrics.pop("confusion", None)
         model.train()
@@ -274,9 +274,10 @@ class Trainer:
     def _decode_metrics(self, model: nn.Module) -> dict:
         n = min(self.cfg.eval_samples, len(self.valid_ex))
         srcs = [s for s, _ in self.valid_ex[:n]]
-        cap = SUMMARY_MAX_LEN if self.model_cfg.task == "summarize" else None
-        hyps = [self.toks.tgt.decode(ids) for ids in
-                greedy_translate(model, srcs, self.cfg.max_tokens, self.device, self.amp_dtype, cap)]
+        # the task's decoding (length rules, n-gram blocking) with greedy search, for speed
+        cfg = task_decode_config(self.model_cfg.task, beam=1)
+        outs = generate(model, self.device, srcs, cfg, self.cfg.max_tokens, amp_dtype=self.amp_dtype)
+        hyps = [self.toks.tgt.decode(ids) for ids, _ in outs]
         refs = self.valid_refs[:n]
         if self.model_cfg.task == "translate":
             return {k: v for k, v in bleu_chrf(hyps, refs).items() if k in ("bleu", "chrf")}
@@ -444,34 +445,3 @@ def _main_thread() -> bool:
 
 
 # ------------------------------------------------------------------ batched inference helpers
-
-
-def _sorted_batches(seqs: list[list[int]], max_tokens: int) -> list[list[int]]:
-    lengths = [len(s) + 1 for s in seqs]
-    return make_batches(lengths, max_tokens, seed=0, epoch=0, shuffle=False)
-
-
-def greedy_translate(model, srcs: list[list[int]], max_tokens: int, device: torch.device,
-                     amp_dtype: torch.dtype | None = None, cap: int | None = None) -> list[list[int]]:
-    """Greedy-decode token lists in length-sorted batches; outputs in input order. Outputs are
-    at most 1.5 x source + 10 tokens, and at most ``cap``."""
-    out: list[list[int]] = [[] for _ in srcs]
-    for idx in _sorted_batches(srcs, max_tokens):
-        batch = collate_classify([(srcs[i] or [EOS_ID], 0) for i in idx], PAD_ID).src.to(device)
-        max_len = int(batch.ne(PAD_ID).sum(1).max().item() * 1.5 + 10)
-        max_len = min(max_len, cap) if cap else max_len
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            ids, _ = greedy_decode(model, batch, max_len)
-        for row, i in zip(ids.tolist(), idx, strict=True):
-            out[i] = row[:row.index(EOS_ID)] if EOS_ID in row else row
-    return out
-
-
-def predict_labels(model, seqs: list[list[int]], max_tokens: int, device: torch.device) -> list[int]:
-    """Argmax class of each token list, batched by length; in input order."""
-    out = [0] * len(seqs)
-    for idx in _sorted_batches(seqs, max_tokens):
-        batch = collate_classify([(seqs[i] or [EOS_ID], 0) for i in idx], PAD_ID).src.to(device)
-        for p, i in zip(model(batch).argmax(-1).tolist(), idx, strict=True):
-            out[i] = p
-    return out

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         if labels not in (None, sorted(names)):
             raise SystemExit(f"{run_dir} has labels {names}, the others {labels}")
         labels = sorted(names)
-        probs = classify(run, encode_inputs(run, texts)[0])
+        probs = classify(run.model, run.device, encode_inputs(run, texts)[0])
         all_probs.append([[p[names.index(c)] for c in labels] for p in probs])  # label order
         alone.append((run_dir.name, [labels[i] for i in ensemble(all_probs[-1:])]))
         if args.with_tfidf:
