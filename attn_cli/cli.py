@@ -10,6 +10,7 @@ from __future__ import annotations
 
 # The order here is the order of `attn --help`.
 from . import cli_train  # noqa: F401  (registration)
+from . import cli_pretrain  # noqa: F401
 from . import cli_infer  # noqa: F401
 from . import cli_eval  # noqa: F401
 from . import cli_tokenizer  # noqa: F401

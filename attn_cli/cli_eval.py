@@ -120,7 +120,11 @@ def info(run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_def
     table.add_row("parameters", f"{meta.get('parameters', 0):,}")
     table.add_row("vocabulary", f"{toks.src.vocab_size:,} " + ("joint" if toks.joint else
                                                                f"/ {toks.tgt.vocab_size:,} separate"))
-    if meta["task"] == "sentiment":
+    pre = meta.get("pretrain")
+    if pre:
+        table.add_row("pretraining run", f"{pre.get('objective')} on {pre.get('texts', 0):,} texts; fine-tune it "
+                      f"with attn train {meta['task']} --init-from {run_dir}")
+    elif meta["task"] == "sentiment":
         table.add_row("labels", ", ".join(meta.get("label_names") or []))
     else:
         if meta.get("languages", {}).get("src"):
@@ -133,23 +137,29 @@ def info(run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_def
     table.add_row("training data", f"{d.get('train')} ({d.get('train_examples', 0):,} examples), "
                   f"validation {d.get('valid') or 'held out'} ({d.get('valid_examples', 0):,})")
     if meta.get("init_from"):
-        table.add_row("started from", f"{meta['init_from']} (--init-from)")
-    table.add_row("exported engine", _export_row(run_dir, meta, toks))
+        p = meta.get("pretrained")
+        seen = (f"; pretrained ({p['objective']}) on {p['data']}: {p['texts']:,} texts, {p['steps']:,} steps, "
+                f"{p['tokens_seen']:,} tokens seen" if p else "")
+        table.add_row("started from", f"{meta['init_from']} (--init-from){seen}")
+    if not pre:
+        table.add_row("exported engine", _export_row(run_dir, meta, toks))
     last = find_dir(run_dir / LAST_DIR)
     if last is not None and (last / "state.json").is_file():
         try:
-            _training_rows(table, json.loads((last / "state.json").read_text()), meta["task"])
+            metric = ("masked_accuracy" if meta["task"] == "sentiment" else "token_accuracy") if pre else None
+            _training_rows(table, json.loads((last / "state.json").read_text()), meta["task"], metric)
         except (ValueError, KeyError, TypeError, OSError):
             table.add_row("training", "last/state.json is unreadable")
     ui.out.print(table)
 
 
-def _training_rows(table: Table, st: dict, task: str) -> None:
-    from .train import PRIMARY
+def _training_rows(table: Table, st: dict, task: str, metric: str | None = None) -> None:
+    from .metrics import PRIMARY_METRIC
 
     table.add_row("training", f"{st['step']:,} steps, {st['train_seconds'] / 60:.1f} min")
     if st.get("best") is not None:
-        table.add_row("best validation", f"{PRIMARY[task]} {st['best']:.2f} (step {st['best_step']})")
+        table.add_row("best validation", f"{metric or PRIMARY_METRIC[task]} {st['best']:.2f} "
+                      f"(step {st['best_step']})")
 
 
 def _export_row(run_dir: Path, meta: dict, toks) -> str:

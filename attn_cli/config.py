@@ -99,7 +99,7 @@ class ModelConfig:
     d_ff: int = 1024  # hidden width of the feed-forward blocks (F)
     dropout: float = 0.1  # dropout on embeddings and residual branches
     max_len: int = 512  # maximum number of positions (per side) the model accepts
-    num_labels: int = 0  # classes of the sentiment head (>= 2 for sentiment; 0 otherwise)
+    num_labels: int = 0  # classes of the sentiment head (>= 2; 0 = no head: a masked-LM pretraining run)
     pad_id: int = 0  # padding token id (masked out of attention and pooling)
     bos_id: int = 2  # beginning-of-sequence id, the first decoder input
     eos_id: int = 3  # end-of-sequence id, where decoding stops
@@ -132,9 +132,9 @@ class ModelConfig:
         if self.n_dec_layers != 0:
             raise ValueError(f"ModelConfig.n_dec_layers must be 0 for task 'sentiment', "
                              f"got {self.n_dec_layers}")
-        if self.num_labels < 2:
-            raise ValueError(f"ModelConfig.num_labels must be >= 2 for task 'sentiment', "
-                             f"got {self.num_labels}")
+        if self.num_labels < 2 and self.num_labels != 0:
+            raise ValueError(f"ModelConfig.num_labels must be >= 2 for task 'sentiment' (0: a "
+                             f"pretraining encoder without a head), got {self.num_labels}")
         if self.tgt_vocab_size is not None:
             raise ValueError("ModelConfig.tgt_vocab_size must be None for task 'sentiment'")
 
@@ -177,6 +177,13 @@ class ModelConfig:
             d = {k: v for k, v in d.items() if k not in RETIRED_MODEL_FIELDS}
         return dataclass_from_dict(cls, d)
 
+
+# Self-supervised pretraining objectives (attn pretrain) per task; the first is the default.
+OBJECTIVES: dict[str, tuple[str, ...]] = {
+    "sentiment": ("mlm", "mlm-whole-word"),  # BERT masked-LM, pieces or whole words
+    "translate": ("denoise", "denoise-permute"),  # BART text infilling (+ sentence permutation)
+    "summarize": ("denoise", "denoise-permute"),
+}
 
 # Model sizes: dims only; the task, vocabulary and labels come from the data.
 PRESETS: dict[str, dict[str, int]] = {
@@ -245,6 +252,7 @@ class TrainConfig:
     skip_nonfinite: bool = False  # skip batches whose loss is NaN/inf instead of stopping
     vocab_size: int = 8000  # tokenizer size when attn trains one (lowered to what the data allows)
     lowercase: bool = False  # the tokenizer attn trains folds case (SentencePiece's nmt_nfkc_cf)
+    objective: str | None = None  # attn pretrain: one of OBJECTIVES[task]; None = train the task itself
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -268,6 +276,9 @@ class TrainConfig:
             raise ValueError(f"schedule must be inverse_sqrt or cosine, got {self.schedule!r}")
         if self.schedule == "cosine" and self.max_steps is None:
             raise ValueError("schedule cosine needs max_steps (the length of the decay)")
+        if self.objective is not None and self.objective not in OBJECTIVES[self.task]:
+            raise ValueError(f"objective for {self.task} must be one of {', '.join(OBJECTIVES[self.task])}, "
+                             f"got {self.objective!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):

@@ -24,7 +24,9 @@ from .tokenizer import EOS_ID, PAD_ID, Tokenizers
 
 META_KEYS = {"attn_version": str, "task": str, "preset": str, "parameters": int, "model": dict,
              "label_names": (list, type(None)), "languages": dict, "fields": dict, "data": dict,
-             "init_from": str}  # init_from: only in runs started with --init-from
+             "init_from": str,  # only in runs started with --init-from
+             "pretrained": dict,  # ... when that run was an attn pretrain run: what it saw
+             "pretrain": dict}  # only in attn pretrain runs (they initialise others, never infer)
 # Inside the dicts above: what each value may be. Nothing in config.json is ever opened as a path
 # (data.train/valid are shown by `attn info`, never read); every file comes from a fixed name.
 _STR = (str, type(None))
@@ -91,11 +93,17 @@ def _check_values(path: Path, key: str, value) -> None:
                             "restore the file or retrain")
 
 
-def load_run_files(run_dir: str | Path, task: str | None = None
+def load_run_files(run_dir: str | Path, task: str | None = None, allow_pretrain: bool = False
                    ) -> tuple[dict, ModelConfig, Tokenizers]:
-    """config.json, the ModelConfig in it and the tokenizers, checked against each other."""
+    """config.json, the ModelConfig in it and the tokenizers, checked against each other. A
+    pretraining run is refused unless ``allow_pretrain`` (--init-from reads it)."""
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
+    if "pretrain" in meta and not allow_pretrain:
+        what = meta["pretrain"].get("objective", "self-supervised")
+        raise AttnError(f"{run_dir} is a pretraining run ({what}), not a trained {meta['task']} model",
+                        f"fine-tune it first: attn train {meta['task']} --init-from {run_dir} --data SPEC "
+                        "--out RUN_DIR")
     try:
         model_cfg = ModelConfig.from_dict(meta["model"])
     except (ValueError, TypeError) as e:
@@ -115,12 +123,14 @@ def load_run_files(run_dir: str | Path, task: str | None = None
     return meta, model_cfg, toks
 
 
-def load_run(run_dir: str | Path, *, task: str | None = None, device: str = "auto") -> LoadedRun:
-    """Rebuild the model of a run directory, with its best weights, ready for inference."""
+def load_run(run_dir: str | Path, *, task: str | None = None, device: str = "auto",
+             allow_pretrain: bool = False) -> LoadedRun:
+    """Rebuild the model of a run directory, with its best weights, ready for inference (or,
+    with ``allow_pretrain``, to initialise another run)."""
     from .optim import pick_device
 
     run_dir = Path(run_dir)
-    meta, model_cfg, toks = load_run_files(run_dir, task)
+    meta, model_cfg, toks = load_run_files(run_dir, task, allow_pretrain)
     if not (run_dir / ckpt.WEIGHTS_FILE).is_file():
         raise AttnError(f"{run_dir} has no {ckpt.WEIGHTS_FILE} yet", "train until the first evaluation")
     model = build_model(model_cfg)

@@ -127,24 +127,19 @@ class Seq2Seq(nn.Module):
         return self.attention_maps(src_ids, tgt_in_ids)["cross"]
 
 
-class Classifier(nn.Module):
-    """Encoder, the mean of its outputs over real tokens, and a Linear-tanh-Linear head."""
+class TextEncoder(nn.Module):
+    """Token embedding, sinusoidal positions and an encoder stack: the part a classifier and
+    its masked-LM pretraining share (same parameter names, so one initialises the other)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        if cfg.num_labels < 2:
-            raise ValueError(f"Classifier needs num_labels >= 2, got {cfg.num_labels}")
         self.cfg = cfg
         d = cfg.d_model
         self.embed = nn.Embedding(cfg.vocab_size, d)
         self.pos = SinusoidalPositions(d, cfg.max_len)
         self.drop = nn.Dropout(cfg.dropout)
         self.encoder = Encoder(cfg.n_enc_layers, d, cfg.n_heads, cfg.d_ff, cfg.dropout)
-        self.head = nn.Sequential(
-            nn.Linear(d, d), nn.Tanh(), nn.Dropout(cfg.dropout), nn.Linear(d, cfg.num_labels)
-        )
         self.embed_scale = math.sqrt(d)
-        _init_weights(self, d)
 
     def encode(self, ids: Tensor, need_weights: bool = False
                ) -> tuple[Tensor, Tensor, list[Tensor]]:
@@ -154,6 +149,25 @@ class Classifier(nn.Module):
         x = self.drop(self.pos(self.embed(ids) * self.embed_scale))  # (B, S, D)
         h, maps = self.encoder(x, mask, need_weights)  # (B, S, D)
         return h, mask, maps
+
+    def attention_maps(self, ids: Tensor) -> Tensor:
+        """Per-layer self-attention weights (L, B, H, S, S), explicit-softmax path."""
+        _, _, maps = self.encode(ids, need_weights=True)
+        return torch.stack(maps)
+
+
+class Classifier(TextEncoder):
+    """The encoder, the mean of its outputs over real tokens, and a Linear-tanh-Linear head."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        if cfg.num_labels < 2:
+            raise ValueError(f"Classifier needs num_labels >= 2, got {cfg.num_labels}")
+        super().__init__(cfg)
+        d = cfg.d_model
+        self.head = nn.Sequential(
+            nn.Linear(d, d), nn.Tanh(), nn.Dropout(cfg.dropout), nn.Linear(d, cfg.num_labels)
+        )
+        _init_weights(self, d)
 
     def pooled(self, ids: Tensor) -> Tensor:
         """ids (B, S) -> the mean of the encoder outputs of the non-pad tokens (B, D); an
@@ -166,15 +180,27 @@ class Classifier(nn.Module):
         """ids (B, S) -> class logits (B, C)."""
         return self.head(self.pooled(ids))  # (B, C)
 
-    def attention_maps(self, ids: Tensor) -> Tensor:
-        """Per-layer self-attention weights (L, B, H, S, S), explicit-softmax path."""
-        _, _, maps = self.encode(ids, need_weights=True)
-        return torch.stack(maps)
+
+class MaskedLM(TextEncoder):
+    """The classifier's encoder pretrained as a masked language model (``attn pretrain
+    sentiment``): vocabulary logits through the tied input embedding."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__(cfg)
+        _init_weights(self, cfg.d_model)
+
+    def forward(self, ids: Tensor, at: Tensor) -> Tensor:
+        """ids (B, S) with masked pieces, at (B, S) bool -> logits (N, V) at the N True places."""
+        h, _, _ = self.encode(ids)  # (B, S, D)
+        return h[at] @ self.embed.weight.t()  # (N, V)
 
 
-def build_model(cfg: ModelConfig) -> Seq2Seq | Classifier:
-    """The model for ``cfg.task``: Seq2Seq for translate/summarize, Classifier for sentiment."""
-    return Seq2Seq(cfg) if cfg.is_seq2seq else Classifier(cfg)
+def build_model(cfg: ModelConfig) -> Seq2Seq | Classifier | MaskedLM:
+    """The model for ``cfg.task``: Seq2Seq for translate/summarize, Classifier for sentiment
+    (MaskedLM for a sentiment encoder without a head, ``num_labels == 0``: pretraining)."""
+    if cfg.is_seq2seq:
+        return Seq2Seq(cfg)
+    return Classifier(cfg) if cfg.num_labels else MaskedLM(cfg)
 
 
 def count_parameters(model: nn.Module) -> int:

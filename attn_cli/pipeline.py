@@ -25,6 +25,7 @@ from .model import build_model, count_parameters
 from .rundata import DataRequest, RunData, load_run_data, load_stream_data
 from .tokenizer import TokenizerConfig, Tokenizers, VocabTooLarge, train_tokenizers
 from .optim import pick_device
+from .pretrain import PretrainTrainer, pretrain_meta
 from .train import PRIMARY, Reporter, Trainer
 
 
@@ -44,6 +45,7 @@ class RunRequest:
     overwrite: bool = False
     data_cache: Path | None = None  # tokenized-data cache directory (None: $ATTN_CACHE or ~/.cache/attn)
     num_proc: int | None = None  # tokenizing threads (None: the machine's cores)
+    documents: bool | None = None  # attn pretrain: a .txt holds blank-line-separated documents
 
 
 @dataclass
@@ -104,7 +106,10 @@ def build_model_config(cfg: TrainConfig, toks: Tokenizers, data: RunData) -> Mod
     overrides: dict = {"max_len": cfg.max_len}
     if cfg.dropout is not None:
         overrides["dropout"] = cfg.dropout
-    labels = len(data.label_names) if cfg.task == "sentiment" else 0
+    labels = len(data.label_names) if cfg.task == "sentiment" and cfg.objective is None else 0
+    if cfg.objective is not None and not toks.joint:
+        raise AttnError("pretraining needs a joint tokenizer (one vocabulary for both sides)",
+                        "leave out --tokenizer (one is trained), or pass one made without --separate-vocab")
     tgt_vocab = None if toks.joint or cfg.task == "sentiment" else toks.tgt.vocab_size
     return model_config_from_preset(cfg.preset, cfg.task, toks.src.vocab_size, tgt_vocab, labels,
                                     **overrides)
@@ -119,7 +124,28 @@ def run_meta(req: RunRequest, cfg: TrainConfig, mcfg: ModelConfig, data: RunData
             "data": {"train": req.data, "valid": req.valid, "subset": req.subset,
                      "train_examples": 0 if cfg.stream else len(data.train),
                      "valid_examples": len(data.valid)},
-            **({"init_from": str(req.init_from)} if req.init_from is not None else {})}
+            **({"init_from": str(req.init_from)} if req.init_from is not None else {}),
+            **({"pretrained": pretrained_summary(req.init_from)} if req.init_from is not None
+               and pretrained_summary(req.init_from) else {}),
+            **({"pretrain": pretrain_meta(cfg.objective, 0 if cfg.stream else len(data.train), len(data.valid))}
+               if cfg.objective is not None else {})}
+
+
+def pretrained_summary(run_dir: Path) -> dict | None:
+    """What an --init-from run says about its pretraining (objective, texts, steps), or None
+    when it is not a pretraining run."""
+    try:
+        meta = json.loads((run_dir / ckpt.CONFIG_FILE).read_text(encoding="utf-8"))
+        info = meta.get("pretrain")
+        if not isinstance(info, dict):
+            return None
+        state = json.loads((run_dir / ckpt.LAST_DIR / "state.json").read_text(encoding="utf-8")) \
+            if (run_dir / ckpt.LAST_DIR / "state.json").is_file() else {}
+    except (OSError, ValueError):
+        return None
+    return {"objective": str(info.get("objective")), "texts": int(info.get("texts") or 0),
+            "data": str((meta.get("data") or {}).get("train")), "steps": int(state.get("step") or 0),
+            "tokens_seen": int(state.get("tokens") or 0)}
 
 
 def prepare(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist):
@@ -132,7 +158,8 @@ def prepare(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist
         reporter.note(f"{cfg.precision} on this CPU is far slower than fp32 (use --precision auto)")
     dreq = DataRequest(spec=req.data, task=cfg.task, fields=req.fields, valid_spec=req.valid,
                        split=req.split, subset=req.subset, seed=cfg.seed, max_len=cfg.max_len,
-                       cache=req.data_cache, **({"num_proc": req.num_proc} if req.num_proc else {}))
+                       cache=req.data_cache, text_only=cfg.objective is not None, documents=req.documents,
+                       **({"num_proc": req.num_proc} if req.num_proc else {}))
     if cfg.stream:
         data, toks = load_stream_data(dreq, known_tokenizers(req), cfg, reporter.note)
         for n in data.notes:
@@ -227,7 +254,7 @@ def init_weights(model: torch.nn.Module, mcfg: ModelConfig, run_dir: Path) -> st
     Returns a one-line note of what was copied."""
     from .infer import load_run
 
-    source = load_run(run_dir, device="cpu")
+    source = load_run(run_dir, device="cpu", allow_pretrain=True)
     old = source.model_cfg
     given = source.model.state_dict()
     encoder_only = old.is_seq2seq and not mcfg.is_seq2seq
@@ -275,8 +302,9 @@ def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: d
         ckpt.atomic_write_text(out / ckpt.TRAIN_CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
         ckpt.atomic_write_text(out / ckpt.CONFIG_FILE, json.dumps(run_meta(req, cfg, mcfg, data, params), indent=2))
     dd.barrier(dist)
-    trainer = Trainer(cfg, mcfg, model, toks, data.train, data.valid, data.refs, out, reporter, dist,
-                      device)
+    trainer_cls = PretrainTrainer if cfg.objective is not None else Trainer
+    trainer = trainer_cls(cfg, mcfg, model, toks, data.train, data.valid, data.refs, out, reporter, dist,
+                          device)
     if req.resume:
         if not trainer.load_last():
             reporter.note(f"{out} has no saved state yet (it stopped before its first save): "
@@ -336,14 +364,23 @@ def write_card(out: Path, cfg: TrainConfig, data: RunData, params: int, state: d
                device: torch.device) -> None:
     """README.md: a short model card from the run's own records."""
     rows = [json.loads(x) for x in (out / ckpt.METRICS_FILE).read_text().splitlines() if x.strip()]
+    primary = (("masked_accuracy" if cfg.task == "sentiment" else "token_accuracy") if cfg.objective
+               else PRIMARY[cfg.task])
     evals = [r for r in rows if r.get("event") == "eval"]
-    best = max(evals, key=lambda r: r[PRIMARY[cfg.task]], default=None)
+    best = max(evals, key=lambda r: r[primary], default=None)
     metric_lines = "".join(f"| {k} | {v:.4g} |\n" for k, v in (best or {}).items()
                            if isinstance(v, float) and k not in ("time", "best"))
     meta = json.loads((out / ckpt.CONFIG_FILE).read_text())
     origin = ""
     if meta.get("init_from"):
         origin = f"- started from the best weights of `{meta['init_from']}` (--init-from)\n" + origin
+    if meta.get("pretrained"):
+        p = meta["pretrained"]
+        origin += (f"- that run was pretrained ({p['objective']}) on `{p['data']}`: {p['texts']:,} texts, "
+                   f"{p['steps']:,} steps, {p['tokens_seen']:,} tokens seen\n")
+    if cfg.objective:
+        origin += (f"- a pretraining run ({cfg.objective}): fine-tune it with `attn train {cfg.task} "
+                   f"--init-from {out.name} --data SPEC --out RUN_DIR`\n")
     text = (f"# attn {cfg.task} model\n\n"
             f"- preset: `{cfg.preset}` ({PRESETS[cfg.preset]}), {params:,} parameters\n"
             f"- training data: `{meta['data']['train']}` "
@@ -353,7 +390,7 @@ def write_card(out: Path, cfg: TrainConfig, data: RunData, params: int, state: d
             f"{state['tokens']:,} {'examples' if cfg.task == 'sentiment' else 'target tokens'}\n"
             f"{origin}"
             f"- attn {__version__}; weights in `model.safetensors` (best validation "
-            f"{PRIMARY[cfg.task]}, step {state['best_step']}"
+            f"{primary}, step {state['best_step']}"
             f"{f'; moving average of the weights, decay {cfg.ema}' if cfg.ema else ''})\n\n"
             f"## Validation metrics at the best step\n\n| metric | value |\n|---|---|\n{metric_lines}\n"
             f"Test metrics: run `attn eval --model {out.name} --data SPEC --split test`.\n")

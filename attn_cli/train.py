@@ -36,11 +36,11 @@ from .stream import StreamSource
 from .config import ModelConfig, TrainConfig, check_field_types, task_decode_config
 from .errors import AttnError, RunFailure
 from .infer import classify, generate
-from .metrics import bleu_chrf, classification, rouge
+from .metrics import PRIMARY_METRIC, bleu_chrf, classification, rouge
 from .optim import lr_factor, make_optimizer, pick_precision, step_seed
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizers
 
-PRIMARY = {"translate": "bleu", "summarize": "rouge1", "sentiment": "accuracy"}
+PRIMARY = PRIMARY_METRIC  # the validation metric (higher is better) that picks the best weights
 EMA_FILE = "ema.safetensors"  # in last/, with --ema
 
 
@@ -91,6 +91,7 @@ class Trainer:
         self.train_ex, self.valid_ex, self.valid_refs = train, valid, valid_refs
         self.run_dir, self.reporter, self.dist, self.device = run_dir, reporter, dist, device
         self.seq2seq = model_cfg.is_seq2seq
+        self.primary = PRIMARY[model_cfg.task]  # the metric that picks the best weights
         self.amp_dtype = pick_precision(cfg.precision, device)
         self.raw_model = model.to(device)
         self.optimizer = make_optimizer(self.raw_model, cfg, device)
@@ -191,16 +192,25 @@ class Trainer:
                                ignore_index=PAD_ID if self.seq2seq else -100,
                                label_smoothing=smoothing, reduction="sum")
 
-    def _local_batch(self, indices, examples: list[tuple] | None = None) -> tuple[Batch, float]:
+    def _local_batch(self, indices, examples: list[tuple] | None = None, draw: int = 0) -> tuple[Batch, float]:
         """This process's part of a global batch (example ``indices`` into the training data,
         or the ``examples`` themselves), and its weight. A rank whose part is empty runs one
-        example with weight 0, so every rank still joins DDP's gradient all-reduce."""
+        example with weight 0, so every rank still joins DDP's gradient all-reduce. ``draw``
+        numbers the batch in the run (for noise drawn while collating: pretraining)."""
         weight = 1.0
         if self.dist.enabled:
             part = split_batch_indices(indices, self.dist.rank, self.dist.world_size)
             indices, weight = (part, 1.0) if part else (indices[:1], 0.0)
         rows = [examples[i] for i in indices] if examples is not None else self.train_ex.gather(indices)
-        return self.collate(rows), weight
+        return self._collate(rows, draw), weight
+
+    def _seen(self, batch: Batch) -> int:
+        """What a batch adds to the run's count: target tokens (seq2seq) or examples."""
+        return batch.n_tokens if self.seq2seq else batch.n_examples
+
+    def _collate(self, rows: list, draw: int) -> Batch:
+        """Training rows -> a Batch (``draw``: see _local_batch; unused here)."""
+        return self.collate(rows)
 
     def _prepare(self, batch: Batch) -> tuple[Batch, float]:
         """The batch on the device and its loss count (target tokens or examples)."""
@@ -225,7 +235,7 @@ class Trainer:
         target tokens (seq2seq) or examples (sentiment))."""
         torch.manual_seed(step_seed(self.cfg.seed, self.dist.rank, self.state.step + self.state.skipped))
         prepared = [(*self._prepare(batch), weight) for batch, weight in micro]
-        seen = sum(w * (b.n_tokens if self.seq2seq else b.n_examples) for b, w in micro)
+        seen = sum(w * self._seen(b) for b, w in micro)
         counts = torch.tensor([sum(w * n for _, n, w in prepared), float(seen)], device=self.device)
         global_count, global_seen = dd.all_reduce_sum(counts, self.dist).tolist()
         scale = self.dist.world_size / max(global_count, 1.0)
@@ -300,7 +310,7 @@ class Trainer:
     def _evaluate_and_save(self, log) -> None:
         if self.dist.is_main:
             metrics = self.evaluate()
-            value = metrics[PRIMARY[self.model_cfg.task]]
+            value = metrics[self.primary]
             is_best = self.state.best is None or value > self.state.best
             if is_best:
                 self.state.best, self.state.best_step, self.state.bad_evals = value, self.state.step, 0
@@ -395,10 +405,11 @@ class Trainer:
             items = ((DataPosition(epoch, k + 1), (k + 1) / len(plan), plan[k])
                      for k in range(start.position, len(plan)))
         for after, fraction, rows in items:
+            draw = (after.epoch << 32) + after.position
             if self.stream is not None:
-                batch, weight = self._local_batch(range(len(rows)), rows)
+                batch, weight = self._local_batch(range(len(rows)), rows, draw)
             else:
-                batch, weight = self._local_batch(rows)
+                batch, weight = self._local_batch(rows, draw=draw)
             if self.device.type == "cuda":
                 batch = batch.pin_memory()
             yield after, fraction, (batch, weight)
