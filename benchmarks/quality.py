@@ -30,7 +30,6 @@ import gzip
 import json
 import os
 import platform
-import re
 import shlex
 import subprocess
 import sys
@@ -122,17 +121,14 @@ def split_file(directory: Path, split: str) -> Path:
 
 
 def tfidf_probabilities(directory: Path, split: str = "test") -> tuple[list, list[list[float]]]:
-    """(labels, class probabilities per ``split`` example in that label order) of TF-IDF (1-2
-    grams, min_df 2, sublinear tf) + logistic regression (C=4), fit on train."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
+    """(labels, class probabilities per ``split`` example in that label order) of
+    :func:`attn_cli.baselines.fit_tfidf` (TF-IDF 1-2-grams, min_df 2, sublinear tf + logistic
+    regression, C=4) fit on train."""
+    from attn_cli.baselines import fit_tfidf
 
     train, test = read_jsonl(split_file(directory, "train")), read_jsonl(split_file(directory, split))
-    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-    x_train = vec.fit_transform([r["text"] for r in train])
-    clf = LogisticRegression(C=4.0, max_iter=2000)
-    clf.fit(x_train, [r["label"] for r in train])
-    return clf.classes_.tolist(), clf.predict_proba(vec.transform([r["text"] for r in test])).tolist()
+    clf = fit_tfidf([r["text"] for r in train], [r["label"] for r in train])
+    return clf.classes, clf.predict_proba([r["text"] for r in test]).tolist()
 
 
 def tfidf_predictions(directory: Path, split: str = "test") -> list:
@@ -142,38 +138,36 @@ def tfidf_predictions(directory: Path, split: str = "test") -> list:
 
 
 def tfidf_baseline(directory: Path, split: str = "test") -> dict:
-    """Accuracy and macro-F1 of :func:`tfidf_predictions`, with its time."""
-    from sklearn.metrics import accuracy_score, f1_score
+    """Accuracy and macro-F1 of :func:`attn_cli.baselines.sentiment_baseline` (fit on train,
+    raw text) on ``split``, with its time: what ``attn eval --baseline`` reports."""
+    from attn_cli.baselines import sentiment_baseline
 
-    start = time.perf_counter()
-    pred = tfidf_predictions(directory, split)
-    test = read_jsonl(split_file(directory, split))
-    gold = [r["label"] for r in test]
-    return {"name": "TF-IDF 1-2gram + LR (C=4)", "split": split, "accuracy": 100 * accuracy_score(gold, pred),
-            "macro_f1": 100 * f1_score(gold, pred, average="macro"), "examples": len(test),
-            "seconds": round(time.perf_counter() - start, 1)}
-
-
-SPEAKER_TAG = re.compile(r"^#Person\d+#:\s*")
+    train, test = read_jsonl(split_file(directory, "train")), read_jsonl(split_file(directory, split))
+    names = sorted({r["label"] for r in train} | {r["label"] for r in test}, key=str)
+    index = {name: i for i, name in enumerate(names)}
+    result = sentiment_baseline([r["text"] for r in train], [index[r["label"]] for r in train],
+                                [r["text"] for r in test], [index[r["label"]] for r in test], len(names))
+    return {**result, "split": split}
 
 
 def lead3_baseline(directory: Path, split: str = "test") -> dict:
-    """The first three turns of each dialogue, ROUGE against all references (best per example).
+    """The first three turns of each dialogue (:func:`attn_cli.baselines.lead`), ROUGE against
+    all references (best per example).
 
     The headline variant drops the ``#PersonN#:`` speaker tags, which reproduces the data
     README's lead-3 (27.3/10.6/21.6, measured here as 27.2/10.6/21.6). Keeping the tags scores
     higher (the references name people ``#Person1#``), so that variant is reported beside it.
     """
-    from attn_cli.metrics import rouge
+    from attn_cli.baselines import summarize_baseline
 
     rows = read_jsonl(split_file(directory, split))
-    turns = [[t.strip() for t in r["dialogue"].split("\n") if t.strip()][:3] for r in rows]
+    docs = [r["dialogue"] for r in rows]
     refs = [r.get("references") or [r["summary"]] for r in rows]
-    scores = rouge(["\n".join(SPEAKER_TAG.sub("", t) for t in ts) for ts in turns], refs)
-    tagged = rouge(["\n".join(ts) for ts in turns], refs)
-    return {"name": "lead-3 (first three turns, speaker tags removed)", "split": split, **scores,
-            "with_speaker_tags": tagged, "examples": len(rows),
-            "references_per_example": max(len(x) for x in refs)}
+    scores = summarize_baseline(docs, refs)
+    tagged = summarize_baseline(docs, refs, strip_speakers=False)
+    tagged = {k: v for k, v in tagged.items() if k.startswith("rouge")}
+    return {**scores, "name": "lead-3 (first three turns, speaker tags removed)", "split": split,
+            "with_speaker_tags": tagged, "references_per_example": max(len(x) for x in refs)}
 
 
 def run_baseline(task: Task, data_root: Path) -> dict:
