@@ -18,6 +18,7 @@ import torch
 from . import __version__
 from . import checkpoint as ckpt
 from . import distributed as dd
+from .baselines import card_section, run_baseline
 from .config import PRESETS, ModelConfig, TrainConfig, model_config_from_preset
 from .data import Fields, texts_for_tokenizer
 from .errors import AttnError, RunFailure
@@ -54,6 +55,7 @@ class RunResult:
     state: dict
     params: int
     run_dir: Path
+    baseline: dict | None = None  # the task's baseline on the run's own data (baselines.run_baseline)
 
 
 def check_run_dir(req: RunRequest) -> None:
@@ -318,12 +320,15 @@ def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: d
     metrics_log = MetricsLog(out / ckpt.METRICS_FILE, trainer.state.step, dist.is_main)
     try:
         reason = trainer.run(metrics_log.write)
+        baseline = run_baseline(cfg, data, toks, reporter.note) if dist.is_main else None
+        if baseline is not None:
+            metrics_log.write({"event": "baseline", "step": trainer.state.step, **baseline})
     finally:
         metrics_log.close()
         if dist.is_main and (out / ckpt.WEIGHTS_FILE).exists():
             write_card(out, cfg, data, params, trainer.state.to_dict(), device)
         dd.teardown()
-    return RunResult(reason, trainer.state.to_dict(), params, out)
+    return RunResult(reason, trainer.state.to_dict(), params, out, baseline)
 
 
 class MetricsLog:
@@ -394,4 +399,7 @@ def write_card(out: Path, cfg: TrainConfig, data: RunData, params: int, state: d
             f"{f'; moving average of the weights, decay {cfg.ema}' if cfg.ema else ''})\n\n"
             f"## Validation metrics at the best step\n\n| metric | value |\n|---|---|\n{metric_lines}\n"
             f"Test metrics: run `attn eval --model {out.name} --data SPEC --split test`.\n")
+    baselines = [r for r in rows if r.get("event") == "baseline"]
+    if baselines:  # the last one: a resumed run appends its own
+        text += "\n" + card_section(cfg.task, baselines[-1], best)
     ckpt.atomic_write_text(out / ckpt.CARD_FILE, text)
