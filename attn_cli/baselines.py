@@ -225,14 +225,21 @@ def wins(task: str, baseline: dict, model_value: float | None) -> bool:
     return model_value is not None and baseline.get(primary(task), float("-inf")) > model_value
 
 
+def fit_note(baseline: dict) -> str:
+    """'fit on 200,000 of 3,450,020 training rows (a seeded sample: the cap)', 'fit on 67,349
+    training rows', or '' for a baseline that fits nothing."""
+    if "fit_rows" not in baseline:
+        return ""
+    total = baseline.get("train_rows", baseline["fit_rows"])
+    if baseline["fit_rows"] >= total:
+        return f"fit on {baseline['fit_rows']:,} training rows"
+    return f"fit on {baseline['fit_rows']:,} of {total:,} training rows (a seeded sample: the cap)"
+
+
 def describe(baseline: dict) -> str:
-    """'TF-IDF 1-2-grams + LR, fit on 200,000 of 3,450,020 training rows (the cap)' and the like."""
-    text = baseline["name"]
-    if "fit_rows" in baseline:
-        total = baseline.get("train_rows", baseline["fit_rows"])
-        text += (f", fit on {baseline['fit_rows']:,} training rows" if baseline["fit_rows"] >= total else
-                 f", fit on {baseline['fit_rows']:,} of {total:,} training rows (a seeded sample: the cap)")
-    return text
+    """The baseline's name and what it was fit on."""
+    note = fit_note(baseline)
+    return baseline["name"] + (f", {note}" if note else "")
 
 
 def verdict(task: str, baseline: dict, model_value: float | None, where: str = "validation") -> str | None:
@@ -250,7 +257,7 @@ def card_section(task: str, baseline: dict, best: dict | None) -> str:
     rows = "".join(f"| {k} | {best[k]:.4g} | {baseline[k]:.4g} |\n" if isinstance(best.get(k), float)
                    else f"| {k} | — | {baseline[k]:.4g} |\n" for k in METRICS[task] if k in baseline)
     line = verdict(task, baseline, best.get(primary(task)))
-    return (f"## Baseline on the same validation data\n\n{describe(baseline)}, on {baseline['examples']:,} "
+    return (f"## Baseline on the same validation data\n\n{describe(baseline)}, scored on {baseline['examples']:,} "
             f"validation examples ({baseline.get('fit_on', 'see metrics.jsonl')}).\n\n"
             f"| metric | model (best step) | baseline |\n|---|---|---|\n{rows}\n"
             + (f"Note: {line}.\n\n" if line else ""))

@@ -313,8 +313,18 @@ def _summary(result, cfg) -> None:
     table.add_row(unit + "/s", f"{st['tokens'] / max(st['train_seconds'], 1e-9):,.0f}")
     best = "n/a" if st["best"] is None else f"{st['best']:.4g}"
     table.add_row(f"best validation {PRIMARY[cfg.task]}", f"{best} (step {st['best_step']})")
+    base = getattr(result, "baseline", None)
+    if base is not None:  # the same training and validation data (attn_cli.baselines)
+        from .baselines import fit_note, verdict
+
+        capped = base.get("fit_rows", 0) < base.get("train_rows", 0)
+        table.add_row(f"baseline ({base['name']})", f"{base[PRIMARY[cfg.task]]:.4g} vs model {best}"
+                      + (f" ({fit_note(base)})" if capped else ""))
     table.add_row("parameters", f"{result.params:,}")
     ui.err.print(table)
+    line = base is not None and verdict(cfg.task, base, st["best"])
+    if line:
+        ui.err.print(line[0].upper() + line[1:] + ".", markup=False)
 
 
 def launch(nproc: int) -> None:
