@@ -21,7 +21,7 @@ from .engines import DEFAULT_THREADS
 
 @app.command("eval", cls=AttnCommand, epilog="Examples:  attn eval -m runs/de-en --data ../shared/data/translation/"
              "multi30k --split test_2016_flickr  ·  attn eval -m runs/sst2 --data ../shared/data/"
-             "sentiment/sst2 --json")
+             "sentiment/sst2 --json --baseline")
 @command
 def evaluate(
     model: ModelOpt,
@@ -40,6 +40,13 @@ def evaluate(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Source tokens per batch.")] = 6000,
     engine: EngineOpt = "auto", compute_type: ComputeOpt = "auto", threads: ThreadsOpt = DEFAULT_THREADS,
+    baseline: Annotated[bool, flag("--baseline", help=(
+        "Also score the task's baseline on the split, beside the model: TF-IDF 1-2-grams + logistic "
+        "regression fit on the SPEC's train split (sentiment), lead-3 (summarize), the source copied "
+        "(translate)."))] = False,
+    baseline_train: Annotated[str | None, typer.Option("--baseline-train", help=(
+        "--baseline for sentiment: fit on this SPEC's train split instead of --data's (when --data "
+        "is one file holding only the evaluated split)."))] = None,
 ) -> None:
     """Score a model on a dataset split: BLEU/chrF, ROUGE, or accuracy/macro-F1/confusion."""
     from .data import Fields, load_eval_data
@@ -54,6 +61,8 @@ def evaluate(
     given = make_fields(src, tgt, src_field, tgt_field, text_field, label_field)  # this data's names
     fields = Fields(**{k: getattr(given, k) or getattr(fields, k) for k in Fields.__dataclass_fields__})
     ds = load_eval_data(data, task, fields, split=split, subset=subset, label_names=meta.get("label_names"))
+    base = (_baseline(task, ds, baseline_train or data, data, split, fields, subset, meta.get("label_names"))
+            if baseline else None)
     start = time.perf_counter()
     inputs = ds["text"] if task == "sentiment" else ds["src"]
     ids, _ = encode_inputs(run, list(inputs))
@@ -76,19 +85,66 @@ def evaluate(
                    engine=run.describe())
     if output is not None:
         write_outputs([h.replace("\n", " ") for h in hyps], output)
+    if base is not None:
+        from .baselines import wins
+        from .metrics import PRIMARY_METRIC
+
+        base["wins"] = wins(task, base, metrics[PRIMARY_METRIC[task]])
     if as_json:
-        ui.out.print(json.dumps({"model": str(model), "data": data, "split": split, **metrics}), markup=False)
+        ui.out.print(json.dumps({"model": str(model), "data": data, "split": split, **metrics,
+                                 **({"baseline": base} if base is not None else {})}), markup=False)
         return
-    _metrics_table(metrics, f"{task} on {data} [{split}]")
+    _metrics_table(metrics, f"{task} on {data} [{split}]", base)
+    if base is not None:
+        from .baselines import describe, verdict
+
+        ui.out.print(f"baseline: {describe(base)} ({base['fit_on']}), {base['seconds']:.1f} s", markup=False)
+        line = verdict(task, base, metrics[PRIMARY_METRIC[task]], where=split)
+        if line:
+            ui.out.print(line[0].upper() + line[1:] + ".", markup=False)
 
 
-def _metrics_table(metrics: dict, title: str) -> None:
+def _baseline(task: str, ds, train_spec: str, data: str, split: str, fields, subset: str | None,
+              label_names: list[str] | None) -> dict | None:
+    """The task's baseline on the evaluated rows ``ds``; sentiment fits on ``train_spec``'s
+    train split (raw text, at most baselines.FIT_ROWS rows: a seeded sample). A scikit-learn
+    failure is one warning line and no baseline."""
+    from .baselines import sample_rows, sentiment_baseline, summarize_baseline, translate_baseline
+    from .data import load_eval_data, locate
+
+    if task != "sentiment":
+        refs = list(ds["references"]) if "references" in ds.column_names else list(ds["tgt"])
+        fn = summarize_baseline if task == "summarize" else translate_baseline
+        return {**fn(list(ds["src"]), refs), "fit_on": "no fitting: it reads the evaluated sources"}
+    train = load_eval_data(train_spec, task, fields, split="train", subset=subset, label_names=label_names)
+    keep = sample_rows(len(train))
+    sampled = train.select(keep) if len(keep) < len(train) else train
+    fit_paths = locate(train_spec, "train", fields=fields, subset=subset).paths
+    same = bool(fit_paths) and fit_paths == locate(data, split, fields=fields, subset=subset).paths
+    try:
+        result = sentiment_baseline(list(sampled["text"]), list(sampled["label"]), list(ds["text"]),
+                                    list(ds["label"]), len(label_names or []), train_rows=len(train))
+    except Exception as e:  # noqa: BLE001 - the model's score still counts without it
+        ui.warn(f"baseline skipped ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no message'})")
+        return None
+    where = f"{train_spec} [train], raw text" + (": the evaluated rows themselves; --baseline-train SPEC "
+                                                 "fits on other data" if same else "")
+    return {**result, "fit_on": where}
+
+
+def _metrics_table(metrics: dict, title: str, baseline: dict | None = None) -> None:
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    if baseline is not None:
+        table.add_column(f"baseline ({baseline['name']})", justify="right")
     for k, v in metrics.items():
         if k not in ("confusion", "bleu_signature"):
-            table.add_row(k, f"{v:.2f}" if isinstance(v, float) else str(v))
+            row = [k, f"{v:.2f}" if isinstance(v, float) else str(v)]
+            if baseline is not None:
+                b = baseline.get(k) if k not in ("examples", "seconds", "per_second", "engine", "beam") else None
+                row.append(f"{b:.2f}" if isinstance(b, float) else "")
+            table.add_row(*row)
     ui.out.print(table)
     if "confusion" in metrics:
         conf = Table(title="confusion (rows = gold, columns = predicted)", title_justify="left")
