@@ -102,11 +102,14 @@ WARMUP_SHARE = 0.1  # a short run's default warmup: at most this share of its --
 
 def short_run_warmup(cfg):
     """The default warmup capped to a tenth of --max-steps, so that a short run reaches its peak
-    learning rate (300 steps with 800 of warmup never would). Saved in train_config.json, so a
-    resume keeps the same schedule; an explicit --warmup is kept as given."""
+    learning rate (300 steps with 800 of warmup never would), or for a --time-budget run to a
+    tenth of the steps the budget allows, measured after the first steps (Trainer). Saved in
+    train_config.json, so a resume keeps the same schedule; an explicit --warmup is kept."""
     import dataclasses
 
-    if cfg.max_steps is None or cfg.warmup <= cfg.max_steps * WARMUP_SHARE:
+    if cfg.max_steps is None:  # a --time-budget run: capped once its speed is known
+        return dataclasses.replace(cfg, warmup_share=WARMUP_SHARE) if cfg.time_budget else cfg
+    if cfg.warmup <= cfg.max_steps * WARMUP_SHARE:
         return cfg
     capped = max(1, int(cfg.max_steps * WARMUP_SHARE))
     ui.note(f"warmup: {capped} steps (the default {cfg.warmup} is more than a tenth of --max-steps "

@@ -227,6 +227,9 @@ class TrainConfig:
     accum: int = 1  # micro-batches accumulated per optimizer step
     lr: float = 7e-4  # peak learning rate, reached at the end of warmup
     warmup: int = 800  # linear warmup steps
+    # > 0 (set when --warmup is not given, with --time-budget and no --max-steps): after the first
+    # steps, cap warmup at this share of the steps the budget allows (train.WARMUP_PROBE)
+    warmup_share: float = 0.0
     schedule: str = "inverse_sqrt"  # "inverse_sqrt" or "cosine" (cosine needs --max-steps)
     min_lr_ratio: float = 0.05  # cosine: the learning rate floor as a fraction of lr
     weight_decay: float = 0.01  # AdamW weight decay (matrices only)
@@ -285,6 +288,8 @@ class TrainConfig:
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1) (e.g. 0.999; 0 = off), got {self.ema}")
+        if not 0.0 <= self.warmup_share < 1.0:
+            raise ValueError(f"warmup_share must be in [0, 1), got {self.warmup_share}")
         for name in ("label_smoothing", "dropout"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:

@@ -42,6 +42,7 @@ from .tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizers
 
 PRIMARY = PRIMARY_METRIC  # the validation metric (higher is better) that picks the best weights
 EMA_FILE = "ema.safetensors"  # in last/, with --ema
+WARMUP_PROBE = 10  # steps timed before a --time-budget run's warmup is capped (warmup_share)
 
 
 class Reporter(Protocol):
@@ -365,6 +366,8 @@ class Trainer:
                         window["n"] += 1
                     st.data = after
                     st.train_seconds = session_start_seconds + time.perf_counter() - started
+                    if cfg.warmup_share and st.step == WARMUP_PROBE:
+                        self._cap_warmup(time.perf_counter() - started, log)
                     self._report_step(window, log, epoch + fraction)
                     if st.step - last_eval_step >= cfg.eval_every:
                         self._evaluate_and_save(log)
@@ -413,6 +416,24 @@ class Trainer:
             if self.device.type == "cuda":
                 batch = batch.pin_memory()
             yield after, fraction, (batch, weight)
+
+    def _cap_warmup(self, seconds: float, log) -> None:
+        """A --time-budget run without --warmup: cap warmup at warmup_share of the steps the
+        budget allows at the speed of the first WARMUP_PROBE steps (rank 0's estimate for every
+        rank), never below twice those steps (the schedule stays continuous). The capped value
+        goes into train_config.json, so a resume keeps it."""
+        cfg = self.cfg
+        allowed = cfg.time_budget / max(seconds / WARMUP_PROBE, 1e-9)
+        cap = dd.broadcast_int(max(2 * WARMUP_PROBE, int(allowed * cfg.warmup_share)), self.dist, self.device)
+        cfg.warmup_share = 0.0
+        if cap >= cfg.warmup:
+            return
+        cfg.warmup = cap  # (the scheduler reads this config at every step)
+        self.reporter.note(f"warmup: {cap} steps (a tenth of the about {allowed:,.0f} steps --time-budget "
+                           "allows at this speed; --warmup N sets it)")
+        log({"event": "warmup", "step": self.state.step, "warmup": cap})
+        if self.dist.is_main:
+            ckpt.atomic_write_text(self.run_dir / ckpt.TRAIN_CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
 
     def _shared_stop(self, reason: str | None) -> str | None:
         """Rank 0's stop decision for every rank; raises Interrupted after Ctrl-C."""

@@ -618,3 +618,22 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor():
     assert factors[100] == pytest.approx(0.05)
     with pytest.raises(ValueError, match="cosine needs max_steps"):
         TrainConfig(**{**BASE, "schedule": "cosine"})
+
+
+def test_time_budget_run_caps_its_default_warmup_after_the_first_steps(tmp_path):
+    """Without --warmup, a --time-budget run measures its first steps and caps warmup at a tenth
+    of the steps the budget allows (at least twice the probe), and saves it for a resume."""
+    from attn_cli.train import WARMUP_PROBE
+
+    # (--max-steps only ends the test early: 30 s allow far fewer than 8,000 steps at any speed)
+    res = train(tmp_path / "r", time_budget=30.0, max_steps=WARMUP_PROBE + 2, warmup=800, warmup_share=0.1,
+                eval_every=10_000)
+    assert res.state["step"] == WARMUP_PROBE + 2
+    rows = [json.loads(x) for x in (tmp_path / "r/metrics.jsonl").read_text().splitlines()]
+    capped = [r for r in rows if r["event"] == "warmup"]
+    assert len(capped) == 1 and capped[0]["step"] == WARMUP_PROBE
+    saved = json.loads((tmp_path / "r/train_config.json").read_text())
+    assert saved["warmup"] == capped[0]["warmup"] and 2 * WARMUP_PROBE <= saved["warmup"] < 800
+    assert saved["warmup_share"] == 0.0
+    lrs = [r["lr"] for r in rows if r["event"] == "train"]  # the schedule follows the new warmup
+    assert lrs[-1] == pytest.approx(7e-4 * (WARMUP_PROBE + 3) / saved["warmup"], rel=1e-6)  # (next step)
