@@ -106,7 +106,7 @@ function onModel() {
   const bits = [m.engine];
   if (m.parameters) bits.push(`${(m.parameters / 1e6).toFixed(2)}M parameters`);
   if (m.labels) bits.push(m.labels.join(" / "));
-  if (m.best_validation) bits.push(`best ${m.best_validation.name} ${m.best_validation.value}`);
+  if (m.best_validation) bits.push(`best ${m.best_validation.name} ${Number(m.best_validation.value).toFixed(2)}`);
   $("model-info").textContent = bits.join(" \u00b7 ");
 }
 
