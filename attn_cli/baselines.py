@@ -187,7 +187,7 @@ def for_run(task: str, train, valid: Sequence[tuple], refs: Sequence, toks, *, e
         result = sentiment_baseline(texts, [y for _, y in rows], [toks.src.decode(list(x)) for x, _ in valid],
                                     [y for _, y in valid], num_labels, max_rows=max_rows, seed=seed,
                                     train_rows=len(train))
-        return {**result, "fit_on": "the run's training rows, token ids decoded to text"}
+        return {**result, "fit_on": "the run's own rows, token ids decoded to text"}
     n = min(eval_samples, len(valid))
     srcs = [toks.src.decode(list(s)) for s, _ in valid[:n]]
     result = (summarize_baseline if task == "summarize" else translate_baseline)(srcs, list(refs[:n]))
@@ -254,10 +254,10 @@ def verdict(task: str, baseline: dict, model_value: float | None, where: str = "
 def card_section(task: str, baseline: dict, best: dict | None) -> str:
     """The model card's baseline section: the baseline beside the model's best validation row."""
     best = best or {}
-    rows = "".join(f"| {k} | {best[k]:.4g} | {baseline[k]:.4g} |\n" if isinstance(best.get(k), float)
-                   else f"| {k} | — | {baseline[k]:.4g} |\n" for k in METRICS[task] if k in baseline)
+    rows = "".join(f"| {k} | {best[k]:.2f} | {baseline[k]:.2f} |\n" if isinstance(best.get(k), float)
+                   else f"| {k} | — | {baseline[k]:.2f} |\n" for k in METRICS[task] if k in baseline)
     line = verdict(task, baseline, best.get(primary(task)))
     return (f"## Baseline on the same validation data\n\n{describe(baseline)}, scored on {baseline['examples']:,} "
-            f"validation examples ({baseline.get('fit_on', 'see metrics.jsonl')}).\n\n"
+            f"validation examples; it read {baseline.get('fit_on', 'see metrics.jsonl')}.\n\n"
             f"| metric | model (best step) | baseline |\n|---|---|---|\n{rows}\n"
             + (f"Note: {line}.\n\n" if line else ""))

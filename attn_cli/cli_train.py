@@ -321,7 +321,8 @@ def _summary(result, cfg) -> None:
         from .baselines import fit_note, verdict
 
         capped = base.get("fit_rows", 0) < base.get("train_rows", 0)
-        table.add_row(f"baseline ({base['name']})", f"{base[PRIMARY[cfg.task]]:.4g} vs model {best}"
+        model = "n/a" if st["best"] is None else f"{st['best']:.2f}"
+        table.add_row(f"baseline ({base['name']})", f"{base[PRIMARY[cfg.task]]:.2f} vs model {model}"
                       + (f" ({fit_note(base)})" if capped else ""))
     table.add_row("parameters", f"{result.params:,}")
     ui.err.print(table)

@@ -121,10 +121,10 @@ def test_train_shows_records_and_cards_the_baseline(runs):
         base = [r for r in rows if r["event"] == "baseline"]
         assert len(base) == 1 and base[0]["name"] == name and base[0]["step"] == 2
         best = max(r[key] for r in rows if r["event"] == "eval")
-        assert f"baseline ({name})" in stderr[task] and f"{base[0][key]:.4g} vs model {best:.4g}" in stderr[task]
+        assert f"baseline ({name})" in stderr[task] and f"{base[0][key]:.2f} vs model {best:.2f}" in stderr[task]
         card = (root / task / "README.md").read_text()
         assert "## Baseline on the same validation data" in card
-        assert f"| {key} | {best:.4g} | {base[0][key]:.4g} |" in card
+        assert f"| {key} | {best:.2f} | {base[0][key]:.2f} |" in card
     sentiment = [json.loads(x) for x in (root / "sentiment/metrics.jsonl").read_text().splitlines()][-1]
     assert sentiment["examples"] == 200 and sentiment["fit_rows"] == 340  # the 200 reused validation rows
     # two steps of a tiny model lose to TF-IDF on the sentences it was fit on: said in one line
