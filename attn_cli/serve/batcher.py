@@ -169,11 +169,11 @@ class Batcher:
                 for job in batch:
                     job.future.set_exception(e)
                 continue
-            for job, result in zip(batch, results, strict=True):
-                job.future.set_result(result)
             seconds = time.perf_counter() - start
             texts = sum(len(j.ids) for j in batch)
             if seconds > 0:
                 self._rate = texts / seconds if self._rate == 0 else 0.8 * self._rate + 0.2 * texts / seconds
-            if self._on_batch:
+            if self._on_batch:  # before the results: a request answered is already counted
                 self._on_batch(BatchStats(len(batch), texts, sum(j.tokens for j in batch), seconds))
+            for job, result in zip(batch, results, strict=True):
+                job.future.set_result(result)
