@@ -332,17 +332,24 @@ def main() -> None:
                           "transport_errors": codes.get(-1, 0)}
             print(f"bad payloads: {len(res)} requests, statuses {out['bad']['status_counts']} "
                   f"(-1: connection error), 5xx: {out['bad']['5xx']}", flush=True)
+        out["rss_trace"] = [(sent, server.rss_mb())]
         if args.total > sent:
-            deadline.check("the long run")
-            jobs = translate_jobs([sentences[i % len(sentences)] for i in range(args.total - sent)])
-            res, wall = clients(server.port, jobs, args.clients)
-            sent += len(res)
-            out["long_run"] = {"requests": len(res), "errors": sum(r[1] != 200 for r in res),
-                               "sent_per_s": len(res) / wall}
+            errors, start = 0, time.perf_counter()
+            while sent < args.total:  # in steps of 1,000 requests, RSS after each
+                deadline.check("the long run")
+                step = min(1000, args.total - sent)
+                jobs = translate_jobs([sentences[(sent + i) % len(sentences)] for i in range(step)])
+                res, _ = clients(server.port, jobs, args.clients)
+                sent += len(res)
+                errors += sum(r[1] != 200 for r in res)
+                out["rss_trace"].append((sent, server.rss_mb()))
+            out["long_run"] = {"errors": errors, "sent_per_s": (sent - out["rss_trace"][0][0]) /
+                               (time.perf_counter() - start)}
             out["rss_mb_after_total"] = server.rss_mb()
             grow = out["rss_mb_after_total"] / out["rss_mb_after_1000"] - 1
             print(f"RSS: {out['rss_mb_after_1000']:.1f} MB after the first {len(sentences):,} requests, "
-                  f"{out['rss_mb_after_total']:.1f} MB after {sent:,} ({grow:+.1%})", flush=True)
+                  f"{out['rss_mb_after_total']:.1f} MB after {sent:,} ({grow:+.1%}); trace (requests, MB): "
+                  + ", ".join(f"{n} {mb:.0f}" for n, mb in out["rss_trace"]), flush=True)
         if args.screenshot:
             deadline.check("the screenshot")
             screenshot(f"http://127.0.0.1:{server.port}/", "Ein Mann mit einem orangefarbenen Hut starrt auf etwas.",
