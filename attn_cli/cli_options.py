@@ -98,3 +98,56 @@ def decode_cfg(task: str, **options):
         return task_decode_config(task, **options)
     except ValueError as e:
         raise AttnError(f"bad decoding option: {e}", "see --help") from None
+
+
+# ------------------------------------------------------------------ training runs (attn train, attn pretrain)
+
+RUN, MODEL, OPT, STOP, HW = "Run", "Model", "Optimisation", "When to stop", "Hardware"
+DataCacheOpt = Annotated[Path | None, typer.Option("--data-cache", rich_help_panel=DATA_PANEL, help=(
+        "Directory of the tokenized-data cache (default: $ATTN_CACHE, else ~/.cache/attn); "
+        "see attn cache list."))]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", rich_help_panel=RUN, help=(
+        "TOML file whose keys are these options (max-tokens = 8192); options override it."))]
+ResumeOpt = Annotated[bool, flag("--resume", rich_help_panel=RUN, help=(
+        "Continue the run in --out from last/ (same data order and RNG).") )]
+OverwriteOpt = Annotated[bool, flag("--overwrite", rich_help_panel=RUN,
+                                    help="Replace a non-empty --out.")]
+TokenizerOpt = Annotated[Path | None, typer.Option("--tokenizer", rich_help_panel=RUN, help=(
+        "Use this tokenizer directory (default: train one on the training data)."))]
+VocabSizeOpt = Annotated[int | None, typer.Option("--vocab-size", rich_help_panel=RUN, help=(
+        "Size of the tokenizer trained when --tokenizer is not given (default: 8000)."))]
+LowercaseOpt = Annotated[bool | None, flag("--lowercase", rich_help_panel=RUN, show_default=False, help=(
+        "Have the tokenizer trained when --tokenizer is not given fold case ('The' and 'the' "
+        "become the same pieces; as attn tokenizer train --lowercase)."))]
+PresetOpt = Annotated[str | None, typer.Option("--preset", rich_help_panel=MODEL, help=(
+        "Model size: tiny (0.75M params*), small (7.6M*), base (48M*), big (185M*) "
+        "(default: small). *joint 8k vocabulary translation model."))]
+DropoutOpt = Annotated[float | None, typer.Option("--dropout", rich_help_panel=MODEL,
+                                                  help="Dropout (default: 0.1).")]
+MaxLenOpt = Annotated[int | None, typer.Option("--max-len", rich_help_panel=MODEL, help=(
+        "Positions per side; longer inputs are truncated (default: 256)."))]
+MaxTokensOpt = Annotated[int | None, typer.Option("--max-tokens", rich_help_panel=OPT, help=(
+        "Padded tokens per batch (all processes together) (default: 4096)."))]
+AccumOpt = Annotated[int | None, typer.Option("--accum", rich_help_panel=OPT, help=(
+        "Batches accumulated per optimizer step (default: 1)."))]
+LrOpt = Annotated[float | None, typer.Option("--lr", rich_help_panel=OPT,
+                                             help="Peak learning rate (default: 7e-4).")]
+WarmupOpt = Annotated[int | None, typer.Option("--warmup", rich_help_panel=OPT,
+                                               help="Warmup steps (default: 800).")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", rich_help_panel=OPT, help=(
+        "Seed for init, data order and dropout (default: 1)."))]
+TimeBudgetOpt = Annotated[str | None, typer.Option("--time-budget", rich_help_panel=STOP, help=(
+        "Stop after this much training time in this session: 90s, 15m, 1h30m."))]
+MaxStepsOpt = Annotated[int | None, typer.Option("--max-steps", rich_help_panel=STOP,
+                                                  help="Stop after this many optimizer steps in all.")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", rich_help_panel=STOP,
+                                               help="Stop after this many epochs.")]
+EvalEveryOpt = Annotated[int | None, typer.Option("--eval-every", rich_help_panel=STOP, help=(
+        "Evaluate and save last/ every N steps (default: 500)."))]
+SaveEveryOpt = Annotated[str | None, typer.Option("--save-every", rich_help_panel=STOP, help=(
+        "Also save last/ (the resumable state) after this much time without a save, so a kill "
+        "loses at most that much: 90s, 10m, 0 = only at evaluations (default: 10m)."))]
+RunDeviceOpt = Annotated[str | None, typer.Option("--device", rich_help_panel=HW, help=(
+        "auto, cpu or cuda (default: auto = cuda when available)."))]
+PrecisionOpt = Annotated[str | None, typer.Option("--precision", rich_help_panel=HW, help=(
+        "auto (fp32 on CPU, bf16 on GPU), fp32, bf16 or fp16 (default: auto)."))]

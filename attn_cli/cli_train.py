@@ -18,11 +18,13 @@ from rich.table import Table
 
 from . import console as ui
 from .cli_app import AttnCommand, app, command, flag
-from .cli_options import (DataOpt, LabelFieldOpt, SplitOpt, SrcFieldOpt, SrcOpt, SubsetOpt, TextFieldOpt, TgtFieldOpt,
-                          TgtOpt, make_fields)
+from .cli_options import (HW, OPT, RUN, STOP, AccumOpt, ConfigOpt, DataCacheOpt, DataOpt, DropoutOpt,
+                          EpochsOpt, EvalEveryOpt, LabelFieldOpt, LowercaseOpt, LrOpt, MaxLenOpt, MaxStepsOpt,
+                          MaxTokensOpt, OverwriteOpt, PrecisionOpt, PresetOpt, ResumeOpt, RunDeviceOpt, SaveEveryOpt,
+                          SeedOpt, SplitOpt, SrcFieldOpt, SrcOpt, SubsetOpt, TextFieldOpt, TgtFieldOpt, TgtOpt,
+                          TimeBudgetOpt, TokenizerOpt, VocabSizeOpt, WarmupOpt, make_fields)
 from .errors import AttnError
 
-RUN, MODEL, OPT, STOP, HW = "Run", "Model", "Optimisation", "When to stop", "Hardware"
 EXPERT = "Expert (the defaults suit most runs)"
 
 
@@ -176,9 +178,7 @@ def train(
     src: SrcOpt = None, tgt: TgtOpt = None, src_field: SrcFieldOpt = None, tgt_field: TgtFieldOpt = None,
     text_field: TextFieldOpt = None, label_field: LabelFieldOpt = None, subset: SubsetOpt = None,
     split: SplitOpt = "train",
-    data_cache: Annotated[Path | None, typer.Option("--data-cache", rich_help_panel="Data", help=(
-        "Directory of the tokenized-data cache (default: $ATTN_CACHE, else ~/.cache/attn); "
-        "see attn cache list."))] = None,
+    data_cache: DataCacheOpt = None,
     num_proc: Annotated[int | None, typer.Option("--num-proc", rich_help_panel="Data", min=1, help=(
         "Threads that tokenize data the cache does not hold yet (default: the machine's cores)."))] = None,
     stream: Annotated[bool | None, flag("--stream", rich_help_panel="Data", show_default=False, help=(
@@ -188,61 +188,37 @@ def train(
     shuffle_buffer: Annotated[int | None, typer.Option("--shuffle-buffer", rich_help_panel="Data", help=(
         "--stream: rows read, shuffled and length-bucketed together; more mixes better and "
         "costs memory (default: 100000)."))] = None,
-    config: Annotated[Path | None, typer.Option("--config", rich_help_panel=RUN, help=(
-        "TOML file whose keys are these options (max-tokens = 8192); options override it."))] = None,
-    resume: Annotated[bool, flag("--resume", rich_help_panel=RUN, help=(
-        "Continue the run in --out from last/ (same data order and RNG).") )] = False,
-    overwrite: Annotated[bool, flag("--overwrite", rich_help_panel=RUN,
-                                    help="Replace a non-empty --out.")] = False,
-    tokenizer: Annotated[Path | None, typer.Option("--tokenizer", rich_help_panel=RUN, help=(
-        "Use this tokenizer directory (default: train one on the training data)."))] = None,
+    config: ConfigOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    tokenizer: TokenizerOpt = None,
     init_from: Annotated[Path | None, typer.Option("--init-from", rich_help_panel=RUN, help=(
         "Start from the best weights of this earlier run directory (a warm start: fine-tune it "
         "on this data) with its tokenizer and --preset. A classifier head "
         "for a different number of labels starts fresh; a sentiment run may start from the encoder "
         "of a translate or summarize run."))] = None,
-    vocab_size: Annotated[int | None, typer.Option("--vocab-size", rich_help_panel=RUN, help=(
-        "Size of the tokenizer trained when --tokenizer is not given (default: 8000)."))] = None,
-    lowercase: Annotated[bool | None, flag("--lowercase", rich_help_panel=RUN, show_default=False, help=(
-        "Have the tokenizer trained when --tokenizer is not given fold case ('The' and 'the' "
-        "become the same pieces; as attn tokenizer train --lowercase)."))] = None,
-    preset: Annotated[str | None, typer.Option("--preset", rich_help_panel=MODEL, help=(
-        "Model size: tiny (0.75M params*), small (7.6M*), base (48M*), big (185M*) "
-        "(default: small). *joint 8k vocabulary translation model."))] = None,
-    dropout: Annotated[float | None, typer.Option("--dropout", rich_help_panel=MODEL,
-                                                  help="Dropout (default: 0.1).")] = None,
-    max_len: Annotated[int | None, typer.Option("--max-len", rich_help_panel=MODEL, help=(
-        "Positions per side; longer inputs are truncated (default: 256)."))] = None,
-    max_tokens: Annotated[int | None, typer.Option("--max-tokens", rich_help_panel=OPT, help=(
-        "Padded tokens per batch (all processes together) (default: 4096)."))] = None,
-    accum: Annotated[int | None, typer.Option("--accum", rich_help_panel=OPT, help=(
-        "Batches accumulated per optimizer step (default: 1)."))] = None,
-    lr: Annotated[float | None, typer.Option("--lr", rich_help_panel=OPT,
-                                             help="Peak learning rate (default: 7e-4).")] = None,
-    warmup: Annotated[int | None, typer.Option("--warmup", rich_help_panel=OPT,
-                                               help="Warmup steps (default: 800).")] = None,
+    vocab_size: VocabSizeOpt = None,
+    lowercase: LowercaseOpt = None,
+    preset: PresetOpt = None,
+    dropout: DropoutOpt = None,
+    max_len: MaxLenOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    accum: AccumOpt = None,
+    lr: LrOpt = None,
+    warmup: WarmupOpt = None,
     ema: Annotated[float | None, typer.Option("--ema", rich_help_panel=OPT, help=(
         "Evaluate and keep an exponential moving average of the weights with this decay, "
         "e.g. 0.999 (default: 0 = off)."))] = None,
-    seed: Annotated[int | None, typer.Option("--seed", rich_help_panel=OPT, help=(
-        "Seed for init, data order and dropout (default: 1)."))] = None,
-    time_budget: Annotated[str | None, typer.Option("--time-budget", rich_help_panel=STOP, help=(
-        "Stop after this much training time in this session: 90s, 15m, 1h30m."))] = None,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", rich_help_panel=STOP,
-                                                  help="Stop after this many optimizer steps in all.")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", rich_help_panel=STOP,
-                                               help="Stop after this many epochs.")] = None,
+    seed: SeedOpt = None,
+    time_budget: TimeBudgetOpt = None,
+    max_steps: MaxStepsOpt = None,
+    epochs: EpochsOpt = None,
     patience: Annotated[int | None, typer.Option("--patience", rich_help_panel=STOP, help=(
         "Stop after N evaluations without improvement, 0 = never (default: 0)."))] = None,
-    eval_every: Annotated[int | None, typer.Option("--eval-every", rich_help_panel=STOP, help=(
-        "Evaluate and save last/ every N steps (default: 500)."))] = None,
-    save_every: Annotated[str | None, typer.Option("--save-every", rich_help_panel=STOP, help=(
-        "Also save last/ (the resumable state) after this much time without a save, so a kill "
-        "loses at most that much: 90s, 10m, 0 = only at evaluations (default: 10m)."))] = None,
-    device: Annotated[str | None, typer.Option("--device", rich_help_panel=HW, help=(
-        "auto, cpu or cuda (default: auto = cuda when available)."))] = None,
-    precision: Annotated[str | None, typer.Option("--precision", rich_help_panel=HW, help=(
-        "auto (fp32 on CPU, bf16 on GPU), fp32, bf16 or fp16 (default: auto)."))] = None,
+    eval_every: EvalEveryOpt = None,
+    save_every: SaveEveryOpt = None,
+    device: RunDeviceOpt = None,
+    precision: PrecisionOpt = None,
     compile: Annotated[bool | None, flag("--compile", rich_help_panel=HW, show_default=False,
                                          help="torch.compile the model.")] = None,
     nproc: Annotated[int | None, typer.Option("--nproc", rich_help_panel=HW, help=(
@@ -264,8 +240,7 @@ def train(
 ) -> None:
     """Train a transformer on your data and write a self-contained run directory."""
     from .checkpoint import TRAIN_CONFIG_FILE
-    from .pipeline import RunRequest, train_run
-    from .train import Interrupted
+    from .pipeline import RunRequest
 
     if nproc is not None and nproc > 1:
         return launch(nproc)
@@ -291,17 +266,25 @@ def train(
     req = RunRequest(data=data, out=out, valid=valid, subset=subset, split=split, tokenizer=tokenizer,
                      init_from=init_from, resume=resume, overwrite=overwrite, fields=fields,
                      data_cache=data_cache, num_proc=num_proc)
+    result = run_with_progress(req, cfg, "train", "ex" if task == "sentiment" and not cfg.objective else "tok")
+    if ui.is_main_process():
+        _summary(result, cfg)
+
+
+def run_with_progress(req, cfg, command_name: str, unit: str):
+    """pipeline.train_run under a progress bar; Ctrl-C prints the command that resumes."""
+    from .pipeline import train_run
+    from .train import Interrupted
+
     with ui.progress(total_known=cfg.max_steps is not None) as bar:
-        reporter = RichReporter(bar, cfg.max_steps, cfg.log_every, "ex" if task == "sentiment" else "tok")
+        reporter = RichReporter(bar, cfg.max_steps, cfg.log_every, unit)
         try:
-            result = train_run(req, cfg, reporter)
+            return train_run(req, cfg, reporter)
         except Interrupted as e:
-            again = shlex.join(["attn", "train", task, "--data", data, "--out", str(out), "--resume"])
+            again = shlex.join(["attn", command_name, cfg.task, "--data", req.data, "--out", str(req.out), "--resume"])
             ui.err.print(f"[yellow]Interrupted:[/] {escape(e.message)}. Resume with: {escape(again)}",
                          soft_wrap=True)
             raise typer.Exit(130) from None
-    if ui.is_main_process():
-        _summary(result, cfg)
 
 
 def _summary(result, cfg) -> None:
