@@ -2,17 +2,19 @@
 
 For a trained de->en run (exported with `attn export` for the ctranslate2 engine):
 
-  1. the CLI: `attn translate -m RUN --engine E -i test_2016_flickr.de` (wall time, and that wall
-     minus the CLI's start-up, measured by translating one sentence);
-  2. `attn serve -m RUN --engine E --port 0 --quiet`; the 1,000 sentences, one per request, from
-     1 client, then from 64 concurrent clients (keep-alive connections, one thread each):
-     sentences/s, p50/p99 latency, texts per batch (from /metrics), outputs equal to the CLI's;
-  3. 1,000 requests, a third of them random bad payloads (malformed JSON, wrong types, invalid
+  0. the engine alone in this process, all sentences in one call and in chunks of --chunks;
+  1. `attn serve -m RUN --engine E --port 0 --quiet`, then --rounds times (medians reported):
+     the CLI, `attn translate -m RUN --engine E -i test_2016_flickr.de` (wall time, and that wall
+     minus the CLI's start-up, measured by translating one sentence), and the 1,000 sentences,
+     one per request, from 1 client, then from 64 concurrent clients (keep-alive connections,
+     one thread each): sentences/s, p50/p99 latency, texts per batch and the worker's busy
+     share (from /metrics), outputs equal to the CLI's;
+  2. 1,000 requests, a third of them random bad payloads (malformed JSON, wrong types, invalid
      UTF-8, NUL, oversized, unknown fields and routes, wrong methods), from 8 clients: 5xx count;
-  4. more requests until 10,000 in all: the server's RSS after the first 1,000 and after 10,000;
-  5. optionally (--screenshot FILE) headless Chromium shows the page translating a sentence with
+  3. more requests until 10,000 in all: the server's RSS after the first 1,000 and after 10,000;
+  4. optionally (--screenshot FILE) headless Chromium shows the page translating a sentence with
      its heatmap, saved as a PNG;
-  6. SIGTERM: exit code and how long the stop took.
+  5. SIGTERM: exit code and how long the stop took.
 
 Every phase is bounded (request counts, --max-seconds overall). Results: a Markdown summary on
 stdout and --json FILE.
@@ -281,18 +283,13 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=1200)
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--serve-args", default="", help="extra attn serve options, e.g. '--max-wait-ms 2'")
+    ap.add_argument("--rounds", type=int, default=3, help="CLI / 1 client / N clients rounds (medians)")
     ap.add_argument("--chunks", type=int, default=32, help="also time the engine alone on chunks of "
                     "this many sentences (0 = skip)")
     args = ap.parse_args()
     deadline = Deadline(args.max_seconds)
     sentences = args.data.read_text(encoding="utf-8").splitlines()
     out: dict = {"engine": args.engine, "run": args.run, "clients": args.clients, "date": time.strftime("%Y-%m-%d")}
-
-    cli = cli_rate(args.run, args.engine, args.data)
-    cli_outputs = cli.pop("outputs")
-    out["cli"] = cli
-    print(f"CLI: {cli['sentences']} sentences in {cli['wall_s']:.2f} s ({cli['sent_per_s_wall']:.1f}/s; "
-          f"start-up {cli['startup_s']:.2f} s, {cli['sent_per_s_decode']:.1f}/s without it)", flush=True)
 
     if args.chunks:
         out["engine_alone"] = e = engine_chunks(args.run, args.engine, sentences, args.chunks)
@@ -301,25 +298,37 @@ def main() -> None:
     deadline.check("the server")
     server = Server(args.run, args.engine, args.serve_args.split())
     sent = 0
+    rounds: list[dict] = []
     try:
         clients(server.port, translate_jobs(sentences[:20]), 4)  # warm-up
-        for name, n_clients in (("single", 1), ("concurrent", args.clients)):
-            deadline.check(name)
-            before = server.metrics()
-            res, wall = clients(server.port, translate_jobs(sentences), n_clients)
-            sent += len(res)
-            texts = [json.loads(r[3])["outputs"][0]["text"] if r[1] == 200 else None for r in res]
-            out[name] = {"clients": n_clients, "wall_s": wall, "sent_per_s": len(res) / wall,
-                         "errors": sum(r[1] != 200 for r in res), **latency(res),
-                         **batch_stats(before, server.metrics(), wall),
-                         "same_as_cli": sum(t == c for t, c in zip(texts, cli_outputs, strict=False))}
-            if name == "single":
-                out["rss_mb_after_1000"] = server.rss_mb()
-            r = out[name]
-            print(f"{n_clients:>3} client(s): {r['sent_per_s']:.1f} sentences/s, p50 {r['p50_ms']:.1f} ms, "
-                  f"p99 {r['p99_ms']:.1f} ms, {r['texts_per_batch']:.1f} texts/batch, worker busy "
-                  f"{r['worker_busy']:.0%}, "
-                  f"{r['same_as_cli']}/{len(res)} as the CLI, {r['errors']} errors", flush=True)
+        sent += 20
+        for k in range(args.rounds):  # CLI, 1 client, N clients; again: medians over rounds
+            deadline.check(f"round {k + 1}")
+            rnd = {"cli": cli_rate(args.run, args.engine, args.data)}
+            cli_outputs = rnd["cli"].pop("outputs")
+            c = rnd["cli"]
+            print(f"round {k + 1}: CLI {c['sentences']} sentences in {c['wall_s']:.2f} s ({c['sent_per_s_wall']:.1f}/s;"
+                  f" start-up {c['startup_s']:.2f} s, {c['sent_per_s_decode']:.1f}/s without it)", flush=True)
+            for name, n_clients in (("single", 1), ("concurrent", args.clients)):
+                before = server.metrics()
+                res, wall = clients(server.port, translate_jobs(sentences), n_clients)
+                sent += len(res)
+                texts = [json.loads(r[3])["outputs"][0]["text"] if r[1] == 200 else None for r in res]
+                rnd[name] = r = {"clients": n_clients, "wall_s": wall, "sent_per_s": len(res) / wall,
+                                 "errors": sum(r[1] != 200 for r in res), **latency(res),
+                                 **batch_stats(before, server.metrics(), wall),
+                                 "same_as_cli": sum(t == c for t, c in zip(texts, cli_outputs, strict=False))}
+                if "rss_mb_after_1000" not in out:
+                    out["rss_mb_after_1000"], out["rss_first_requests"] = server.rss_mb(), sent
+                print(f"  {n_clients:>3} client(s): {r['sent_per_s']:.1f} sentences/s, p50 {r['p50_ms']:.1f} ms, "
+                      f"p99 {r['p99_ms']:.1f} ms, {r['texts_per_batch']:.1f} texts/batch, worker busy "
+                      f"{r['worker_busy']:.0%}, {r['same_as_cli']}/{len(res)} as the CLI, {r['errors']} errors",
+                      flush=True)
+            rounds.append(rnd)
+        out["rounds"] = rounds
+        for part in ("cli", "single", "concurrent"):
+            keys = [k for k, v in rounds[0][part].items() if isinstance(v, int | float)]
+            out[part] = {k: statistics.median(r[part][k] for r in rounds) for k in keys}
         if args.bad:
             deadline.check("bad payloads")
             res, wall = clients(server.port, bad_jobs(sentences, args.bad), 8)
@@ -347,7 +356,7 @@ def main() -> None:
                                (time.perf_counter() - start)}
             out["rss_mb_after_total"] = server.rss_mb()
             grow = out["rss_mb_after_total"] / out["rss_mb_after_1000"] - 1
-            print(f"RSS: {out['rss_mb_after_1000']:.1f} MB after the first {len(sentences):,} requests, "
+            print(f"RSS: {out['rss_mb_after_1000']:.1f} MB after the first {out['rss_first_requests']:,} requests, "
                   f"{out['rss_mb_after_total']:.1f} MB after {sent:,} ({grow:+.1%}); trace (requests, MB): "
                   + ", ".join(f"{n} {mb:.0f}" for n, mb in out["rss_trace"]), flush=True)
         if args.screenshot:
@@ -363,6 +372,9 @@ def main() -> None:
                      "concurrent_vs_cli_decode": c["sent_per_s"] / cl["sent_per_s_decode"],
                      "concurrent_vs_single": c["sent_per_s"] / s["sent_per_s"]}
     print(f"SIGTERM: exit {code} after {took:.2f} s")
+    print(f"medians of {args.rounds} rounds: CLI {cl['sent_per_s_wall']:.1f}/s ({cl['sent_per_s_decode']:.1f} without "
+          f"start-up), 1 client {s['sent_per_s']:.1f}/s (p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f}), "
+          f"{args.clients} clients {c['sent_per_s']:.1f}/s (p50 {c['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f})")
     print(f"{args.clients} clients / CLI: {out['ratios']['concurrent_vs_cli_wall']:.2f} (wall), "
           f"{out['ratios']['concurrent_vs_cli_decode']:.2f} (without start-up); "
           f"{args.clients} clients / 1 client: {out['ratios']['concurrent_vs_single']:.2f}")
