@@ -360,8 +360,8 @@ def test_shipped_recipes_resolve_to_valid_train_configs():
         task = "sentiment" if "sst2" in path.name or "imdb" in path.name else "translate"
         cfg = resolve_config(task, {}, load_toml(path), None)
         assert cfg.time_budget and cfg.time_budget > 0
-    sst2 = resolve_config("sentiment", {"lr": 1e-3}, load_toml(next(p for p in recipes if p.name == "sst2-small-cpu.toml")),
-                          None)
+    recipe = next(p for p in recipes if p.name == "sst2-small-cpu.toml")
+    sst2 = resolve_config("sentiment", {"lr": 1e-3}, load_toml(recipe), None)
     assert (sst2.ema, sst2.max_tokens, sst2.time_budget, sst2.lr) == (0.999, 1024, 900.0, 1e-3)
 
 
