@@ -216,14 +216,13 @@ def batch_stats(before: str, after: str, wall: float) -> dict:
 def engine_chunks(run: str, engine: str, sentences: list[str], size: int) -> dict:
     """The engine alone, in this process: all sentences in one call (as the CLI), then in
     consecutive chunks of ``size`` (as the server's batches can be at best): sentences/s."""
-    from attn_cli.decoding import DecodeConfig
+    from attn_cli.config import task_decode_config
     from attn_cli.engines import EngineOptions, open_engine
     from attn_cli.infer import encode_inputs
-    from attn_cli.serve.config import DECODE_DEFAULTS
 
     eng = open_engine(run, "translate", EngineOptions(engine))
     ids, _ = encode_inputs(eng, sentences)
-    cfg = DecodeConfig(**DECODE_DEFAULTS["translate"])
+    cfg = task_decode_config("translate")  # what attn translate and the server use
     start = time.perf_counter()
     eng.generate(ids, cfg)
     whole = time.perf_counter() - start

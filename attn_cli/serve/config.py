@@ -17,11 +17,6 @@ from ..errors import AttnError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 TASKS = ("translate", "summarize", "sentiment")
-# Decoding defaults per task when a request names none: those of attn translate / summarize.
-DECODE_DEFAULTS = {
-    "translate": dict(beam=5, length_penalty=0.6, max_len_a=1.5, max_len_b=10, min_len=0, no_repeat_ngram=0),
-    "summarize": dict(beam=4, length_penalty=1.0, max_len_a=0.0, max_len_b=80, min_len=5, no_repeat_ngram=3),
-}
 
 
 @dataclass

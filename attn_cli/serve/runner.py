@@ -21,7 +21,7 @@ from .config import ModelSpec, ServeConfig
 from .schemas import ApiError
 
 if TYPE_CHECKING:
-    from ..decoding import DecodeConfig
+    from ..config import DecodeConfig
     from ..engines import Engine
     from .metrics import ServeMetrics
 

@@ -4,9 +4,9 @@ Request bodies are pydantic models in strict mode with unknown fields forbidden,
 or a misspelt option is a 422 naming the field, never a guess. ``check_texts`` applies the limits
 pydantic cannot (characters per text, texts per request, empty input, NUL characters, lone
 surrogates that are not Unicode text), and ``decode_config`` turns a request's options into a
-``decoding.DecodeConfig`` over the task's defaults. Every refusal is an ``ApiError``: an HTTP
-status and ``{"error": "...", "limit": {"name": ..., "value": ...}}`` (``limit`` only when a
-limit was broken).
+``DecodeConfig`` over the task's defaults (``config.DECODE_DEFAULTS``). Every refusal is an
+``ApiError``: an HTTP status and ``{"error": "...", "limit": {"name": ..., "value": ...}}``
+(``limit`` only when a limit was broken).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .config import DECODE_DEFAULTS, ServeConfig
+from .config import ServeConfig
 
 
 class ApiError(Exception):
@@ -132,23 +132,22 @@ def check_texts(text: str | list[str], cfg: ServeConfig) -> list[str]:
 
 
 def decode_config(task: str, req: TranslateRequest, cfg: ServeConfig):
-    """The DecodeConfig of a seq2seq request: its options over the task's defaults."""
-    from ..decoding import DecodeConfig
+    """The DecodeConfig of a seq2seq request: its options over the task's defaults
+    (``config.DECODE_DEFAULTS``, those of attn translate / summarize)."""
+    from ..config import DECODE_DEFAULTS, task_decode_config
 
-    opts = dict(DECODE_DEFAULTS[task])
-    for name in ("beam", "length_penalty", "max_len_a", "max_len_b", "min_len", "no_repeat_ngram",
-                 "top_k", "top_p", "temperature", "seed"):
-        value = getattr(req, name, None)
-        if value is not None:
-            opts[name] = value
+    changes = {name: getattr(req, name, None) for name in (
+        "beam", "length_penalty", "max_len_a", "max_len_b", "min_len", "no_repeat_ngram",
+        "top_k", "top_p", "temperature", "seed")}
     if getattr(req, "sample", False):
-        opts["sample"] = True
-        if req.beam is None:
-            opts["beam"] = 1
-    if opts["beam"] > cfg.max_beam:
-        raise ApiError(422, f"beam {opts['beam']} is over the server's limit of {cfg.max_beam}",
+        changes["sample"] = True
+        if changes["beam"] is None:
+            changes["beam"] = 1
+    beam = changes["beam"] if changes["beam"] is not None else DECODE_DEFAULTS[task].beam
+    if beam > cfg.max_beam:
+        raise ApiError(422, f"beam {beam} is over the server's limit of {cfg.max_beam}",
                        ("--max-beam", cfg.max_beam))
     try:
-        return DecodeConfig(**opts)
+        return task_decode_config(task, **changes)
     except ValueError as e:
         raise ApiError(422, f"bad decoding option: {str(e).removeprefix('DecodeConfig.')}") from None
