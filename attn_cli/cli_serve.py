@@ -10,11 +10,11 @@ import typer
 
 from . import console as ui
 from .cli_app import AttnCommand, app, command, flag
+from .cli_options import DeviceOpt, EngineOpt, ThreadsOpt
 from .serve.config import ServeConfig as D  # the defaults (importing it loads no torch)
 
 LIM = "Limits and batching"
 NET = "Network and security"
-ENGINE = "Engine"
 
 
 def _log(line: str) -> None:
@@ -46,12 +46,9 @@ def serve(
         "--cors", rich_help_panel=NET, show_default=False,
         help="Allow browser pages from this origin (e.g. https://example.org, or *) to call the "
         "API; repeatable. Off by default.")] = None,
-    engine: Annotated[str, typer.Option("--engine", rich_help_panel=ENGINE, help=(
-        "auto (a run's ct2/ export from attn export when valid and up to date, else torch), "
-        "torch or ctranslate2."))] = D.engine,
-    threads: Annotated[int, typer.Option("--threads", rich_help_panel=ENGINE, help=(
-        "Intra-op CPU threads per model; 0 = auto (1 on machines with at most 2 cores)."))] = D.threads,
-    device: Annotated[str, typer.Option("--device", rich_help_panel=ENGINE, help="auto, cpu or cuda.")] = D.device,
+    engine: EngineOpt = D.engine,
+    threads: ThreadsOpt = D.threads,
+    device: DeviceOpt = D.device,
     max_chars: Annotated[int, typer.Option("--max-chars", rich_help_panel=LIM,
                                            help="Characters per text (422 above).")] = D.max_chars,
     max_texts: Annotated[int, typer.Option("--max-texts", rich_help_panel=LIM,
