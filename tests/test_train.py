@@ -637,3 +637,22 @@ def test_time_budget_run_caps_its_default_warmup_after_the_first_steps(tmp_path)
     assert saved["warmup_share"] == 0.0
     lrs = [r["lr"] for r in rows if r["event"] == "train"]  # the schedule follows the new warmup
     assert lrs[-1] == pytest.approx(7e-4 * (WARMUP_PROBE + 3) / saved["warmup"], rel=1e-6)  # (next step)
+
+
+@pytest.mark.slow
+def test_sigkill_before_any_evaluation_then_the_same_command_with_resume_trains_to_the_end(tmp_path):
+    """The issue's trap: killed a few seconds into a fresh run (no evaluation, no last/ yet),
+    the same command with --resume must train the run to its end, not refuse."""
+    out = tmp_path / "run"
+    cmd = _train_cmd(out, "--max-steps", "40", "--eval-every", "100000", "--save-every", "0")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "config.json").exists() and time.time() < deadline:  # the run has started
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "config.json").exists() and not (out / "last").exists()
+    r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "no saved state yet" in r.stderr
+    assert json.loads((out / "last/state.json").read_text())["step"] == 40
