@@ -68,8 +68,7 @@ def serve(
         "Seconds a request may take, waiting included; then 504."))] = D.timeout,
     quiet: Annotated[bool, flag("--quiet", "-q", help="No log line per request.")] = False,
 ) -> None:
-    """Serve models over HTTP (JSON API, batching across requests, metrics) with a web page that
-    shows their attention. Stop with Ctrl-C or SIGTERM."""
+    """Serve models over HTTP: a JSON API with batching across requests, and a page showing attention."""
     from .serve.config import ServeConfig, parse_models
 
     cfg = ServeConfig(host=host, port=port, api_key=api_key, cors=list(cors or []), engine=engine,
