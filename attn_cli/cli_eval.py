@@ -202,19 +202,19 @@ def info(run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_def
     last = find_dir(run_dir / LAST_DIR)
     if last is not None and (last / "state.json").is_file():
         try:
-            metric = ("masked_accuracy" if meta["task"] == "sentiment" else "token_accuracy") if pre else None
-            _training_rows(table, json.loads((last / "state.json").read_text()), meta["task"], metric)
+            _training_rows(table, json.loads((last / "state.json").read_text()), meta["task"], bool(pre))
         except (ValueError, KeyError, TypeError, OSError):
             table.add_row("training", "last/state.json is unreadable")
     ui.out.print(table)
 
 
-def _training_rows(table: Table, st: dict, task: str, metric: str | None = None) -> None:
-    from .metrics import PRIMARY_METRIC
+def _training_rows(table: Table, st: dict, task: str, pretraining: bool = False) -> None:
+    from .metrics import PRETRAIN_METRIC, PRIMARY_METRIC
 
+    metric = (PRETRAIN_METRIC if pretraining else PRIMARY_METRIC)[task]
     table.add_row("training", f"{st['step']:,} steps, {st['train_seconds'] / 60:.1f} min")
     if st.get("best") is not None:
-        table.add_row("best validation", f"{metric or PRIMARY_METRIC[task]} {st['best']:.2f} "
+        table.add_row("best validation", f"{metric} {st['best']:.2f} "
                       f"(step {st['best_step']})")
 
 

@@ -53,6 +53,7 @@ def pretrain(
     """Pretrain on unlabelled text (masked LM or denoising), for attn train --init-from."""
     from .checkpoint import TRAIN_CONFIG_FILE
     from .config import OBJECTIVES
+    from .metrics import PRETRAIN_METRIC
     from .errors import AttnError
     from .pipeline import RunRequest
 
@@ -81,7 +82,7 @@ def pretrain(
         table.add_row("run directory", str(result.run_dir))
         table.add_row("objective", cfg.objective)
         table.add_row("steps", f"{st['step']:,} ({st['train_seconds'] / 60:.1f} min)")
-        metric = "masked_accuracy" if task == "sentiment" else "token_accuracy"
+        metric = PRETRAIN_METRIC[task]
         best = "n/a" if st["best"] is None else f"{st['best']:.2f}"
         table.add_row(f"best validation {metric}", f"{best} (step {st['best_step']})")
         table.add_row("next", f"attn train {task} --init-from {result.run_dir} --data SPEC --out RUN_DIR")

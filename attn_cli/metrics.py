@@ -22,6 +22,8 @@ ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 # The metric that picks the best checkpoint and heads the model card, per task.
 PRIMARY_METRIC = {"translate": "bleu", "summarize": "rouge1", "sentiment": "accuracy"}
+# ... of a pretraining run (attn pretrain): accuracy on the masked or denoised pieces
+PRETRAIN_METRIC = {"translate": "token_accuracy", "summarize": "token_accuracy", "sentiment": "masked_accuracy"}
 
 # Every metric this module reports; all of them are better when larger.
 HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "accuracy": True, "macro_f1": True,

@@ -26,6 +26,7 @@ from .model import build_model, count_parameters
 from .rundata import DataRequest, RunData, load_run_data, load_stream_data
 from .tokenizer import TokenizerConfig, Tokenizers, VocabTooLarge, train_tokenizers
 from .optim import pick_device
+from .metrics import PRETRAIN_METRIC
 from .pretrain import PretrainTrainer, pretrain_meta
 from .train import PRIMARY, Reporter, Trainer
 
@@ -127,8 +128,8 @@ def run_meta(req: RunRequest, cfg: TrainConfig, mcfg: ModelConfig, data: RunData
                      "train_examples": 0 if cfg.stream else len(data.train),
                      "valid_examples": len(data.valid)},
             **({"init_from": str(req.init_from)} if req.init_from is not None else {}),
-            **({"pretrained": pretrained_summary(req.init_from)} if req.init_from is not None
-               and pretrained_summary(req.init_from) else {}),
+            **({"pretrained": seen} if req.init_from is not None and (seen := pretrained_summary(req.init_from))
+               else {}),
             **({"pretrain": pretrain_meta(cfg.objective, 0 if cfg.stream else len(data.train), len(data.valid))}
                if cfg.objective is not None else {})}
 
@@ -369,8 +370,7 @@ def write_card(out: Path, cfg: TrainConfig, data: RunData, params: int, state: d
                device: torch.device) -> None:
     """README.md: a short model card from the run's own records."""
     rows = [json.loads(x) for x in (out / ckpt.METRICS_FILE).read_text().splitlines() if x.strip()]
-    primary = (("masked_accuracy" if cfg.task == "sentiment" else "token_accuracy") if cfg.objective
-               else PRIMARY[cfg.task])
+    primary = PRETRAIN_METRIC[cfg.task] if cfg.objective else PRIMARY[cfg.task]
     evals = [r for r in rows if r.get("event") == "eval"]
     best = max(evals, key=lambda r: r[primary], default=None)
     metric_lines = "".join(f"| {k} | {v:.4g} |\n" for k, v in (best or {}).items()

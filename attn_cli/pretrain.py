@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .batching import Batch, collate_classify, collate_seq2seq, make_batches
+from .metrics import PRETRAIN_METRIC
 from .noising import NoiseConfig, denoise_rows, mlm_mask, sentence_ends, word_starts
 from .textdata import text_cost
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -54,7 +55,7 @@ class PretrainTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.mlm = not self.model_cfg.is_seq2seq
         self.noise = noise_config(self.cfg.objective or ("mlm" if self.mlm else "denoise"))
-        self.primary = "masked_accuracy" if self.mlm else "token_accuracy"
+        self.primary = PRETRAIN_METRIC[self.model_cfg.task]
         src = self.toks.src
         self.starts = torch.from_numpy(word_starts(src)) if self.noise.whole_word else None  # (V,)
         self.ends = sentence_ends(src) if self.noise.permute else None
