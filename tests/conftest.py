@@ -45,3 +45,19 @@ def pairs():
     verbs = [("läuft", "runs"), ("schläft", "sleeps"), ("spielt", "plays"), ("isst", "eats")]
     return [{"de": f"Der {n} {v}.", "en": f"The {e} {w}."}
             for n, e in zip(nouns, eng, strict=True) for v, w in verbs]
+
+
+def train_tiny_runs(root):
+    """translate/, sentiment/ and summarize/ under ``root``: tiny models, 30 steps each on the
+    shipped samples (what they say matters little; they are real runs). Returns ``root``."""
+    from attn_cli.config import TrainConfig
+    from attn_cli.data import Fields
+    from attn_cli.pipeline import RunRequest, train_run
+
+    specs = {"translate": ("translate.it-en.jsonl", Fields(src_lang="it", tgt_lang="en")),
+             "sentiment": ("sentiment.jsonl", Fields()), "summarize": ("summarize.jsonl", Fields())}
+    for task, (name, fields) in specs.items():
+        cfg = TrainConfig(task=task, preset="tiny", max_steps=30, eval_every=1000, eval_samples=2,
+                          vocab_size=500, max_tokens=1000, warmup=10, lr=3e-3)
+        train_run(RunRequest(data=f"{DATA_DIR}/{name}", out=root / task, fields=fields), cfg, Quiet())
+    return root

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from conftest import DATA_DIR, Quiet
+from conftest import train_tiny_runs
 
 _RUNS: dict[str, Path] = {}
 _LOCK = threading.Lock()
@@ -27,20 +27,11 @@ _LOCK = threading.Lock()
 def tiny_runs() -> Path:
     """A directory with translate/, summarize/ and sentiment/: tiny models, 30 steps each (what
     they say matters little here, but it is not empty)."""
-    from attn_cli.config import TrainConfig
-    from attn_cli.data import Fields
-    from attn_cli.pipeline import RunRequest, train_run
-
     with _LOCK:
         if "root" not in _RUNS:
             root = Path(tempfile.mkdtemp(prefix="attn-serve-runs-"))
             atexit.register(shutil.rmtree, root, True)
-            specs = {"translate": ("translate.it-en.jsonl", Fields(src_lang="it", tgt_lang="en")),
-                     "sentiment": ("sentiment.jsonl", Fields()), "summarize": ("summarize.jsonl", Fields())}
-            for task, (name, fields) in specs.items():
-                cfg = TrainConfig(task=task, preset="tiny", max_steps=30, eval_every=1000, eval_samples=2,
-                                  vocab_size=500, max_tokens=1000, warmup=10, lr=3e-3)
-                train_run(RunRequest(data=f"{DATA_DIR}/{name}", out=root / task, fields=fields), cfg, Quiet())
+            train_tiny_runs(root)
             _RUNS["root"] = root
         return _RUNS["root"]
 

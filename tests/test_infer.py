@@ -5,27 +5,17 @@ import json
 import shutil
 
 import pytest
-from conftest import DATA_DIR, Quiet
+from conftest import DATA_DIR, train_tiny_runs
 from typer.testing import CliRunner
 
 from attn_cli.cli import app
-from attn_cli.config import TrainConfig
-from attn_cli.data import Fields
-from attn_cli.pipeline import RunRequest, train_run
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    specs = {"translate": ("translate.it-en.jsonl", Fields(src_lang="it", tgt_lang="en")),
-             "sentiment": ("sentiment.jsonl", Fields()), "summarize": ("summarize.jsonl", Fields())}
-    for task, (name, fields) in specs.items():
-        cfg = TrainConfig(task=task, preset="tiny", max_steps=30, eval_every=1000, eval_samples=2,
-                          vocab_size=500, max_tokens=1000, warmup=10, lr=3e-3)
-        train_run(RunRequest(data=f"{DATA_DIR}/{name}", out=root / task, fields=fields), cfg, Quiet())
-    return root
+    return train_tiny_runs(tmp_path_factory.mktemp("runs"))
 
 
 def cli(*args, input=None):
