@@ -35,7 +35,6 @@ import errno
 import hashlib
 import itertools
 import json
-import mmap
 import os
 import shutil
 import tempfile
@@ -52,7 +51,6 @@ META_FILE = "meta.json"
 FULL_HASH_LIMIT = 2 << 30  # source files up to 2 GiB are hashed whole; larger ones in samples
 SAMPLE_BLOCKS, BLOCK = 64, 1 << 20  # sampled hashing: first, last and 62 evenly spaced 1 MiB blocks
 ENCODE_BATCH = 20_000  # rows tokenized per call (bounded memory while building)
-RELEASE_EVERY = 4  # gathers between releases of the pages read (~5 MB of pages a batch)
 
 
 def default_root(option: str | Path | None = None) -> Path:
@@ -101,37 +99,78 @@ def entry_name(key: dict) -> str:
 # ---------------------------------------------------------------------------------- reading
 
 
-class TokenStore:
-    """Rows of token ids read from a cache entry's memory maps.
+class _Column:
+    """One column's rows, read with ``os.pread`` from its id and offset files.
 
-    ``rows`` (optional) selects and orders a subset of the entry's rows (a held-out split);
-    ``lengths`` always matches the selection. Rows come out as the training code's examples:
-    ``(src_ids, tgt_ids)`` for seq2seq, ``(ids, label)`` for sentiment, and ``ids`` (a list
-    of ints) for pretraining text (``text_only``).
+    Reads rather than a memory map: the pages still come from the page cache, shared by every
+    process reading the same files (all ranks of a DDP job), but they never count in this
+    process's resident set. A map's would: on each fault the kernel maps up to 16 neighbouring
+    pages (fault-around), so a batch of a few hundred random rows put ~50 MB of id and offset
+    pages into the training process's RSS.
     """
 
-    def __init__(self, directory: Path, meta: dict, rows: np.ndarray | None = None):
+    def __init__(self, directory: Path, name: str, dtype: str, tokens: bool):
+        idx_path = directory / f"{name}.idx.npy"
+        with open(idx_path, "rb") as fh:  # the .npy header: where the offsets start, their type
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            _, _, self.idx_dtype = read_header(fh)
+            self.idx_start = fh.tell()
+        self.dtype = np.dtype(dtype)
+        self.idx = os.open(idx_path, os.O_RDONLY)
+        self.ids = os.open(directory / f"{name}.bin", os.O_RDONLY) if tokens else None
+
+    def rows(self, rows: Iterable[int]) -> list[list[int]]:
+        """The id lists of entry rows ``rows``: two reads a row (its offsets, its ids)."""
+        isize, size, out = self.idx_dtype.itemsize, self.dtype.itemsize, []
+        for r in rows:
+            start, end = np.frombuffer(os.pread(self.idx, 2 * isize, self.idx_start + r * isize),
+                                       self.idx_dtype).tolist()
+            out.append(np.frombuffer(os.pread(self.ids, (end - start) * size, start * size),
+                                     self.dtype).tolist() if self.ids is not None and end > start else [])
+        return out
+
+    def close(self) -> None:
+        for fd in (self.idx, self.ids):
+            if fd is not None:
+                os.close(fd)
+        self.idx = self.ids = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+def _lengths_in_ram(lengths: np.ndarray) -> np.ndarray:
+    """``lengths`` as uint16 when every value fits (2 bytes a row instead of 4)."""
+    return lengths.astype(np.uint16) if len(lengths) and int(lengths.max()) < (1 << 16) else lengths
+
+
+class TokenStore:
+    """Rows of token ids read from a cache entry's files.
+
+    ``rows`` (optional) selects and orders a subset of the entry's rows (a held-out split);
+    ``lengths`` always matches the selection and is all that stays in memory (2 bytes a row;
+    ``rows`` 4 more). Rows come out as the training code's examples: ``(src_ids, tgt_ids)``
+    for seq2seq, ``(ids, label)`` for sentiment, and ``ids`` (a list of ints) for pretraining
+    text (``text_only``).
+    """
+
+    def __init__(self, directory: Path, meta: dict, rows: np.ndarray | None = None,
+                 lengths: np.ndarray | None = None):
         self.directory, self.meta, self.rows = directory, meta, rows
         self.columns = list(meta["columns"])
         self.seq2seq = self.columns == ["src", "tgt"]
         self.text_only = bool(meta.get("text_only"))  # pretraining rows: one text's ids each
-        self._bin = {c: np.memmap(directory / f"{c}.bin", dtype=meta["columns"][c]["dtype"], mode="r")
-                     if meta["columns"][c]["tokens"] else np.zeros(0, np.uint16) for c in self.columns}
-        self._idx = {c: np.load(directory / f"{c}.idx.npy", mmap_mode="r") for c in self.columns}
-        lengths = np.load(directory / "lengths.npy")  # (N,) int32, in RAM
-        labels = np.load(directory / "labels.npy", mmap_mode="r") if "labels.npy" in meta["files"] else None
-        self.lengths = lengths if rows is None else lengths[rows]
-        self._labels = labels
-        self._gathered = 0
-
-    def release(self) -> None:
-        """Unmap the pages this process has read (``madvise(MADV_DONTNEED)``; they stay in the
-        page cache, so the next read is a cheap minor fault). Random batches touch pages all
-        over the id files; without this they would pile up in the process's resident set."""
-        for arr in (*self._bin.values(), *self._idx.values()):
-            mm = getattr(arr, "_mmap", None)
-            if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-                mm.madvise(mmap.MADV_DONTNEED)
+        self._cols = {c: _Column(directory, c, meta["columns"][c]["dtype"], meta["columns"][c]["tokens"])
+                      for c in self.columns}
+        if lengths is None:  # (all rows') lengths, int32 on disk; given: the selection's already
+            lengths = _lengths_in_ram(np.load(directory / "lengths.npy"))
+            lengths = lengths if rows is None else lengths[rows]
+        self.lengths = lengths  # (N,)
+        self._labels = (np.load(directory / "labels.npy") if "labels.npy" in meta["files"]
+                        else None)  # (all rows,) int64 class ids: sentiment data, small
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -146,16 +185,9 @@ class TokenStore:
         return idx if self.rows is None else self.rows[idx]
 
     def gather(self, indices: Sequence[int]) -> list[tuple]:
-        """The examples at ``indices`` (positions in this selection), read from the maps."""
-        self._gathered += 1
-        if self._gathered % RELEASE_EVERY == 0:
-            self.release()
-        rows = self._row_ids(indices)
-        cols = []
-        for c in self.columns:
-            starts, ends = self._idx[c][rows], self._idx[c][rows + 1]
-            data = self._bin[c]
-            cols.append([data[s:e].tolist() for s, e in zip(starts.tolist(), ends.tolist(), strict=True)])
+        """The examples at ``indices`` (positions in this selection), read from the files."""
+        rows = self._row_ids(indices).tolist()
+        cols = [self._cols[c].rows(rows) for c in self.columns]
         if self.seq2seq:
             return list(zip(cols[0], cols[1], strict=True))
         if self.text_only:
@@ -171,7 +203,9 @@ class TokenStore:
 
     def subset(self, positions: np.ndarray) -> TokenStore:
         """A selection of this selection's rows (e.g. train minus a held-out part)."""
-        return TokenStore(self.directory, self.meta, self._row_ids(positions))
+        positions = np.asarray(positions)
+        rows = self._row_ids(positions).astype(np.int32 if self.size < (1 << 31) else np.int64)
+        return TokenStore(self.directory, self.meta, rows, self.lengths[positions])
 
     def labels(self) -> np.ndarray:
         """Class ids of the selected rows (sentiment)."""

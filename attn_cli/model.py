@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attn_cli.config import ModelConfig
+from attn_cli.losses import linear_cross_entropy
 from attn_cli.layers import (
     Decoder,
     DecoderCache,
@@ -106,10 +107,18 @@ class Seq2Seq(nn.Module):
         h, _, _ = self.decoder(x, memory, src_mask, cache)  # (B, T, D)
         return F.linear(h, self.output_weight)  # (B, T, V)
 
-    def forward(self, src_ids: Tensor, tgt_in_ids: Tensor) -> Tensor:
-        """Teacher-forced logits (B, T, V) for src (B, S) and decoder inputs (B, T)."""
+    def forward(self, src_ids: Tensor, tgt_in_ids: Tensor, target: Tensor | None = None,
+                smoothing: float = 0.0) -> Tensor:
+        """Teacher-forced logits (B, T, V) for src (B, S) and decoder inputs (B, T); with
+        ``target`` (B, T), the summed cross-entropy instead (pads ignored), computed without
+        the whole logits matrix (:func:`losses.linear_cross_entropy`)."""
         memory, src_mask = self.encode(src_ids)
-        return self.decode(tgt_in_ids, memory, src_mask)
+        if target is None:
+            return self.decode(tgt_in_ids, memory, src_mask)
+        x = self._embed(self.tgt_embedding, tgt_in_ids)  # (B, T, D)
+        h, _, _ = self.decoder(x, memory, src_mask, None)  # (B, T, D)
+        return linear_cross_entropy(h.flatten(0, 1), self.output_weight, target.flatten(),
+                                    ignore_index=self.cfg.pad_id, smoothing=smoothing)
 
     def attention_maps(self, src_ids: Tensor, tgt_in_ids: Tensor) -> dict[str, Tensor]:
         """Attention weights through the explicit-softmax path, stacked over layers:
@@ -189,9 +198,12 @@ class MaskedLM(TextEncoder):
         super().__init__(cfg)
         _init_weights(self, cfg.d_model)
 
-    def forward(self, ids: Tensor, at: Tensor) -> Tensor:
-        """ids (B, S) with masked pieces, at (B, S) bool -> logits (N, V) at the N True places."""
+    def forward(self, ids: Tensor, at: Tensor, target: Tensor | None = None) -> Tensor:
+        """ids (B, S) with masked pieces, at (B, S) bool -> logits (N, V) at the N True places;
+        with ``target`` (N,), their summed cross-entropy instead (:func:`losses.linear_cross_entropy`)."""
         h, _, _ = self.encode(ids)  # (B, S, D)
+        if target is not None:
+            return linear_cross_entropy(h[at], self.embed.weight, target)
         return h[at] @ self.embed.weight.t()  # (N, V)
 
 

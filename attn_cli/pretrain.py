@@ -88,9 +88,20 @@ class PretrainTrainer(Trainer):
             return self._mask(batch)
         return batch, float(batch.n_tokens)
 
+    def _loss_sum(self, batch: Batch, smoothing: float, model: torch.nn.Module | None = None) -> torch.Tensor:
+        """Summed cross-entropy of the predicted pieces (masked LM) or of every target position
+        (denoising; pads ignored), computed by the model without the whole logits matrix."""
+        model = model or self.model
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            if self.mlm:
+                at = batch.labels.ne(IGNORE)  # (B, S)
+                return model(batch.src, at, target=batch.labels[at])
+            return model(batch.src, batch.tgt_in, target=batch.tgt_out, smoothing=smoothing)
+
     def _logits(self, batch: Batch, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits (N, V), targets (N,)) of the predicted pieces (masked LM) or of every target
-        position, pads included (denoising: pads are ignored by the loss)."""
+        position, pads included (validation, which also scores their accuracy)."""
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
             if self.mlm:
@@ -98,11 +109,6 @@ class PretrainTrainer(Trainer):
                 return model(batch.src, at), batch.labels[at]  # (N, V), (N,)
             logits = model(batch.src, batch.tgt_in)  # (B, T, V)
         return logits.flatten(0, 1), batch.tgt_out.flatten()
-
-    def _loss_sum(self, batch: Batch, smoothing: float, model: torch.nn.Module | None = None) -> torch.Tensor:
-        logits, target = self._logits(batch, model or self.model)
-        return F.cross_entropy(logits.float(), target, ignore_index=IGNORE if self.mlm else PAD_ID,
-                               label_smoothing=0.0 if self.mlm else smoothing, reduction="sum")
 
     # ------------------------------------------------------------------ validation
 

@@ -185,13 +185,10 @@ class Trainer:
         model = model or self.model
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
-            if self.seq2seq:
-                logits, target = model(batch.src, batch.tgt_in), batch.tgt_out  # (B, T, V), (B, T)
-            else:
-                logits, target = model(batch.src), batch.labels  # (B, C), (B,)
-        return F.cross_entropy(logits.flatten(0, -2).float(), target.flatten(),
-                               ignore_index=PAD_ID if self.seq2seq else -100,
-                               label_smoothing=smoothing, reduction="sum")
+            if self.seq2seq:  # the model computes it: no (B, T, V) logits in memory (losses.py)
+                return model(batch.src, batch.tgt_in, target=batch.tgt_out, smoothing=smoothing)
+            logits = model(batch.src)  # (B, C)
+        return F.cross_entropy(logits.float(), batch.labels, label_smoothing=smoothing, reduction="sum")
 
     def _local_batch(self, indices, examples: list[tuple] | None = None, draw: int = 0) -> tuple[Batch, float]:
         """This process's part of a global batch (example ``indices`` into the training data,

@@ -60,7 +60,7 @@ def test_miss_then_hit_gives_the_in_memory_tokenization(tmp_path, corpus, toks):
     train = second.train.gather(range(len(second.train)))
     assert sorted(map(repr, train)) == sorted(map(repr, expected))
     assert len(second.valid) == 200 and all(ex in train for ex in second.valid)  # small data: reused
-    assert second.train.lengths.dtype == np.int32  # only lengths live in RAM
+    assert second.train.lengths.dtype == np.uint16  # only lengths live in RAM, 2 bytes a row
 
 
 def test_appended_line_is_seen_and_retokenized(tmp_path, corpus, toks):
