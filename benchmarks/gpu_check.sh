@@ -8,7 +8,8 @@
 #   speed    the speed comparison with Hugging Face transformers on CUDA (bf16);
 #   data     (not in the default STAGES) `base` on Tatoeba x10 from the tokenized-data cache in
 #            bf16 at --max-tokens 16k/32k/64k, 45 s each: tokens/s, MFU, data-loader wait
-#            (benchmarks/data_scale.py --gpu; ~4 min with the corpus build): STAGES=data
+#            (benchmarks/data_scale.py --gpu; ~4 min with the corpus build), then the loss's peak
+#            memory at 64k tokens (benchmarks/loss_memory.py, ~20 s): STAGES=data
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]          (default $OUT, else /tmp/attn-gpu)
 #   STAGES="tests speed quality"   which parts to run (in this order)
 #   TASKS="sst2"                   quality datasets, in order. On an H200 the 9 CUDA tests take
@@ -104,6 +105,9 @@ for stage in $STAGES; do
     timeout "$(left 420)" "$PY" benchmarks/data_scale.py --no-scales --gpu --work "$RUNS/data-scale" \
       --data-root "$DATA_ROOT" \
       2>&1 | grep -E "^gpu|Error|error" | tee -a "$SUMMARY"
+    say "== training loss memory: chunked linear cross-entropy against full logits (base, 64k tokens, 32k pieces)"
+    timeout "$(left 90)" "$PY" benchmarks/loss_memory.py --device cuda --preset base --tokens 65536 \
+      --batch 2048 --vocab 32000 2>&1 | tail -3 | tee -a "$SUMMARY"
     ;;
   *) say "unknown stage $stage (choose from: tests quality speed data)" ;;
   esac
