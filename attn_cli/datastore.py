@@ -1,4 +1,4 @@
-"""The tokenized-data cache: token ids tokenized once, memory-mapped, checked on every open.
+"""The tokenized-data cache: token ids tokenized once, read from disk per batch, checked on every open.
 
 Format, one directory per cache entry (fairseq's indexed-dataset idea)::
 
@@ -18,8 +18,9 @@ batch is gathered with a few numpy slices and no per-row Python objects, lengths
 offsets without reading any ids, and the files need nothing but numpy to open and check.
 `datasets` still does what it is best at: reading the SPEC (JSON, CSV, parquet, the Hub).
 
-Only ``lengths`` (4 bytes a row) is read into memory; ids stay in the page cache, shared by
-every process that maps the same files (all ranks of a DDP job on one machine).
+Only ``lengths`` (2 bytes a row) is read into memory; a batch's ids are read with ``pread``
+from the page cache, which holds one copy for every process reading the same files (all ranks
+of a DDP job on one machine) and counts in none of their resident sets.
 
 Entries are written into a temporary directory beside their final name and renamed into place,
 so a reader never sees a half-written entry; a lock file makes concurrent builders of the same
@@ -110,6 +111,7 @@ class _Column:
     """
 
     def __init__(self, directory: Path, name: str, dtype: str, tokens: bool):
+        self.directory = directory
         idx_path = directory / f"{name}.idx.npy"
         with open(idx_path, "rb") as fh:  # the .npy header: where the offsets start, their type
             version = np.lib.format.read_magic(fh)
@@ -125,11 +127,18 @@ class _Column:
         """The id lists of entry rows ``rows``: two reads a row (its offsets, its ids)."""
         isize, size, out = self.idx_dtype.itemsize, self.dtype.itemsize, []
         for r in rows:
-            start, end = np.frombuffer(os.pread(self.idx, 2 * isize, self.idx_start + r * isize),
+            start, end = np.frombuffer(self._read(self.idx, 2 * isize, self.idx_start + r * isize),
                                        self.idx_dtype).tolist()
-            out.append(np.frombuffer(os.pread(self.ids, (end - start) * size, start * size),
+            out.append(np.frombuffer(self._read(self.ids, (end - start) * size, start * size),
                                      self.dtype).tolist() if self.ids is not None and end > start else [])
         return out
+
+    def _read(self, fd: int, n: int, offset: int) -> bytes:
+        data = os.pread(fd, n, offset)
+        if len(data) != n:  # the entry was checked on open: only a file cut since then does this
+            raise RunFailure(f"the cached tokens in {self.directory} were cut while training read them",
+                             "run the same command again: the damaged entry is found and rebuilt")
+        return data
 
     def close(self) -> None:
         for fd in (self.idx, self.ids):

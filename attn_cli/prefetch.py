@@ -1,6 +1,6 @@
 """Batches prepared ahead of the training step, in a background thread.
 
-Gathering a batch's rows from the memory-mapped cache and padding them runs while the model
+Gathering a batch's rows from the cache files and padding them runs while the model
 trains on the previous batch; ``data_wait`` in metrics.jsonl says how long the step still waited.
 """
 
@@ -28,7 +28,7 @@ def mark_last(items):
 
 class Prefetch:
     """Run a generator in a background thread, ``depth`` items ahead: batches are gathered
-    from the memory map and padded while the model trains on the previous one. Iterating
+    from the cache files and padded while the model trains on the previous one. Iterating
     re-raises the generator's exception; :meth:`close` stops the thread."""
 
     _END = object()

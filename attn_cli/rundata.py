@@ -4,7 +4,7 @@
     normalize, tokenize, write) --> TokenStore (train) + examples (validation) + references
 
 On a cache hit nothing is parsed or tokenized: the files' identity (size, mtime, content hash)
-is checked against the entry and the memory maps are opened. Validation is ``--valid``, else the
+is checked against the entry and its files are opened. Validation is ``--valid``, else the
 SPEC's own validation split, else a seeded hold-out of the training rows (at most 2,000, 1%).
 
 Pretraining (``DataRequest.text_only``) reads the same way, through the same cache, but rows are
@@ -57,7 +57,7 @@ class DataRequest:
 
 @dataclass
 class RunData:
-    """What the Trainer reads: the training rows (memory-mapped) and validation in memory."""
+    """What the Trainer reads: the training rows (read from the cache) and validation in memory."""
 
     train: store_mod.TokenStore
     valid: list  # (src_ids, tgt_ids) or (ids, label) tuples; text_only: id lists

@@ -84,7 +84,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, model_cfg: ModelConfig, model: nn.Module, toks: Tokenizers,
                  train, valid: list[tuple], valid_refs: list, run_dir: Path,
                  reporter: Reporter, dist: dd.Dist, device: torch.device):
-        """``train``: a TokenStore (memory-mapped) or a list of examples; ``valid``: a list."""
+        """``train``: a TokenStore (the cache's files) or a list of examples; ``valid``: a list."""
         self.cfg, self.model_cfg, self.toks = cfg, model_cfg, toks
         if isinstance(train, list):
             train = InMemoryExamples(train, model_cfg.is_seq2seq)

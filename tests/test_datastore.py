@@ -91,13 +91,23 @@ def test_same_size_edit_with_the_old_mtime_is_seen(tmp_path, corpus, toks):
 @pytest.mark.parametrize("victim", ["src.bin", "tgt.idx.npy", "lengths.npy", "meta.json"])
 def test_truncated_or_corrupt_entry_is_rebuilt(tmp_path, corpus, toks, victim):
     path, _ = corpus
-    good = all_examples(load(path, toks, tmp_path / "c")[0])  # read before the cut: a cut
-    (entry,) = [d for d in (tmp_path / "c/tokenized").iterdir() if d.is_dir()]  # map would fault
+    good = all_examples(load(path, toks, tmp_path / "c")[0])
+    (entry,) = [d for d in (tmp_path / "c/tokenized").iterdir() if d.is_dir()]
     f = entry / victim
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])  # cut it
     data, notes = load(path, toks, tmp_path / "c")
     assert any("damaged" in n and "rebuilding" in n for n in notes), notes
     assert all_examples(data) == good
+
+
+def test_a_file_cut_under_an_open_store_is_a_clear_error_not_wrong_ids(tmp_path, corpus, toks):
+    path, _ = corpus
+    data, _ = load(path, toks, tmp_path / "c")
+    (entry,) = [d for d in (tmp_path / "c/tokenized").iterdir() if d.is_dir()]
+    with open(entry / "tgt.bin", "r+b") as fh:  # cut in place: the open store still reads this file
+        fh.truncate(10)
+    with pytest.raises(RunFailure, match="were cut while training read them"):
+        data.train.gather(range(len(data.train)))
 
 
 def test_flipped_bytes_of_the_same_size_are_found(tmp_path, corpus, toks):
