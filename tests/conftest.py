@@ -1,15 +1,26 @@
 """Test setup: offline Hub, a private datasets cache, and small fixture writers."""
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
+
+
+def _session_dir(prefix: str) -> str:
+    """A temporary directory for this test session, removed when it ends."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
 
 # Before anything imports `datasets`: never touch the network, never share the user's cache.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
-os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="attn-test-hf-"))
+if "HF_DATASETS_CACHE" not in os.environ:
+    os.environ["HF_DATASETS_CACHE"] = _session_dir("attn-test-hf-")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
-os.environ["ATTN_CACHE"] = tempfile.mkdtemp(prefix="attn-test-cache-")  # never the user's cache
+os.environ["ATTN_CACHE"] = _session_dir("attn-test-cache-")  # never the user's cache
 
 import pytest  # noqa: E402
 
