@@ -351,9 +351,12 @@ def worker(spec: dict) -> dict:
     else:
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if spec["side"] in CT2_SIDES:
+        import atexit
+        import shutil
         import tempfile
 
         tmp = tempfile.mkdtemp(prefix="attn-ct2-")
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # the exported model, gone at exit
         run, params = ct2_step(spec, batch, tmp)
         frozen = 0
     else:
