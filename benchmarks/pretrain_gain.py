@@ -1,17 +1,21 @@
-"""Does `attn pretrain` pay for its time? Pretrain + fine-tune against training from scratch on
-SST-2, the same total budget and the same seeds on each side, with the TF-IDF baseline of the
-same run (docs/recipes/sst2-pretrain-cpu.md).
+"""Does `attn pretrain` pay for its time? Pretrain + fine-tune against training from scratch, the
+same total budget and the same seeds on each side, with the task's baseline computed in the same
+run (docs/benchmarks.md, "Pretraining").
 
-Per seed S:
-  scratch:  attn train sentiment --data SST2 --config docs/recipes/sst2-small-cpu.toml --time-budget T
-  pretrain: attn pretrain sentiment --data TEXT --config docs/recipes/sst2-pretrain-cpu.toml
-                --time-budget T*share, then attn train sentiment --data SST2 --config
-                docs/recipes/sst2-small-cpu.toml --init-from it --time-budget T*(1-share)
-TEXT is the IMDB training reviews plus the SST-2 training sentences, one per line (never a test
-text), written once to --out. Validation picks the best weights; test is evaluated once per run.
-Pipelines run --parallel at a time, each on one intra-op thread.
+Per seed S, with the task's recipes R (fine-tuning) and P (pretraining) in docs/recipes/:
+  scratch:  attn train TASK --data DATA --config R --time-budget T
+  pretrain: attn pretrain TASK --data TEXT --config P --time-budget T*share,
+            then attn train TASK --data DATA --config R --init-from it --time-budget T*(1-share)
+TEXT is written once to --out from training splits only (never a test or validation text):
+  sst2       IMDB train reviews + SST-2 train sentences, one per line, masked LM
+  imdb       IMDB train reviews, one per line, masked LM
+  dialogsum  DialogSum train dialogues (their turns kept, one per line) and summaries, one
+             document per blank-line-separated block (--documents), denoising (BART infilling)
+Validation picks the best weights; test is evaluated once per run (`attn eval --split test`).
+Baselines: TF-IDF + logistic regression (sentiment), lead-3 (DialogSum). Pipelines run
+--parallel at a time, each on one intra-op thread.
 
-    python benchmarks/pretrain_gain.py --out /tmp/pretrain-gain --total 16m --seeds 1,2
+    python benchmarks/pretrain_gain.py --task imdb --out /tmp/pretrain-gain --total 16m --seeds 1,2
 """
 
 from __future__ import annotations
@@ -24,40 +28,80 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+RECIPES = ROOT / "docs" / "recipes"
 sys.path.insert(0, str(HERE))
-from quality import tfidf_baseline  # noqa: E402
+from quality import lead3_baseline, read_jsonl, split_file, tfidf_baseline  # noqa: E402
 
-RECIPE = ROOT / "docs" / "recipes" / "sst2-small-cpu.toml"
-PRETRAIN_RECIPE = ROOT / "docs" / "recipes" / "sst2-pretrain-cpu.toml"
+
+@dataclass(frozen=True)
+class Setup:
+    task: str  # attn's task
+    data: str  # under --data-root
+    recipe: str  # fine-tuning and scratch
+    pretrain_recipe: str
+    texts: tuple[str, ...]  # training files (under --data-root) whose texts are pretrained on
+    metric: str  # pretraining's validation metric, in state.json as "best"
+
+
+SETUPS = {
+    "sst2": Setup("sentiment", "sentiment/sst2", "sst2-small-cpu.toml", "sst2-pretrain-cpu.toml",
+                  ("sentiment/imdb/train.jsonl.gz", "sentiment/sst2/train.jsonl"), "masked_accuracy"),
+    "imdb": Setup("sentiment", "sentiment/imdb", "imdb-small-cpu.toml", "imdb-pretrain-cpu.toml",
+                  ("sentiment/imdb/train.jsonl.gz",), "masked_accuracy"),
+    "dialogsum": Setup("summarize", "summarization/dialogsum", "dialogsum-small-cpu.toml",
+                       "dialogsum-pretrain-cpu.toml", ("summarization/dialogsum/train.jsonl",), "token_accuracy"),
+}
 
 
 def minutes(text: str) -> float:
     return float(text.rstrip("m"))
 
 
-def write_text(data: Path, out: Path) -> Path:
-    """IMDB train reviews + SST-2 train sentences, one text a line (newlines flattened)."""
+def write_text(setup: Setup, root: Path, out: Path) -> Path:
+    """The pretraining text: sentiment texts one a line (whitespace flattened); for summarize
+    each dialogue and each summary one document (non-empty lines kept), blank lines between."""
     path = out / "pretrain-text.txt"
     if path.is_file():
         return path
     n = 0
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        with gzip.open(data / "imdb" / "train.jsonl.gz", "rt", encoding="utf-8") as imdb:
-            for line in imdb:
-                fh.write(" ".join(json.loads(line)["text"].split()) + "\n")
-                n += 1
-        with open(data / "sst2" / "train.jsonl", encoding="utf-8") as sst:
-            for line in sst:
-                fh.write(" ".join(json.loads(line)["text"].split()) + "\n")
-                n += 1
+        for name in setup.texts:
+            opener = gzip.open if name.endswith(".gz") else open
+            with opener(root / name, "rt", encoding="utf-8") as src:
+                for line in src:
+                    row = json.loads(line)
+                    if setup.task == "sentiment":
+                        fh.write(" ".join(row["text"].split()) + "\n")
+                        n += 1
+                        continue
+                    for text in (row["dialogue"], row["summary"]):
+                        lines = [" ".join(x.split()) for x in text.splitlines()]
+                        fh.write("\n".join(x for x in lines if x) + "\n\n")
+                        n += 1
     tmp.rename(path)
     print(f"wrote {n:,} texts to {path}", flush=True)
     return path
+
+
+def test_subset(data: Path, out: Path, limit: int) -> Path:
+    """A directory whose test split is ``limit`` evenly spaced test examples (smoke tests only:
+    IMDB's test file is sorted by label), its train split a link to the real one (TF-IDF fits on it)."""
+    sub = out / f"test-{limit}"
+    sub.mkdir(exist_ok=True)
+    rows = read_jsonl(split_file(data, "test"))
+    with open(sub / "test.jsonl", "w", encoding="utf-8") as fh:
+        for row in rows[::max(1, len(rows) // limit)][:limit]:
+            fh.write(json.dumps(row) + "\n")
+    train = split_file(data, "train")
+    if not (sub / train.name).exists():
+        (sub / train.name).symlink_to(train)
+    return sub
 
 
 def run(cmd: list[str], log: Path) -> None:
@@ -79,65 +123,87 @@ def best_valid(run_dir: Path) -> float:
     return state["best"]
 
 
-def test_accuracy(run_dir: Path, sst2: Path, log: Path) -> float:
-    cmd = attn("eval", "-m", run_dir, "--data", sst2, "--split", "test", "--json", "--engine", "torch")
+def test_metrics(run_dir: Path, data: Path, log: Path) -> dict:
+    cmd = attn("eval", "-m", run_dir, "--data", data, "--split", "test", "--json", "--engine", "torch")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     log.write_text(out.stdout + out.stderr)
-    return json.loads(out.stdout.strip().splitlines()[-1])["accuracy"]
+    if out.returncode != 0:
+        raise SystemExit(f"failed ({out.returncode}): {' '.join(cmd)}; see {log}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def pipeline(kind: str, seed: int, args, text: Path) -> dict:
-    out, sst2, total = args.out, args.data / "sst2", minutes(args.total)
+    setup, out, total = SETUPS[args.task], args.out, minutes(args.total)
+    data, recipe = args.data_root / setup.data, RECIPES / setup.recipe
     started = time.perf_counter()
     if kind == "scratch":
         run_dir = out / f"scratch-{seed}"
-        run(attn("train", "sentiment", "--data", sst2, "--config", RECIPE, "--seed", seed, "--out", run_dir,
+        run(attn("train", setup.task, "--data", data, "--config", recipe, "--seed", seed, "--out", run_dir,
                  "--time-budget", f"{total}m", "--overwrite"), out / f"scratch-{seed}.log")
     else:
         pre, run_dir = out / f"pre-{seed}", out / f"ft-{seed}"
-        run(attn("pretrain", "sentiment", "--data", text, "--lines", "--config", PRETRAIN_RECIPE,
+        layout = "--documents" if setup.task == "summarize" else "--lines"
+        run(attn("pretrain", setup.task, "--data", text, layout, "--config", RECIPES / setup.pretrain_recipe,
                  "--seed", seed, "--out", pre, "--time-budget", f"{total * args.share}m", "--overwrite"),
             out / f"pre-{seed}.log")
-        run(attn("train", "sentiment", "--data", sst2, "--config", RECIPE, "--seed", seed, "--out", run_dir,
+        run(attn("train", setup.task, "--data", data, "--config", recipe, "--seed", seed, "--out", run_dir,
                  "--init-from", pre, "--time-budget", f"{total * (1 - args.share)}m", "--overwrite"),
             out / f"ft-{seed}.log")
+    metrics = test_metrics(run_dir, args.test_data, out / f"{run_dir.name}-eval.log")
     row = {"kind": kind, "seed": seed, "valid": best_valid(run_dir),
-           "test": test_accuracy(run_dir, sst2, out / f"{run_dir.name}-eval.log"),
+           "test": metrics["accuracy"] if setup.task == "sentiment" else metrics["rouge1"],
            "wall_min": (time.perf_counter() - started) / 60}
+    if setup.task == "summarize":
+        row.update(rouge2=metrics["rouge2"], rougeL=metrics["rougeL"])
     if kind == "pretrain":
-        row["masked_accuracy"] = best_valid(out / f"pre-{seed}")
+        row[setup.metric] = best_valid(out / f"pre-{seed}")
     print(json.dumps(row), flush=True)
     return row
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "sentiment",
-                    help="directory with sst2/ and imdb/ [../shared/data/sentiment]")
+    ap.add_argument("--task", choices=sorted(SETUPS), default="sst2", help="the benchmark [sst2]")
+    ap.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data",
+                    help="directory with sentiment/ and summarization/ [../shared/data]")
     ap.add_argument("--out", type=Path, required=True, help="where runs, logs and results.json go")
     ap.add_argument("--total", default="16m", help="budget of each pipeline, in minutes [16m]")
     ap.add_argument("--share", type=float, default=0.5, help="share of the budget spent pretraining [0.5]")
     ap.add_argument("--seeds", default="1,2", help="comma-separated seeds [1,2]")
     ap.add_argument("--parallel", type=int, default=2, help="pipelines at a time, one thread each [2]")
+    ap.add_argument("--test-limit", type=int, default=0,
+                    help="smoke tests: score only N evenly spaced test examples (0 = all) [0]")
     args = ap.parse_args(argv)
+    setup = SETUPS[args.task]
     args.out.mkdir(parents=True, exist_ok=True)
-    text = write_text(args.data, args.out)
+    text = write_text(setup, args.data_root, args.out)
+    data = args.data_root / setup.data
+    args.test_data = test_subset(data, args.out, args.test_limit) if args.test_limit else data
     seeds = [int(s) for s in args.seeds.split(",")]
     jobs = [(kind, s) for s in seeds for kind in ("pretrain", "scratch")]
     with ThreadPoolExecutor(args.parallel) as pool:
         rows = list(pool.map(lambda job: pipeline(*job, args, text), jobs))
-    baseline = tfidf_baseline(args.data / "sst2", "test")
-    result = {"total": args.total, "share": args.share, "seeds": seeds, "rows": rows,
-              "tfidf_test_accuracy": baseline.get("accuracy")}
+    result = {"task": args.task, "total": args.total, "share": args.share, "seeds": seeds, "rows": rows}
+    if args.test_limit:
+        result["test_limit"] = args.test_limit
+    if setup.task == "sentiment":
+        baseline = tfidf_baseline(args.test_data, "test")
+        result["tfidf_test_accuracy"] = baseline.get("accuracy")
+        line = f"TF-IDF + LR test accuracy: {baseline.get('accuracy')}"
+    else:
+        baseline = lead3_baseline(args.test_data, "test")
+        result["lead3_test"] = {k: baseline[k] for k in ("rouge1", "rouge2", "rougeL")}
+        line = "lead-3 test ROUGE-1/2/L: " + " / ".join(f"{baseline[k]:.2f}" for k in ("rouge1", "rouge2", "rougeL"))
     (args.out / "results.json").write_text(json.dumps(result, indent=2))
-    print("| side | seed | best validation | test |\n|---|---|---|---|")
+    name = "accuracy" if setup.task == "sentiment" else "ROUGE-1"
+    print(f"| side | seed | best validation | test {name} |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['kind']} | {r['seed']} | {r['valid']:.2f} | {r['test']:.2f} |")
     for kind in ("pretrain", "scratch"):
         tests = [r["test"] for r in rows if r["kind"] == kind]
         print(f"mean test {kind}: {sum(tests) / len(tests):.2f}")
-    print(f"TF-IDF + LR test accuracy: {baseline.get('accuracy')}")
+    print(line)
     return 0
 
 
