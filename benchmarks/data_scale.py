@@ -6,8 +6,8 @@ sides, so no line repeats exactly), trains one tokenizer on x1, then for each sc
 the first start tokenizes into the cache, the second reads it. Reports wall time, the time to
 the first training step (from metrics.jsonl) and max RSS (/usr/bin/time). Other measures:
 
-  --ddp        2 gloo processes on x10: the ranks' RSS and PSS (proportional set size: a shared
-               page counts 1/2 in each), sampled from /proc/PID/smaps_rollup
+  --ddp        2 gloo processes on x1 and x10: the ranks' RSS and PSS (proportional set size: a
+               shared page counts 1/2 in each), sampled from /proc/PID/smaps_rollup
   --stream     --stream on x30: trains, is interrupted with SIGINT, resumes; max RSS
   --throughput training tokens/s of the cached path against the in-memory list path, side by
                side in one process (small preset, Multi30k de-en, same batches)
@@ -127,23 +127,28 @@ def pss_of(pids: list[int]) -> tuple[float, float]:
 
 
 def ddp(args, work: Path, env: dict) -> dict:
-    """Peak of the summed RSS and PSS of both ranks, against one process on the same data."""
-    corpus, tok = build_corpus(work, 10), tokenizer(work)
-    e = {**env, "ATTN_CACHE": str(work / "cache-x10"), "OMP_NUM_THREADS": "1"}
+    """Peak of the summed RSS and PSS of both ranks, against one process on the same data, on x1
+    and x10: what the corpus adds to each rank is the difference between the two scales."""
+    tok = tokenizer(work)
     result = {}
-    for label, nproc in (("1 process", 1), ("2 gloo processes", 2)):
-        extra = ["--nproc", "2"] if nproc == 2 else []
-        cmd = train_cmd(corpus, tok, work / f"ddp-{nproc}", args.steps, "--overwrite", "--device", "cpu", *extra)
-        proc = subprocess.Popen(cmd, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        peak_rss = peak_pss = 0.0
-        while proc.poll() is None:
-            ranks = _ranks(proc.pid) if nproc == 2 else [proc.pid]
-            rss, pss = pss_of(ranks)
-            peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
-            time.sleep(0.2)
-        result[label] = {"peak_sum_rss_mb": round(peak_rss), "peak_sum_pss_mb": round(peak_pss),
-                         "exit": proc.returncode}
-        print(label, json.dumps(result[label]), flush=True)
+    for scale in (1, 10):
+        corpus, cache = build_corpus(work, scale), work / f"cache-x{scale}"
+        e = {**env, "ATTN_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+        for label, nproc in (("1 process", 1), ("2 gloo processes", 2)):
+            extra = ["--nproc", "2"] if nproc == 2 else []
+            cmd = train_cmd(corpus, tok, work / f"ddp-{nproc}", args.steps, "--overwrite", "--device", "cpu",
+                            *extra)
+            proc = subprocess.Popen(cmd, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            peak_rss = peak_pss = 0.0
+            while proc.poll() is None:
+                ranks = _ranks(proc.pid) if nproc == 2 else [proc.pid]
+                rss, pss = pss_of(ranks)
+                peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
+                time.sleep(0.2)
+            key = f"x{scale} {label}"
+            result[key] = {"peak_sum_rss_mb": round(peak_rss), "peak_sum_pss_mb": round(peak_pss),
+                           "exit": proc.returncode}
+            print(key, json.dumps(result[key]), flush=True)
     return result
 
 
