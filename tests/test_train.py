@@ -357,7 +357,8 @@ def test_shipped_recipes_resolve_to_valid_train_configs():
     recipes = sorted((Path(__file__).parent.parent / "docs" / "recipes").glob("*.toml"))
     assert recipes
     for path in recipes:
-        task = "sentiment" if "sst2" in path.name or "imdb" in path.name else "translate"
+        task = ("sentiment" if "sst2" in path.name or "imdb" in path.name
+                else "summarize" if "dialogsum" in path.name else "translate")
         cfg = resolve_config(task, {}, load_toml(path), None)
         assert cfg.time_budget and cfg.time_budget > 0
     recipe = next(p for p in recipes if p.name == "sst2-small-cpu.toml")
