@@ -52,6 +52,8 @@ def pretrain(
 ) -> None:
     """Pretrain on unlabelled text (masked LM or denoising), for attn train --init-from."""
     from .checkpoint import TRAIN_CONFIG_FILE
+    import dataclasses
+
     from .config import OBJECTIVES
     from .metrics import PRETRAIN_METRIC
     from .errors import AttnError
@@ -63,12 +65,14 @@ def pretrain(
                    lr=lr, warmup=warmup, seed=seed, time_budget=parse_duration(time_budget),
                    max_steps=max_steps, epochs=epochs, eval_every=eval_every,
                    save_every=parse_duration(save_every), device=device, precision=precision,
-                   vocab_size=vocab_size, lowercase=lowercase, objective=objective or OBJECTIVES[task][0])
+                   vocab_size=vocab_size, lowercase=lowercase, objective=objective)
     saved = read_json(out / TRAIN_CONFIG_FILE) if resume else None
     if saved is not None and saved.get("objective") is None:
         raise AttnError(f"{out} is an attn train run, not a pretraining run", f"resume it with attn train {task}")
     toml = load_toml(config)
     cfg = resolve_config(task, options, toml, saved)
+    if cfg.objective is None:  # not on the command line, in --config or in the resumed run
+        cfg = dataclasses.replace(cfg, objective=OBJECTIVES[task][0])
     if saved is None and "warmup" not in toml and warmup is None:
         cfg = short_run_warmup(cfg)
     fields = make_fields(src, tgt, src_field, tgt_field, text_field, None)

@@ -124,3 +124,16 @@ def test_pretrain_command_and_its_refusals(tmp_path):
     assert r.exit_code == 0, r.output
     one_line_error(cli("pretrain", "sentiment", "--data", SENTIMENT, "--out", tmp_path / "t", "--resume"),
                    "not a pretraining run")
+
+
+def test_objective_comes_from_config_and_a_resume_keeps_it(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('objective = "mlm-whole-word"\npreset = "tiny"\nvocab-size = 500\n')
+    r = cli("pretrain", "sentiment", "--data", SENTIMENT, "--out", tmp_path / "e", "--config", recipe,
+            "--max-steps", 2)
+    assert r.exit_code == 0, r.output
+    saved = json.loads((tmp_path / "e/train_config.json").read_text())
+    assert saved["objective"] == "mlm-whole-word"  # not the command line's default (mlm)
+    r = cli("pretrain", "sentiment", "--data", SENTIMENT, "--out", tmp_path / "e", "--resume", "--max-steps", 3)
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "e/train_config.json").read_text())["objective"] == "mlm-whole-word"
