@@ -51,9 +51,9 @@ def pretrain(
     save_every: SaveEveryOpt = None, device: RunDeviceOpt = None, precision: PrecisionOpt = None,
 ) -> None:
     """Pretrain on unlabelled text (masked LM or denoising), for attn train --init-from."""
-    from .checkpoint import TRAIN_CONFIG_FILE
     import dataclasses
 
+    from .checkpoint import TRAIN_CONFIG_FILE
     from .config import OBJECTIVES
     from .metrics import PRETRAIN_METRIC
     from .errors import AttnError

@@ -167,7 +167,7 @@ class TokenStore:
     """
 
     def __init__(self, directory: Path, meta: dict, rows: np.ndarray | None = None,
-                 lengths: np.ndarray | None = None):
+                 lengths: np.ndarray | None = None, labels: np.ndarray | None = None):
         self.directory, self.meta, self.rows = directory, meta, rows
         self.columns = list(meta["columns"])
         self.seq2seq = self.columns == ["src", "tgt"]
@@ -178,8 +178,9 @@ class TokenStore:
             lengths = _lengths_in_ram(np.load(directory / "lengths.npy"))
             lengths = lengths if rows is None else lengths[rows]
         self.lengths = lengths  # (N,)
-        self._labels = (np.load(directory / "labels.npy") if "labels.npy" in meta["files"]
-                        else None)  # (all rows,) int64 class ids: sentiment data, small
+        if labels is None and "labels.npy" in meta["files"]:  # (all rows,) int64 class ids (sentiment)
+            labels = np.load(directory / "labels.npy")
+        self._labels = labels
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -214,7 +215,7 @@ class TokenStore:
         """A selection of this selection's rows (e.g. train minus a held-out part)."""
         positions = np.asarray(positions)
         rows = self._row_ids(positions).astype(np.int32 if self.size < (1 << 31) else np.int64)
-        return TokenStore(self.directory, self.meta, rows, self.lengths[positions])
+        return TokenStore(self.directory, self.meta, rows, self.lengths[positions], self._labels)
 
     def labels(self) -> np.ndarray:
         """Class ids of the selected rows (sentiment)."""

@@ -102,10 +102,15 @@ class Seq2Seq(nn.Module):
         cache, it holds only the new positions; their positions start at ``cache.length``, and
         the cache is extended in place.
         """
+        return F.linear(self._decoded(tgt_in_ids, memory, src_mask, cache), self.output_weight)  # (B, T, V)
+
+    def _decoded(self, tgt_in_ids: Tensor, memory: Tensor, src_mask: Tensor,
+                 cache: DecoderCache | None = None) -> Tensor:
+        """The decoder's output states (B, T, D), before the output projection."""
         offset = cache.length if cache is not None else 0
         x = self._embed(self.tgt_embedding, tgt_in_ids, offset)  # (B, T, D)
         h, _, _ = self.decoder(x, memory, src_mask, cache)  # (B, T, D)
-        return F.linear(h, self.output_weight)  # (B, T, V)
+        return h
 
     def forward(self, src_ids: Tensor, tgt_in_ids: Tensor, target: Tensor | None = None,
                 smoothing: float = 0.0) -> Tensor:
@@ -115,8 +120,7 @@ class Seq2Seq(nn.Module):
         memory, src_mask = self.encode(src_ids)
         if target is None:
             return self.decode(tgt_in_ids, memory, src_mask)
-        x = self._embed(self.tgt_embedding, tgt_in_ids)  # (B, T, D)
-        h, _, _ = self.decoder(x, memory, src_mask, None)  # (B, T, D)
+        h = self._decoded(tgt_in_ids, memory, src_mask)  # (B, T, D)
         return linear_cross_entropy(h.flatten(0, 1), self.output_weight, target.flatten(),
                                     ignore_index=self.cfg.pad_id, smoothing=smoothing)
 

@@ -89,15 +89,14 @@ class PretrainTrainer(Trainer):
         return batch, float(batch.n_tokens)
 
     def _loss_sum(self, batch: Batch, smoothing: float, model: torch.nn.Module | None = None) -> torch.Tensor:
-        """Summed cross-entropy of the predicted pieces (masked LM) or of every target position
-        (denoising; pads ignored), computed by the model without the whole logits matrix."""
-        model = model or self.model
+        """Summed cross-entropy of the predicted pieces (masked LM, no smoothing); denoising is
+        a seq2seq batch, scored as attn train scores one (pads ignored)."""
+        if not self.mlm:
+            return super()._loss_sum(batch, smoothing, model)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
-            if self.mlm:
-                at = batch.labels.ne(IGNORE)  # (B, S)
-                return model(batch.src, at, target=batch.labels[at])
-            return model(batch.src, batch.tgt_in, target=batch.tgt_out, smoothing=smoothing)
+            at = batch.labels.ne(IGNORE)  # (B, S)
+            return (model or self.model)(batch.src, at, target=batch.labels[at])
 
     def _logits(self, batch: Batch, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits (N, V), targets (N,)) of the predicted pieces (masked LM) or of every target
