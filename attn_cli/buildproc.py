@@ -56,7 +56,7 @@ def build_in_child(source, task: str, fields, text_only: bool, toks, spec: store
                    "num_proc": spec.num_proc, "name": spec.name, "text_only": spec.text_only,
                    "length_extra": spec.length_extra}
     args = (source, task, fields, text_only, protos, spec_fields, directory, key, identity, root)
-    proc = ctx.Process(target=_child, args=(args, done, results), daemon=True, name="attn-tokenize")
+    proc = ctx.Process(target=_child, args=(args, done, results), name="attn-tokenize")
     proc.start()
     outcome, shown = None, -1
     try:

@@ -180,7 +180,7 @@ def train(
     split: SplitOpt = "train",
     data_cache: DataCacheOpt = None,
     num_proc: Annotated[int | None, typer.Option("--num-proc", rich_help_panel="Data", min=1, help=(
-        "Threads that tokenize data the cache does not hold yet (default: the machine's cores)."))] = None,
+        "Processes that tokenize data the cache does not hold yet (default: the machine's cores)."))] = None,
     stream: Annotated[bool | None, flag("--stream", rich_help_panel="Data", show_default=False, help=(
         "Read, tokenize and batch the training data while training instead of caching it "
         "(for corpora larger than the disk, or Hub datasets); needs --tokenizer and --valid "

@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import itertools
 import json
 import os
 import shutil
@@ -45,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import encodepool
 from .errors import AttnError, DataError, RunFailure
 
 FORMAT = 1  # bump when the layout changes: older entries then miss and are rebuilt
@@ -298,7 +298,7 @@ class BuildSpec:
     encoders: dict  # column -> Tokenizer
     limits: dict  # column -> at most this many ids per row (longer rows are cut)
     seq2seq: bool
-    num_proc: int = 1  # SentencePiece encoding threads
+    num_proc: int = 1  # processes tokenizing (encodepool)
     name: str = "the data"  # what the rows are, for errors
     text_only: bool = False  # pretraining text: rows are (text,), no labels
     length_extra: int = 0  # added to every row's length in lengths.npy (textdata.text_cost)
@@ -316,16 +316,6 @@ class Rows:
     # batches: (label names, code -> class id table, or None when codes are class ids)
     recipe: tuple | None = None  # (Source, task, Fields, text_only) when another process can
     # read them again (stream.stream_rows's arguments)
-
-
-def _encode(tok, texts: list[str], limit: int, threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(flat ids, per-row lengths after the cut, which rows were cut) for one batch of texts."""
-    ids = tok.sp.encode(texts, num_threads=threads)
-    full = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))  # (m,)
-    lens = np.minimum(full, limit)  # (m,)
-    flat = np.fromiter(itertools.chain.from_iterable(x[:limit] for x in ids), dtype=np.int64,
-                       count=int(lens.sum()))  # (sum lens,)
-    return flat, lens, full > limit
 
 
 def build_entry(rows: Rows, spec: BuildSpec, directory: Path, key: dict, identity: list | None,
@@ -346,25 +336,26 @@ def build_entry(rows: Rows, spec: BuildSpec, directory: Path, key: dict, identit
 
 def _write_entry(rows: Rows, spec: BuildSpec, out: Path, key: dict, identity: list | None, extra: dict,
                  progress) -> dict:
-    """Stream ``rows`` through the tokenizer into the entry's files; memory holds one batch and
-    the per-row lengths."""
+    """Stream ``rows`` through the tokenizer into the entry's files; memory holds a few batches
+    (encodepool.IN_FLIGHT per process) and the per-row lengths."""
     dtypes = {c: ("uint16" if spec.encoders[c].vocab_size <= 65535 else "uint32") for c in spec.columns}
     row_lens: dict[str, list[np.ndarray]] = {c: [] for c in spec.columns}
     label_parts: list[np.ndarray] = []
     cut = done = 0
     with contextlib.ExitStack() as stack:
         sinks = {c: stack.enter_context(open(out / f"{c}.bin", "wb")) for c in spec.columns}
-        for pairs in _rebatch(rows.batches):
-            parts = [list(x) for x in zip(*pairs, strict=True)]  # one list per tuple field
-            cols = dict(zip(spec.columns, parts[:len(spec.columns)], strict=True))  # sentiment: labels in parts[1]
+        jobs = ((pairs, {c: list(texts) for c, texts in zip(spec.columns, zip(*pairs, strict=True), strict=False)})
+                for pairs in _rebatch(rows.batches))  # texts by column; sentiment's labels stay in pairs
+        processors = {c: spec.encoders[c].sp for c in spec.columns}
+        formats = {c: (spec.limits[c], dtypes[c]) for c in spec.columns}
+        for pairs, result in encodepool.encoded(jobs, processors, formats, spec.num_proc):
             cut_here = np.zeros(len(pairs), dtype=bool)
-            for c, texts in cols.items():
-                flat, lens, was_cut = _encode(spec.encoders[c], texts, spec.limits[c], spec.num_proc)
-                sinks[c].write(flat.astype(dtypes[c]).tobytes())
+            for c, (flat, lens, was_cut) in result.items():
+                sinks[c].write(flat.tobytes())
                 row_lens[c].append(lens.astype(np.int32))
                 cut_here |= was_cut  # rows cut on any side count once
             if not spec.seq2seq and not spec.text_only:
-                label_parts.append(np.asarray(parts[1], dtype=np.int64))
+                label_parts.append(np.asarray([p[1] for p in pairs], dtype=np.int64))
             cut += int(cut_here.sum())
             done += len(pairs)
             if progress:

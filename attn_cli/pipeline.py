@@ -46,7 +46,7 @@ class RunRequest:
     resume: bool = False
     overwrite: bool = False
     data_cache: Path | None = None  # tokenized-data cache directory (None: $ATTN_CACHE or ~/.cache/attn)
-    num_proc: int | None = None  # tokenizing threads (None: the machine's cores)
+    num_proc: int | None = None  # tokenizing processes (None: the machine's cores)
     documents: bool | None = None  # attn pretrain: a .txt holds blank-line-separated documents
 
 

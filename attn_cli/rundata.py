@@ -49,7 +49,7 @@ class DataRequest:
     seed: int = 1  # hold-out draw
     max_len: int = 256  # ids per side kept (targets: max_len - 1)
     cache: Path | None = None  # --data-cache (None: $ATTN_CACHE or ~/.cache/attn)
-    num_proc: int = field(default_factory=lambda: os.cpu_count() or 1)  # tokenizing threads
+    num_proc: int = field(default_factory=lambda: os.cpu_count() or 1)  # tokenizing processes
     text_only: bool = False  # pretraining: unlabelled text rows (textdata), labels never read
     documents: bool | None = None  # text_only: a .txt is blank-line-separated documents
     # (True), one text per line (False), or whichever its blank lines say (None)

@@ -12,7 +12,7 @@ import pytest
 from conftest import DATA_DIR, write_jsonl
 from typer.testing import CliRunner
 
-from attn_cli import datastore
+from attn_cli import datastore, encodepool
 from attn_cli.batching import plan_batches
 from attn_cli.cli import app
 from attn_cli.data import Fields, encode_examples, load_task_data
@@ -282,3 +282,45 @@ def test_parallel_prefix_is_not_its_own_validation_split(tmp_path, toks):
     data, _ = load(tmp_path / "train", toks, tmp_path / "c")
     assert not any("'validation' split" in n for n in data.notes), data.notes
     assert any("reused" in n for n in data.notes) and len(data.valid) == 200
+
+
+def test_tokenizing_in_worker_processes_writes_the_same_entry(tmp_path, corpus, toks, monkeypatch):
+    """--num-proc 2 encodes batches in a pool (started once a second batch arrives); the entry's
+    files equal the one-process build's, sentiment labels included."""
+    path, _ = corpus
+    monkeypatch.setattr(datastore, "ENCODE_BATCH", 64)  # several batches from the sample
+    started = []
+    real = encodepool.ProcessPoolExecutor
+    monkeypatch.setattr(encodepool, "ProcessPoolExecutor", lambda *a, **k: started.append(1) or real(*a, **k))
+    entries = {}
+    for n in (1, 2):
+        data, _ = load(path, toks, tmp_path / f"c{n}", num_proc=n)
+        root = tmp_path / f"c{n}/tokenized"
+        entries[n] = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*")
+                      if p.is_file() and p.name != datastore.META_FILE}
+        assert len(started) == n - 1  # one process: no pool
+    assert entries[1] == entries[2] and any(k.endswith(".bin") for k in entries[1])
+    stoks = train_tokenizers(load_task_data(SENTIMENT, "sentiment", Fields(), need_valid=False).train, ["text"], [],
+                             TokenizerConfig(vocab_size=400))
+    one, _ = load(SENTIMENT, stoks, tmp_path / "s1", task="sentiment", fields=Fields(), num_proc=1)
+    two, _ = load(SENTIMENT, stoks, tmp_path / "s2", task="sentiment", fields=Fields(), num_proc=2)
+    assert all_examples(one) == all_examples(two) and len(started) == 2
+
+
+def test_encoding_cuts_long_rows_and_keeps_wide_ids():
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_proto=train_tokenizers(
+        load_task_data(SENTIMENT, "sentiment", Fields(), need_valid=False).train, ["text"], [],
+        TokenizerConfig(vocab_size=400)).src.proto)
+    texts = ["a fairly long sentence about films", "ok", "another one"]
+    jobs = [(k, {"text": texts[k:]}) for k in range(3)]
+    for workers in (1, 2):
+        got = list(encodepool.encoded(jobs, {"text": sp}, {"text": (4, "uint32")}, workers))
+        assert [m for m, _ in got] == [0, 1, 2]  # in order
+        for k, (_, res) in enumerate(got):
+            flat, lens, cut = res["text"]
+            full = [sp.encode(t) for t in texts[k:]]
+            assert flat.dtype == np.uint32 and flat.tolist() == [i for ids in full for i in ids[:4]]
+            assert lens.tolist() == [min(len(x), 4) for x in full]
+            assert cut.tolist() == [len(x) > 4 for x in full]
