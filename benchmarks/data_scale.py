@@ -114,20 +114,24 @@ def scales(args, work: Path, env: dict) -> list[dict]:
     return rows
 
 
-def pss_of(pids: list[int]) -> tuple[float, float]:
-    rss = pss = 0.0
+def memory_of(pids: list[int]) -> tuple[float, float, float]:
+    """Summed RSS, PSS and private memory (Private_Clean + Private_Dirty: pages no other process
+    maps, so shared library code and shared files count in none) of ``pids``, in MB."""
+    rss = pss = private = 0.0
     for pid in pids:
         try:
             text = Path(f"/proc/{pid}/smaps_rollup").read_text()
         except OSError:
             continue
-        rss += int(re.search(r"^Rss:\s+(\d+)", text, re.M).group(1)) / 1024
-        pss += int(re.search(r"^Pss:\s+(\d+)", text, re.M).group(1)) / 1024
-    return rss, pss
+        kb = {k: int(v) for k, v in re.findall(r"^(\w+):\s+(\d+) kB", text, re.M)}
+        rss += kb["Rss"] / 1024
+        pss += kb["Pss"] / 1024
+        private += (kb["Private_Clean"] + kb["Private_Dirty"]) / 1024
+    return rss, pss, private
 
 
 def ddp(args, work: Path, env: dict) -> dict:
-    """Peak of the summed RSS and PSS of both ranks, against one process on the same data, on x1
+    """Peak of the summed RSS, PSS and private memory of both ranks, against one process on the same data, on x1
     and x10: what the corpus adds to each rank is the difference between the two scales."""
     tok = tokenizer(work)
     result = {}
@@ -139,14 +143,14 @@ def ddp(args, work: Path, env: dict) -> dict:
             cmd = train_cmd(corpus, tok, work / f"ddp-{nproc}", args.steps, "--overwrite", "--device", "cpu",
                             *extra)
             proc = subprocess.Popen(cmd, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            peak_rss = peak_pss = 0.0
+            peak = [0.0, 0.0, 0.0]  # summed RSS, PSS, private memory
             while proc.poll() is None:
                 ranks = _ranks(proc.pid) if nproc == 2 else [proc.pid]
-                rss, pss = pss_of(ranks)
-                peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
+                peak = [max(a, b) for a, b in zip(peak, memory_of(ranks), strict=True)]
                 time.sleep(0.2)
             key = f"x{scale} {label}"
-            result[key] = {"peak_sum_rss_mb": round(peak_rss), "peak_sum_pss_mb": round(peak_pss),
+            result[key] = {"peak_sum_rss_mb": round(peak[0]), "peak_sum_pss_mb": round(peak[1]),
+                           "peak_sum_private_mb": round(peak[2]),
                            "exit": proc.returncode}
             print(key, json.dumps(result[key]), flush=True)
     return result
