@@ -104,8 +104,8 @@ def test_subset(data: Path, out: Path, limit: int) -> Path:
     return sub
 
 
-def run(cmd: list[str], log: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+def run(cmd: list[str], log: Path, threads: int | None = 1) -> None:
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}))
     with open(log, "w") as fh:
         fh.write(" ".join(cmd) + "\n")
         fh.flush()
@@ -133,23 +133,33 @@ def test_metrics(run_dir: Path, data: Path, log: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def pipeline(kind: str, seed: int, args, text: Path) -> dict:
-    setup, out, total = SETUPS[args.task], args.out, minutes(args.total)
-    data, recipe = args.data_root / setup.data, RECIPES / setup.recipe
-    started = time.perf_counter()
+def commands(kind: str, name: str, seed: int, total: float, share: float, data_root: Path, out: Path,
+             text: Path) -> list[tuple[list[str], Path]]:
+    """The ``(command, log)`` pairs of one pipeline for benchmark ``name`` (a SETUPS key) with
+    ``total`` minutes; the run to evaluate is the last command's --out."""
+    setup = SETUPS[name]
+    data, recipe = data_root / setup.data, RECIPES / setup.recipe
     if kind == "scratch":
-        run_dir = out / f"scratch-{seed}"
-        run(attn("train", setup.task, "--data", data, "--config", recipe, "--seed", seed, "--out", run_dir,
-                 "--time-budget", f"{total}m", "--overwrite"), out / f"scratch-{seed}.log")
-    else:
-        pre, run_dir = out / f"pre-{seed}", out / f"ft-{seed}"
-        layout = "--documents" if setup.task == "summarize" else "--lines"
-        run(attn("pretrain", setup.task, "--data", text, layout, "--config", RECIPES / setup.pretrain_recipe,
-                 "--seed", seed, "--out", pre, "--time-budget", f"{total * args.share}m", "--overwrite"),
-            out / f"pre-{seed}.log")
-        run(attn("train", setup.task, "--data", data, "--config", recipe, "--seed", seed, "--out", run_dir,
-                 "--init-from", pre, "--time-budget", f"{total * (1 - args.share)}m", "--overwrite"),
-            out / f"ft-{seed}.log")
+        return [(attn("train", setup.task, "--data", data, "--config", recipe, "--seed", seed, "--out",
+                      out / f"scratch-{seed}", "--time-budget", f"{total:g}m", "--overwrite"),
+                 out / f"scratch-{seed}.log")]
+    pre = out / f"pre-{seed}"
+    layout = "--documents" if setup.task == "summarize" else "--lines"
+    return [(attn("pretrain", setup.task, "--data", text, layout, "--config", RECIPES / setup.pretrain_recipe,
+                  "--seed", seed, "--out", pre, "--time-budget", f"{total * share:g}m", "--overwrite"),
+             out / f"pre-{seed}.log"),
+            (attn("train", setup.task, "--data", data, "--config", recipe, "--seed", seed, "--out", out / f"ft-{seed}",
+                  "--init-from", pre, "--time-budget", f"{total * (1 - share):g}m", "--overwrite"),
+             out / f"ft-{seed}.log")]
+
+
+def pipeline(kind: str, seed: int, args, text: Path) -> dict:
+    setup, out = SETUPS[args.task], args.out
+    started = time.perf_counter()
+    steps = commands(kind, args.task, seed, minutes(args.total), args.share, args.data_root, out, text)
+    for cmd, log in steps:
+        run(cmd, log)
+    run_dir = Path(steps[-1][0][steps[-1][0].index("--out") + 1])
     metrics = test_metrics(run_dir, args.test_data, out / f"{run_dir.name}-eval.log")
     row = {"kind": kind, "seed": seed, "valid": best_valid(run_dir),
            "test": metrics["accuracy"] if setup.task == "sentiment" else metrics["rouge1"],

@@ -5,6 +5,7 @@
     python benchmarks/quality.py --budget gpu --tasks multi30k,imdb
     python benchmarks/quality.py --dry-run                      # print the commands only
     python benchmarks/quality.py --baselines-only               # TF-IDF + LR and lead-3 only
+    python benchmarks/quality.py --tasks imdb --pretrain 0.5    # docs/recipes: pretrain, then fine-tune
 
 For each dataset it runs ``python -m attn_cli train ...`` (a subprocess, exactly what a user
 types) with a time budget, then ``python -m attn_cli eval ... --json`` on the test split(s), and
@@ -102,6 +103,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
          {"gpu": ["--max-tokens", "16384"]}, baseline="lead3"),
 ]}
 PRESET = {"cpu": "small", "gpu": "base"}
+PRETRAIN_TASKS = ("sst2", "imdb", "dialogsum")  # those with docs/recipes/NAME-pretrain-cpu.toml
 
 
 # ------------------------------------------------------------------------------ baselines
@@ -252,6 +254,41 @@ def recorded_command(run_dir: Path) -> tuple[str, dict]:
     return shlex.join(cmd + ["--out", str(run_dir)]), cfg
 
 
+def budget_minutes(text: str) -> float:
+    """A --time-budget like 60m, 25s or 1h in minutes."""
+    unit = {"s": 1 / 60, "m": 1.0, "h": 60.0}.get(text[-1])
+    return float(text[:-1]) * unit if unit else float(text) / 60
+
+
+def pretrain_pipeline(task: Task, args, text: Path) -> list[tuple[list[str], Path]]:
+    """--pretrain: benchmarks/pretrain_gain.py's pretrain + fine-tune commands for ``task``."""
+    import pretrain_gain
+
+    total = budget_minutes(args.time or task.budget[args.budget])
+    return pretrain_gain.commands("pretrain", task.name, 1, total, args.pretrain, args.data_root,
+                                  args.runs_dir / f"{task.name}-{args.budget}-pretrain", text)
+
+
+def run_pretrained(task: Task, args, row: dict) -> Path | None:
+    """Pretrain and fine-tune (--pretrain); the fine-tuned run directory, or None on failure."""
+    import pretrain_gain
+
+    out = args.runs_dir / f"{task.name}-{args.budget}-pretrain"
+    out.mkdir(parents=True, exist_ok=True)
+    text = pretrain_gain.write_text(pretrain_gain.SETUPS[task.name], args.data_root, out)
+    steps = pretrain_pipeline(task, args, text)
+    row["train_command"] = "; ".join(shlex.join(cmd) for cmd, _ in steps)
+    start = time.perf_counter()
+    for cmd, log in steps:
+        print(f"[{task.name}] {shlex.join(cmd[2:5])} ...", file=sys.stderr, flush=True)
+        code, _, _ = run_logged(cmd, log)
+        if code != 0:
+            row["error"] = f"{shlex.join(cmd[2:4])} exited {code}, see {log}"
+            return None
+    row["train_wall_s"] = round(time.perf_counter() - start, 1)
+    return Path(steps[-1][0][steps[-1][0].index("--out") + 1])
+
+
 def run_task(task: Task, args) -> list[dict]:
     run_dir = args.runs_dir / f"{task.name}-{args.budget}"
     log = args.runs_dir / f"{task.name}-{args.budget}.log"
@@ -260,7 +297,13 @@ def run_task(task: Task, args) -> list[dict]:
            "run_dir": str(run_dir), "log": str(log)}
     cmd = train_command(task, args, run_dir)
     row["train_command"] = shlex.join(cmd)
-    if task.name in args.runs:  # an earlier run: evaluate it, report how it was trained
+    if args.pretrain:
+        run_dir = run_pretrained(task, args, row)
+        if run_dir is None:
+            return [row]
+        row.update(run_dir=str(run_dir), preset="small", pretrain_share=args.pretrain,
+                   time_budget=f"{row['time_budget']}, {args.pretrain:g} of it pretraining")
+    elif task.name in args.runs:  # an earlier run: evaluate it, report how it was trained
         run_dir = args.runs[task.name]
         row["run_dir"] = str(run_dir)
         row["train_command"], cfg = recorded_command(run_dir)
@@ -444,6 +487,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", action="append", default=[], metavar="TASK=DIR",
                     help="evaluate this earlier run directory for TASK instead of training one; the table "
                          "shows the attn train command rebuilt from its saved configuration (repeatable)")
+    ap.add_argument("--pretrain", type=float, default=0.0, metavar="SHARE",
+                    help="sst2, imdb, dialogsum: spend SHARE of the time budget on `attn pretrain` with the "
+                         "task's docs/recipes/*-pretrain-cpu.toml on its training texts, then fine-tune with "
+                         "--init-from and its *-small-cpu.toml for the rest (benchmarks/pretrain_gain.py's "
+                         "pipeline, seed 1) [0: train from scratch with the options above]")
     ap.add_argument("--no-baselines", action="store_true", help="skip TF-IDF and lead-3")
     ap.add_argument("--baselines-only", action="store_true", help="compute only the baselines")
     ap.add_argument("--dry-run", action="store_true", help="print the commands and exit")
@@ -461,6 +509,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown task(s) {', '.join(unknown)} (choose from {', '.join(TASKS)})")
     tasks = [TASKS[n] for n in names]
+    if not 0 <= args.pretrain < 1:
+        ap.error("--pretrain SHARE must be in [0, 1), e.g. 0.5")
+    no_recipe = [n for n in names if n not in PRETRAIN_TASKS]
+    if args.pretrain and no_recipe:
+        ap.error(f"--pretrain: no pretraining recipe for {', '.join(no_recipe)} "
+                 f"(choose from {', '.join(PRETRAIN_TASKS)})")
     args.runs = {}
     for item in args.run:
         name, _, path = item.partition("=")
@@ -476,7 +530,11 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = args.runs_dir / f"{t.name}-{args.budget}"
             print(f"# {t.dataset}")
             if not args.baselines_only:
-                print(shlex.join(train_command(t, args, run_dir)))
+                steps = (pretrain_pipeline(t, args, Path("PRETRAIN_TEXT")) if args.pretrain
+                         else [(train_command(t, args, run_dir), None)])
+                for cmd, _ in steps:
+                    print(shlex.join(cmd))
+                run_dir = Path(steps[-1][0][steps[-1][0].index("--out") + 1])
                 for ev in t.evals:
                     if ev.data.startswith("{runs}/_flores"):
                         print(f"# link {args.runs_dir}/_flores/flores101.devtest.{{it,en}} -> "

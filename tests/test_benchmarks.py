@@ -80,3 +80,18 @@ def test_tfidf_probabilities_match_its_predictions(tmp_path):
     assert labels == [0, 1] and all(abs(sum(p) - 1) < 1e-9 for p in probs)
     assert probs[0][1] > 0.5 > probs[1][1]  # label order: column 1 is label 1
     assert quality.tfidf_predictions(tmp_path, "test") == [1, 0]
+
+
+def test_quality_pretrain_runs_the_recipes_pipeline(capsys):
+    """--pretrain SHARE: attn pretrain with the task's recipe for SHARE of the budget, then
+    attn train --init-from it for the rest, and the test split evaluated on the fine-tuned run."""
+    assert quality.main(["--tasks", "imdb", "--pretrain", "0.25", "--time", "40m", "--dry-run"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if not ln.startswith("#")]
+    pre, ft, ev = lines
+    assert " pretrain sentiment " in pre and "imdb-pretrain-cpu.toml" in pre and "--time-budget 10m" in pre
+    pre_dir = pre.split("--out ")[1].split()[0]
+    assert f"--init-from {pre_dir}" in ft and "imdb-small-cpu.toml" in ft and "--time-budget 30m" in ft
+    assert ev.split("--model ")[1].split()[0] == ft.split("--out ")[1].split()[0]
+    with pytest.raises(SystemExit):
+        quality.main(["--tasks", "multi30k", "--pretrain", "0.5", "--dry-run"])  # no recipe
+    assert "no pretraining recipe for multi30k" in capsys.readouterr().err
