@@ -9,7 +9,9 @@ costs. Small files are built in-process (a child costs about a second to start).
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue as queue_mod
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -70,7 +72,9 @@ def build_in_child(source, task: str, fields, text_only: bool, toks, spec: store
                 shown = done.value
                 progress(shown, total)
         proc.join()
-    except BaseException:  # Ctrl-C reaches the child too; it removes its partial entry
+    except BaseException:  # Ctrl-C, or a signal to this process alone: the child stops too and
+        if proc.is_alive():  # removes its partial entry (its own KeyboardInterrupt)
+            os.kill(proc.pid, signal.SIGINT)
         proc.join(timeout=10)
         if proc.is_alive():
             proc.terminate()

@@ -43,7 +43,11 @@ _FORMAT: dict = {}  # in a worker: column -> (limit, dtype)
 
 
 def _start_worker(protos: dict, formats: dict) -> None:
+    import signal
+
     import sentencepiece as spm
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the reading process's to handle
 
     for column, proto in protos.items():
         _SP[column] = spm.SentencePieceProcessor(model_proto=proto)
