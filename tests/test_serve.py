@@ -351,34 +351,6 @@ def test_batcher_budget_keys_cancel_and_close():
         b.submit([[1]], "k", "late")
 
 
-def test_batcher_waits_for_the_clients_it_just_answered():
-    """Two closed-loop clients, the second starting while the first one's batch runs. Without
-    waiting for answered clients they would take turns in batches of one; with it, they share."""
-    sizes: list[int] = []
-
-    def run(jobs):
-        time.sleep(0.5)
-        sizes.append(len(jobs))
-        return [None for _ in jobs]
-
-    b = Batcher("m", run, max_tokens=100, max_wait=0.2, max_queue=10)
-    b.start()
-
-    def client(delay):
-        time.sleep(delay)
-        for _ in range(3):
-            b.submit([[1]], "k").result(5)
-            time.sleep(0.03)  # the client's own work before its next request
-
-    threads = [threading.Thread(target=client, args=(d,)) for d in (0.0, 0.35)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sizes == [1, 2, 2, 1]  # taking turns would be [1, 1, 1, 1, 1, 1]
-    b.close()
-
-
 def test_batcher_failure_reaches_every_request_and_the_worker_goes_on():
     calls = []
 

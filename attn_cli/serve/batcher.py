@@ -8,13 +8,6 @@ texts by length into sub-batches, as the CLI does) and each job its own results,
 Under load the worker is busy while requests arrive, so the next batch is taken at once and is
 as large as the budget allows; a lone request waits at most ``max_wait``.
 
-Closed-loop clients send their next request a few milliseconds after their answer. Taken at
-once, the next batch would hold only the requests that queued while the last one ran, and 64
-clients would settle into two halves of 32 that take turns. So when a batch ends with more
-requests in flight than one (its jobs plus those waiting), the worker waits up to ``max_wait``
-more (from that moment) for the ones it just answered to come back: until the batch holds as
-many jobs as were in flight, or the budget is full. A single client is not held back.
-
 Nothing here knows about HTTP or models: ``run(jobs) -> one result per job`` does the work.
 """
 
@@ -74,7 +67,6 @@ class Batcher:
         self._cond = threading.Condition()
         self._closed = False
         self._rate = 0.0  # texts per second of recent batches (an exponential moving average)
-        self._regroup: tuple[int, float] = (0, 0.0)  # (jobs in flight, wait until) after a batch of several
         self._thread = threading.Thread(target=self._loop, name=f"attn-serve-{name}", daemon=True)
 
     def start(self) -> None:
@@ -149,7 +141,6 @@ class Batcher:
         """The next batch, or None when closed and nothing is left."""
         batch: list[Job] = []
         tokens = 0
-        in_flight, regroup_until = self._regroup
         with self._cond:
             while True:
                 tokens, full = self._collect(batch, tokens)
@@ -158,10 +149,7 @@ class Batcher:
                         return None
                     self._cond.wait()
                     continue
-                now = time.monotonic()
-                left = batch[0].enqueued + self.max_wait - now
-                if len(batch) < in_flight:  # the jobs just answered may come back
-                    left = max(left, regroup_until - now)
+                left = batch[0].enqueued + self.max_wait - time.monotonic()
                 if full or self._closed or left <= 0:
                     break
                 self._cond.wait(left)
@@ -187,9 +175,5 @@ class Batcher:
                 self._rate = texts / seconds if self._rate == 0 else 0.8 * self._rate + 0.2 * texts / seconds
             if self._on_batch:  # before the results: a request answered is already counted
                 self._on_batch(BatchStats(len(batch), texts, sum(j.tokens for j in batch), seconds))
-            with self._cond:
-                waiting = len(self._pending)
-            in_flight = len(batch) + waiting
-            self._regroup = (in_flight, time.monotonic() + self.max_wait) if in_flight > 1 else (0, 0.0)
             for job, result in zip(batch, results, strict=True):
                 job.future.set_result(result)
