@@ -68,7 +68,10 @@ def test_health_models_docs_page(client):
         assert m["best_validation"]["name"] in ("bleu", "rouge1", "accuracy")
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/translate", "/v1/summarize", "/v1/sentiment", "/v1/models", "/health", "/metrics"} <= set(paths)
-    assert "swagger" in client.get("/docs").text.lower()
+    docs = client.get("/docs").text
+    assert "swagger" in docs.lower() and "https://" not in docs  # works offline: no CDN
+    for f in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert f"/docs-static/{f}" in docs and client.get(f"/docs-static/{f}").status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text and "<select" in page.text
     for f in ("app.js", "style.css", "index.html"):
@@ -193,6 +196,7 @@ def test_api_key(runs, monkeypatch):
     with TestClient(app) as c:
         assert c.get("/health").status_code == 200
         assert c.get("/").status_code == 200 and c.get("/static/app.js").status_code == 200
+        assert c.get("/docs-static/swagger-ui.css").status_code == 200  # static files need no key
         for path in ("/v1/models", "/metrics", "/docs", "/openapi.json"):
             r = c.get(path)
             assert r.status_code == 401 and "Bearer" in r.json()["error"] and r.headers["www-authenticate"] == "Bearer"

@@ -4,8 +4,9 @@
 ASGI app whose workers are already running; they stop at the app's shutdown (or ``app.state.close()``).
 
 Routes: ``POST /v1/translate``, ``/v1/summarize``, ``/v1/sentiment``; ``GET /v1/models``,
-``/health``, ``/metrics``, ``/docs`` (OpenAPI), and the page at ``/`` with its files under
-``/static``. Every refusal is JSON ``{"error": ...}`` (plus ``"limit"`` when a limit was broken)
+``/health``, ``/metrics``, ``/docs`` (OpenAPI, Swagger UI from the fastapi-offline package's
+files under ``/docs-static``, so it works without internet), and the page at ``/`` with its
+files under ``/static``. Every refusal is JSON ``{"error": ...}`` (plus ``"limit"`` when a limit was broken)
 with a 4xx status: 400 malformed JSON or body, 401 key, 404 unknown route or model, 405 method,
 413 body size, 422 types, values and limits, 429 queue full (with Retry-After), 503 shutting
 down, 504 over --timeout. A 500 means a bug, never bad input.
@@ -23,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
 from .. import __version__
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from ..engines import Engine
 
 STATIC = Path(__file__).parent / "static"
+DOCS_STATIC = "/docs-static"  # Swagger UI's script, style and icon
 ROUTES = {"/", "/health", "/metrics", "/docs", "/openapi.json", "/v1/models", "/v1/translate",
           "/v1/summarize", "/v1/sentiment"}
 ERRORS = {s: {"model": ErrorBody} for s in (400, 401, 404, 413, 422, 429, 503, 504)}
@@ -56,7 +59,7 @@ def create_app(models: dict[str, Engine], cfg: ServeConfig,
                log: Callable[[str], None] | None = None) -> FastAPI:
     """The server for ``models`` (name -> engine) under ``cfg``; ``log`` gets one line per
     request unless ``cfg.quiet``."""
-    metrics = ServeMetrics(ROUTES | {"/static"})
+    metrics = ServeMetrics(ROUTES | {"/static", DOCS_STATIC})
     runners = {name: ModelRunner(name, eng, cfg, metrics) for name, eng in models.items()}
     for r in runners.values():
         r.batcher.start()
@@ -70,9 +73,10 @@ def create_app(models: dict[str, Engine], cfg: ServeConfig,
         yield
         await asyncio.get_running_loop().run_in_executor(None, close)
 
-    app = FastAPI(title="attn serve", version=__version__, lifespan=lifespan,
-                  description="Translation, summarization and sentiment with attn models, batched "
-                  "across requests. The page at / shows the attention.")
+    app = FastAPIOffline(title="attn serve", version=__version__, lifespan=lifespan, redoc_url=None,
+                         static_url=DOCS_STATIC,
+                         description="Translation, summarization and sentiment with attn models, batched "
+                         "across requests. The page at / shows the attention.")
     app.state.runners, app.state.metrics, app.state.close, app.state.cfg = runners, metrics, close, cfg
     _errors(app)
     _routes(app, runners, cfg, metrics)
@@ -81,7 +85,7 @@ def create_app(models: dict[str, Engine], cfg: ServeConfig,
     app.add_middleware(Body, max_body=cfg.max_body)
     if cfg.api_key:
         app.add_middleware(ApiKey, key=cfg.api_key, exempt={"/", "/health", "/favicon.ico"},
-                           exempt_prefixes=("/static/",))
+                           exempt_prefixes=("/static/", f"{DOCS_STATIC}/"))
     if cfg.cors:
         from fastapi.middleware.cors import CORSMiddleware
 

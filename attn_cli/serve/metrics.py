@@ -52,7 +52,8 @@ class ServeMetrics:
         """The route label for a request path."""
         if path in self.routes:
             return path
-        return "/static" if path.startswith("/static/") else "other"
+        folder = path[:path.find("/", 1)] if path.count("/") > 1 else None  # "/static/app.js" -> "/static"
+        return folder if folder in self.routes else "other"
 
     def request(self, path: str, status: int, seconds: float) -> None:
         route = self.route(path)
