@@ -427,7 +427,8 @@ def _swap_in(staged: Path, directory: Path) -> None:
 
 @contextlib.contextmanager
 def entry_lock(directory: Path):
-    """Hold ``ENTRY.lock`` exclusively: concurrent builders of one entry take turns."""
+    """Hold ``ENTRY.lock`` exclusively: concurrent builders of one entry take turns. Holding
+    it, no live process is building the entry, so its leftover ``.ENTRY.*`` directories go."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
@@ -436,6 +437,8 @@ def entry_lock(directory: Path):
         return
     with open(directory.with_name(directory.name + ".lock"), "a+b") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        for stale in directory.parent.glob(f".{directory.name}.*"):  # the staging or old
+            shutil.rmtree(stale, ignore_errors=True)  # directory of a builder that was killed
         try:
             yield
         finally:

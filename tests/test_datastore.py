@@ -324,3 +324,18 @@ def test_encoding_cuts_long_rows_and_keeps_wide_ids():
             assert flat.dtype == np.uint32 and flat.tolist() == [i for ids in full for i in ids[:4]]
             assert lens.tolist() == [min(len(x), 4) for x in full]
             assert cut.tolist() == [len(x) > 4 for x in full]
+
+
+def test_a_killed_builders_staging_directory_is_swept_by_the_next_build(tmp_path, corpus, toks):
+    path, rows = corpus
+    load(path, toks, tmp_path / "c")
+    root = tmp_path / "c/tokenized"
+    train = next(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    left = root / f".{train.name}.k1ll3d.tmp"  # what a SIGKILLed build leaves
+    left.mkdir()
+    (left / "src.bin").write_bytes(b"\0" * 64)
+    other = root / ".another-entry.x.tmp"  # another entry's: not this lock's to remove
+    other.mkdir()
+    write_jsonl(path, rows + [{"it": "Una frase nuova.", "en": "A new sentence."}])  # rebuild
+    data, notes = load(path, toks, tmp_path / "c")
+    assert any("changed since" in n for n in notes) and not left.exists() and other.exists()
