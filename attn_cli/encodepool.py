@@ -65,12 +65,9 @@ def encoded(jobs: Iterable[tuple[object, dict]], processors: dict, formats: dict
     ``processors``: column -> SentencePieceProcessor; ``formats``: column -> (limit, dtype);
     ``workers``: processes to encode in (1: this process only)."""
     it = iter(jobs)
-    first = next(it, None)
-    if first is None:
-        return
-    second = next(it, None)
-    if second is None or workers <= 1:
-        for meta, texts in itertools.chain([first], [] if second is None else [second], it):
+    head = list(itertools.islice(it, 2))  # the pool only pays when there are two batches or more
+    if len(head) < 2 or workers <= 1:
+        for meta, texts in itertools.chain(head, it):
             yield meta, {c: encode(processors[c], t, *formats[c]) for c, t in texts.items()}
         return
     protos = {c: sp.serialized_model_proto() for c, sp in processors.items()}
@@ -78,7 +75,7 @@ def encoded(jobs: Iterable[tuple[object, dict]], processors: dict, formats: dict
                                initargs=(protos, formats))
     try:
         pending: deque = deque()
-        for meta, texts in itertools.chain([first, second], it):
+        for meta, texts in itertools.chain(head, it):
             pending.append((meta, pool.submit(_encode_job, texts)))
             if len(pending) >= IN_FLIGHT * workers:
                 meta_done, fut = pending.popleft()

@@ -104,8 +104,8 @@ def test_subset(data: Path, out: Path, limit: int) -> Path:
     return sub
 
 
-def run(cmd: list[str], log: Path, threads: int | None = 1) -> None:
-    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}))
+def run(cmd: list[str], log: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     with open(log, "w") as fh:
         fh.write(" ".join(cmd) + "\n")
         fh.flush()
@@ -153,13 +153,19 @@ def commands(kind: str, name: str, seed: int, total: float, share: float, data_r
              out / f"ft-{seed}.log")]
 
 
+def run_dir_of(steps: list[tuple[list[str], Path]]) -> Path:
+    """The run a pipeline ends with (its last command's --out): the one to evaluate."""
+    last = steps[-1][0]
+    return Path(last[last.index("--out") + 1])
+
+
 def pipeline(kind: str, seed: int, args, text: Path) -> dict:
     setup, out = SETUPS[args.task], args.out
     started = time.perf_counter()
     steps = commands(kind, args.task, seed, minutes(args.total), args.share, args.data_root, out, text)
     for cmd, log in steps:
         run(cmd, log)
-    run_dir = Path(steps[-1][0][steps[-1][0].index("--out") + 1])
+    run_dir = run_dir_of(steps)
     metrics = test_metrics(run_dir, args.test_data, out / f"{run_dir.name}-eval.log")
     row = {"kind": kind, "seed": seed, "valid": best_valid(run_dir),
            "test": metrics["accuracy"] if setup.task == "sentiment" else metrics["rouge1"],

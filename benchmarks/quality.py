@@ -103,7 +103,6 @@ TASKS: dict[str, Task] = {t.name: t for t in [
          {"gpu": ["--max-tokens", "16384"]}, baseline="lead3"),
 ]}
 PRESET = {"cpu": "small", "gpu": "base"}
-PRETRAIN_TASKS = ("sst2", "imdb", "dialogsum")  # those with docs/recipes/NAME-pretrain-cpu.toml
 
 
 # ------------------------------------------------------------------------------ baselines
@@ -254,26 +253,26 @@ def recorded_command(run_dir: Path) -> tuple[str, dict]:
     return shlex.join(cmd + ["--out", str(run_dir)]), cfg
 
 
-def budget_minutes(text: str) -> float:
-    """A --time-budget like 60m, 25s or 1h in minutes."""
-    unit = {"s": 1 / 60, "m": 1.0, "h": 60.0}.get(text[-1])
-    return float(text[:-1]) * unit if unit else float(text) / 60
+def pretrain_dir(task: Task, args) -> Path:
+    return args.runs_dir / f"{task.name}-{args.budget}-pretrain"
 
 
 def pretrain_pipeline(task: Task, args, text: Path) -> list[tuple[list[str], Path]]:
     """--pretrain: benchmarks/pretrain_gain.py's pretrain + fine-tune commands for ``task``."""
     import pretrain_gain
 
-    total = budget_minutes(args.time or task.budget[args.budget])
+    from attn_cli.cli_train import parse_duration
+
+    total = parse_duration(args.time or task.budget[args.budget]) / 60
     return pretrain_gain.commands("pretrain", task.name, 1, total, args.pretrain, args.data_root,
-                                  args.runs_dir / f"{task.name}-{args.budget}-pretrain", text)
+                                  pretrain_dir(task, args), text)
 
 
 def run_pretrained(task: Task, args, row: dict) -> Path | None:
     """Pretrain and fine-tune (--pretrain); the fine-tuned run directory, or None on failure."""
     import pretrain_gain
 
-    out = args.runs_dir / f"{task.name}-{args.budget}-pretrain"
+    out = pretrain_dir(task, args)
     out.mkdir(parents=True, exist_ok=True)
     text = pretrain_gain.write_text(pretrain_gain.SETUPS[task.name], args.data_root, out)
     steps = pretrain_pipeline(task, args, text)
@@ -286,7 +285,7 @@ def run_pretrained(task: Task, args, row: dict) -> Path | None:
             row["error"] = f"{shlex.join(cmd[2:4])} exited {code}, see {log}"
             return None
     row["train_wall_s"] = round(time.perf_counter() - start, 1)
-    return Path(steps[-1][0][steps[-1][0].index("--out") + 1])
+    return pretrain_gain.run_dir_of(steps)
 
 
 def run_task(task: Task, args) -> list[dict]:
@@ -511,10 +510,13 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [TASKS[n] for n in names]
     if not 0 <= args.pretrain < 1:
         ap.error("--pretrain SHARE must be in [0, 1), e.g. 0.5")
-    no_recipe = [n for n in names if n not in PRETRAIN_TASKS]
-    if args.pretrain and no_recipe:
-        ap.error(f"--pretrain: no pretraining recipe for {', '.join(no_recipe)} "
-                 f"(choose from {', '.join(PRETRAIN_TASKS)})")
+    if args.pretrain:
+        import pretrain_gain  # here: it imports this module's baselines
+
+        no_recipe = [n for n in names if n not in pretrain_gain.SETUPS]
+        if no_recipe:
+            ap.error(f"--pretrain: no pretraining recipe for {', '.join(no_recipe)} "
+                     f"(choose from {', '.join(pretrain_gain.SETUPS)})")
     args.runs = {}
     for item in args.run:
         name, _, path = item.partition("=")
@@ -530,11 +532,15 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = args.runs_dir / f"{t.name}-{args.budget}"
             print(f"# {t.dataset}")
             if not args.baselines_only:
-                steps = (pretrain_pipeline(t, args, Path("PRETRAIN_TEXT")) if args.pretrain
-                         else [(train_command(t, args, run_dir), None)])
+                if args.pretrain:
+                    import pretrain_gain
+
+                    steps = pretrain_pipeline(t, args, Path("PRETRAIN_TEXT"))
+                    run_dir = pretrain_gain.run_dir_of(steps)
+                else:
+                    steps = [(train_command(t, args, run_dir), None)]
                 for cmd, _ in steps:
                     print(shlex.join(cmd))
-                run_dir = Path(steps[-1][0][steps[-1][0].index("--out") + 1])
                 for ev in t.evals:
                     if ev.data.startswith("{runs}/_flores"):
                         print(f"# link {args.runs_dir}/_flores/flores101.devtest.{{it,en}} -> "
