@@ -10,7 +10,7 @@ import typer
 
 from . import console as ui
 from .cli_app import AttnCommand, app, command, flag
-from .cli_options import DeviceOpt, EngineOpt, ThreadsOpt
+from .cli_options import ENG, DeviceOpt, EngineOpt
 from .serve.config import ServeConfig as D  # the defaults (importing it loads no torch)
 
 LIM = "Limits and batching"
@@ -47,7 +47,9 @@ def serve(
         help="Allow browser pages from this origin (e.g. https://example.org, or *) to call the "
         "API; repeatable. Off by default.")] = None,
     engine: EngineOpt = D.engine,
-    threads: ThreadsOpt = D.threads,
+    threads: Annotated[int, typer.Option("--threads", rich_help_panel=ENG, help=(
+        "Intra-op CPU threads per worker; 0 = auto: 1 (with one worker per core, measured "
+        "fastest on 2 cores)."))] = D.threads,
     device: DeviceOpt = D.device,
     max_chars: Annotated[int, typer.Option("--max-chars", rich_help_panel=LIM,
                                            help="Characters per text (422 above).")] = D.max_chars,
@@ -60,6 +62,9 @@ def serve(
         "text may have)."))] = D.max_batch_tokens,
     max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", rich_help_panel=LIM, help=(
         "How long a batch waits for more requests after its first one arrived."))] = D.max_wait_ms,
+    workers: Annotated[int, typer.Option("--workers", rich_help_panel=LIM, help=(
+        "Batches each model runs at once, side by side; 0 = auto: on the CPU one per --threads "
+        "cores, on a GPU 1."))] = D.workers,
     max_beam: Annotated[int, typer.Option("--max-beam", rich_help_panel=LIM,
                                           help="Largest beam a request may ask for.")] = D.max_beam,
     queue: Annotated[int, typer.Option("--queue", rich_help_panel=LIM, help=(
@@ -74,7 +79,7 @@ def serve(
     cfg = ServeConfig(host=host, port=port, api_key=api_key, cors=list(cors or []), engine=engine,
                       threads=threads, device=device, max_chars=max_chars, max_texts=max_texts,
                       max_body=max_body, max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms,
-                      max_beam=max_beam, queue=queue, timeout=timeout, quiet=quiet)
+                      workers=workers, max_beam=max_beam, queue=queue, timeout=timeout, quiet=quiet)
     specs = parse_models(models)
     from .serve import server
 

@@ -43,15 +43,22 @@ EOS_ID = 3  # tokenizer.EOS_ID (not imported: it would load sentencepiece at sta
 ENGINES = ("auto", "torch", "ctranslate2")
 COMPUTE_TYPES = ("auto", "int8", "int8_float16", "float16", "float32")
 GPU_ONLY = ("float16", "int8_float16")
-# Intra-op threads: 0 = auto, which is 1 on machines with at most 2 cores (1 was faster than 2
-# for batch decoding there, for both engines: docs/benchmarks.md, "Inference engines
-# (CTranslate2)") and the library's own default on larger ones (not measured here).
+# CPU threads: 0 = auto. Measured on a quiet 2-core CPU (docs/benchmarks.md, "Threads"):
+# torch decodes 1.5x faster with its default (one intra-op thread per core) than with 1, while
+# CTranslate2 with 2 intra-op threads is slower than with 1; it gains instead from running
+# batches side by side, one per core (``inter_threads``): 1.8x on a whole file.
 DEFAULT_THREADS = 0
 
 
-def resolve_threads(threads: int) -> int:
-    """--threads as given, or for 0 (auto) 1 on <= 2 cores; 0 still means the library default."""
-    return threads or (1 if (os.cpu_count() or 1) <= 2 else 0)
+def ct2_threads(threads: int, device: str) -> tuple[int, int]:
+    """CTranslate2's (intra_threads, inter_threads) for --threads on ``device``: on the CPU, 1
+    intra-op thread (auto) and as many batches at once as the cores allow; one on a GPU."""
+    intra = threads or 1
+    if device != "cpu":
+        return intra, 1
+    return intra, max(1, (os.cpu_count() or 1) // intra)
+
+
 OnBatch = Callable[[int], None] | None
 
 
@@ -61,7 +68,7 @@ class EngineOptions:
 
     engine: str = "auto"  # auto | torch | ctranslate2
     compute_type: str = "auto"  # CTranslate2 compute type; auto = the exported weights' own
-    threads: int = DEFAULT_THREADS  # intra-op threads per process; 0 = auto (resolve_threads)
+    threads: int = DEFAULT_THREADS  # intra-op threads; 0 = auto (torch's default; ct2_threads)
     device: str = "auto"  # auto | cpu | cuda
 
     def __post_init__(self) -> None:
@@ -95,6 +102,10 @@ class Engine:
     def describe(self) -> str:
         return self.name
 
+    @property
+    def on_cpu(self) -> bool:
+        raise NotImplementedError
+
     def generate(self, ids: list[list[int]], cfg: DecodeConfig, max_tokens: int = 6000,
                  on_batch: OnBatch = None) -> list[tuple[list[int], float]]:
         raise NotImplementedError
@@ -113,6 +124,10 @@ class TorchEngine(Engine):
 
     def describe(self) -> str:
         return f"torch ({self.run.device.type})"
+
+    @property
+    def on_cpu(self) -> bool:
+        return self.run.device.type == "cpu"
 
     def generate(self, ids, cfg, max_tokens=6000, on_batch=None):
         from .infer import generate
@@ -181,18 +196,19 @@ class CT2Engine(Engine):
         self.device, self.quantization = device, quantization
         self.torch_device = opts.device  # for what only torch does (attention pictures)
         self.compute_type = "default" if opts.compute_type == "auto" else opts.compute_type
-        self.ct2_dir, self.threads = ct2_dir, resolve_threads(opts.threads)
+        self.ct2_dir = ct2_dir
+        self.threads, self.replicas = ct2_threads(opts.threads, device)  # intra, inter threads
         self.model = self._load()
         self.src_pieces = [toks.src.id_to_piece(i) for i in range(toks.src.vocab_size)]
         tgt = toks.tgt if model_cfg.is_seq2seq else toks.src
         self.tgt_index = {tgt.id_to_piece(i): i for i in range(tgt.vocab_size)}
         self.head = _load_head(ct2_dir) if not model_cfg.is_seq2seq else {}
 
-    def _load(self):
+    def _load(self, replicas: int | None = None):
         kind = self.ct2.Translator if self.model_cfg.is_seq2seq else self.ct2.Encoder
         try:
             return kind(str(self.ct2_dir), device=self.device, compute_type=self.compute_type,
-                        intra_threads=self.threads)
+                        intra_threads=self.threads, inter_threads=replicas or self.replicas)
         except (RuntimeError, ValueError) as e:
             raise AttnError(f"cannot load {self.ct2_dir}: {str(e).splitlines()[0]}",
                             f"export it again: attn export {self.path}") from None
@@ -202,6 +218,10 @@ class CT2Engine(Engine):
         ct = "float32" if ct == "none" else ct
         return f"ctranslate2 ({self.device}, {ct})"
 
+    @property
+    def on_cpu(self) -> bool:
+        return self.device == "cpu"
+
     # ------------------------------------------------------------------ seq2seq
 
     def generate(self, ids, cfg, max_tokens=6000, on_batch=None):
@@ -209,39 +229,52 @@ class CT2Engine(Engine):
         results: list[tuple[list[int], float]] = [([], 0.0)] * len(ids)
         todo = [i for i, x in enumerate(ids) if x]
         limits = decode_limits([len(ids[i]) for i in todo], cfg, mc.max_len)
-        if cfg.sample:  # CTranslate2 seeds each worker thread's generator when it first samples
-            self.ct2.set_random_seed(cfg.seed)
-            self.model = self._load()  # so fresh workers: the same seed gives the same output
+        model = self.model
+        if cfg.sample:  # CTranslate2 seeds each worker thread's generator when it first samples:
+            self.ct2.set_random_seed(cfg.seed)  # a fresh model with one worker, so that the same
+            model = self._load(replicas=1)  # seed gives the same output
         groups: dict[int, list[int]] = {}
         for i, limit in zip(todo, limits, strict=True):
             groups.setdefault(limit, []).append(i)
-        for limit, idx in sorted(groups.items()):
-            for i, res in zip(idx, self._translate(idx, ids, cfg, limit, max_tokens), strict=True):
+        # every group is queued at once, so that the replicas decode groups side by side
+        pending = [(idx, self._submit(model, idx, ids, cfg, limit, max_tokens))
+                   for limit, idx in sorted(groups.items())]
+        for idx, (limit, out) in pending:
+            for i, res in zip(idx, self._collect(model, idx, ids, cfg, limit, max_tokens, out), strict=True):
                 results[i] = res
             if on_batch:
                 on_batch(len(idx))
         return results
 
-    def _translate(self, idx: list[int], ids: list[list[int]], cfg: DecodeConfig, limit: int,
-                   max_tokens: int, suppress: bool = False) -> list[tuple[list[int], float]]:
+    def _submit(self, model, idx: list[int], ids: list[list[int]], cfg: DecodeConfig, limit: int,
+                max_tokens: int, suppress: bool = False) -> tuple[int, list]:
+        """Queue one limit group on the replicas; (limit, async results)."""
         mc = self.model_cfg
         opts = ct2_decode_options(cfg, limit, len(self.tgt_index))
         if suppress:  # never pad or BOS (CTranslate2 then renormalises over the other tokens)
             opts["suppress_sequences"] = [[self.src_pieces[mc.pad_id]], [self.src_pieces[mc.bos_id]]]
         source = [[self.src_pieces[t] for t in ids[i]] for i in idx]
-        out = self.model.translate_batch(source, max_batch_size=max(1, max_tokens // max(1, cfg.beam)),
-                                         batch_type="tokens", **opts)
-        ct2_alpha = opts["length_penalty"]
-        alpha = cfg.length_penalty
+        return limit, model.translate_batch(source, max_batch_size=max(1, max_tokens // max(1, cfg.beam)),
+                                            batch_type="tokens", asynchronous=True, **opts)
+
+    def _collect(self, model, idx: list[int], ids: list[list[int]], cfg: DecodeConfig, limit: int,
+                 max_tokens: int, out: list, suppress: bool = False) -> list[tuple[list[int], float]]:
+        """One group's outputs, best first under attn's score; the rare ones holding pad or BOS
+        are decoded again with those suppressed."""
+        mc = self.model_cfg
+        ct2_alpha = ct2_decode_options(cfg, limit, len(self.tgt_index))["length_penalty"]
         results, redo = [], []
-        for j, r in enumerate(out):
+        for j, pending in enumerate(out):
+            r = pending.result()
             hyps = [[self.tgt_index[p] for p in h] for h in r.hypotheses]
             if not suppress and any(mc.pad_id in h or mc.bos_id in h for h in hyps):
                 redo.append(j)
-            results.append(gnmt_rerank(hyps, list(r.scores), ct2_alpha, alpha, mc.eos_id))
+            results.append(gnmt_rerank(hyps, list(r.scores), ct2_alpha, cfg.length_penalty, mc.eos_id))
         if redo:
-            again = self._translate([idx[j] for j in redo], ids, cfg, limit, max_tokens, suppress=True)
-            for j, res in zip(redo, again, strict=True):
+            sub = [idx[j] for j in redo]
+            _, again = self._submit(model, sub, ids, cfg, limit, max_tokens, suppress=True)
+            for j, res in zip(redo, self._collect(model, sub, ids, cfg, limit, max_tokens, again, True),
+                              strict=True):
                 results[j] = res
         return results
 
@@ -357,10 +390,10 @@ def _torch(run_dir: Path, task: str | None, opts: EngineOptions, notes: list[str
     if opts.compute_type != "auto":
         raise AttnError(f"--compute-type {opts.compute_type} needs the ctranslate2 engine",
                         f"run attn export {run_dir} first, or drop --compute-type")
-    if resolve_threads(opts.threads):
+    if opts.threads:  # 0: torch's default, one intra-op thread per core
         import torch
 
-        torch.set_num_threads(resolve_threads(opts.threads))
+        torch.set_num_threads(opts.threads)
     return TorchEngine(load_run(run_dir, task=task, device=opts.device), notes)
 
 

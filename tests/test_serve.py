@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import socket
@@ -21,6 +22,7 @@ pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
+from attn_cli.errors import AttnError  # noqa: E402
 from attn_cli.serve.app import create_app  # noqa: E402
 from attn_cli.serve.batcher import Batcher, Closed, QueueFull  # noqa: E402
 from attn_cli.serve.config import ServeConfig, parse_model_arg, parse_models  # noqa: E402
@@ -253,6 +255,7 @@ class Gated:
 
 
 def gated_app(runs, **options):
+    options.setdefault("workers", 1)  # one batch at a time: what these tests hold up and count
     engines = {}
 
     def wrap(e):
@@ -370,6 +373,46 @@ def test_batcher_failure_reaches_every_request_and_the_worker_goes_on():
         b.submit([[1]], "k").result(5)
     assert b.submit([[1]], "k").result(5) is None
     b.close()
+
+
+def test_two_workers_run_batches_side_by_side_without_splitting_them():
+    both_running = threading.Barrier(2, timeout=10)  # broken unless two batches run at once
+    seen: list[list[str]] = []
+
+    def run(jobs):
+        seen.append([j.payload for j in jobs])
+        if len(seen) <= 2:
+            both_running.wait()
+        return [j.payload for j in jobs]
+
+    b = Batcher("m", run, max_tokens=100, max_wait=0.2, max_queue=10, workers=2)
+    b.start()
+    first = b.submit([[1]], "k", "a")
+    for _ in range(200):  # the first worker has taken "a" (after its 0.2 s wait) and runs it
+        if seen:
+            break
+        time.sleep(0.01)
+    rest = [b.submit([[1]], "k", name) for name in "bcd"]  # the other worker gathers all three
+    assert [f.result(15) for f in (first, *rest)] == ["a", "b", "c", "d"]
+    assert seen == [["a"], ["b", "c", "d"]]
+    assert b.retry_after() == 1
+    b.close()
+
+
+def test_workers_and_threads_per_worker(monkeypatch):
+    from types import SimpleNamespace
+
+    from attn_cli.engines import ct2_threads
+    from attn_cli.serve.runner import auto_workers, server_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    cpu, gpu = SimpleNamespace(on_cpu=True), SimpleNamespace(on_cpu=False)
+    assert server_threads(ServeConfig()) == 1 and server_threads(ServeConfig(threads=2)) == 2
+    assert auto_workers(cpu, ServeConfig()) == 8 and auto_workers(cpu, ServeConfig(threads=2)) == 4
+    assert auto_workers(gpu, ServeConfig()) == 1 and auto_workers(gpu, ServeConfig(workers=3)) == 3
+    assert ct2_threads(0, "cpu") == (1, 8) and ct2_threads(3, "cpu") == (3, 2) and ct2_threads(0, "cuda") == (1, 1)
+    with pytest.raises(AttnError, match="--workers must be >= 0"):
+        ServeConfig(workers=-1)
 
 
 # ------------------------------------------------------------------ the command

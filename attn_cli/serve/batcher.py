@@ -1,12 +1,14 @@
-"""Batching across requests: per model, one bounded queue and one worker thread.
+"""Batching across requests: per model, one bounded queue and its worker threads.
 
-Requests ``submit`` their token ids and get a ``concurrent.futures.Future``. The worker takes the
+Requests ``submit`` their token ids and get a ``concurrent.futures.Future``. A worker takes the
 oldest waiting job, adds the next waiting jobs that may share its batch (equal ``key``: the same
 decoding options) while their source tokens fit the budget, and waits for more only until the
 first job has waited ``max_wait`` seconds; then it hands the batch to ``run`` (which sorts the
 texts by length into sub-batches, as the CLI does) and each job its own results, in order.
 Under load the worker is busy while requests arrive, so the next batch is taken at once and is
-as large as the budget allows; a lone request waits at most ``max_wait``.
+as large as the budget allows; a lone request waits at most ``max_wait``. With ``workers`` > 1
+(an engine that decodes batches side by side, one per core), one worker gathers while the
+others run their batches: workers take turns gathering, so batches are not split between them.
 
 Nothing here knows about HTTP or models: ``run(jobs) -> one result per job`` does the work.
 """
@@ -54,12 +56,12 @@ class BatchStats:
 
 
 class Batcher:
-    """A bounded queue of jobs and the one thread that runs them in batches."""
+    """A bounded queue of jobs and the ``workers`` threads that run them in batches."""
 
     def __init__(self, name: str, run: Callable[[list[Job]], list[Any]], max_tokens: int,
                  max_wait: float, max_queue: int,
                  on_batch: Callable[[BatchStats], None] | None = None,
-                 on_depth: Callable[[int], None] | None = None) -> None:
+                 on_depth: Callable[[int], None] | None = None, workers: int = 1) -> None:
         self.name = name
         self._run, self._on_batch, self._on_depth = run, on_batch, on_depth
         self.max_tokens, self.max_wait, self.max_queue = max_tokens, max_wait, max_queue
@@ -67,10 +69,13 @@ class Batcher:
         self._cond = threading.Condition()
         self._closed = False
         self._rate = 0.0  # texts per second of recent batches (an exponential moving average)
-        self._thread = threading.Thread(target=self._loop, name=f"attn-serve-{name}", daemon=True)
+        self._gathering = threading.Lock()  # held by the one worker gathering a batch
+        self._threads = [threading.Thread(target=self._loop, name=f"attn-serve-{name}-{k}", daemon=True)
+                         for k in range(max(1, workers))]
 
     def start(self) -> None:
-        self._thread.start()
+        for t in self._threads:
+            t.start()
 
     @property
     def depth(self) -> int:
@@ -97,16 +102,18 @@ class Batcher:
         waiting = sum(len(j.ids) for j in list(self._pending))
         if self._rate <= 0:
             return 1
-        return int(min(60, max(1, math.ceil(waiting / self._rate))))
+        return int(min(60, max(1, math.ceil(waiting / (self._rate * len(self._threads))))))
 
     def close(self, timeout: float = 5.0) -> None:
-        """Take no new jobs, finish the waiting ones (for at most ``timeout`` s), stop the worker;
+        """Take no new jobs, finish the waiting ones (for at most ``timeout`` s), stop the workers;
         jobs still waiting after that fail with ``Closed``."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        end = time.monotonic() + timeout
+        for t in self._threads:
+            if t.is_alive():
+                t.join(max(0.0, end - time.monotonic()))
         with self._cond:
             left, self._pending = list(self._pending), deque()
             self._cond.notify_all()
@@ -158,8 +165,12 @@ class Batcher:
             self._on_depth(depth)
         return batch
 
+    def _next(self) -> list[Job] | None:
+        with self._gathering:
+            return self._gather()
+
     def _loop(self) -> None:
-        while (batch := self._gather()) is not None:
+        while (batch := self._next()) is not None:
             start = time.perf_counter()
             try:
                 results = self._run(batch)

@@ -28,13 +28,14 @@ class ServeConfig:
     api_key: str | None = None  # when set, every route but /health and the page needs Bearer KEY
     cors: list[str] = field(default_factory=list)  # origins allowed by CORS; empty = CORS off
     engine: str = "auto"  # auto | torch | ctranslate2 (engines.open_engine)
-    threads: int = 0  # intra-op threads of the engines; 0 = auto (engines.resolve_threads)
+    threads: int = 0  # intra-op threads per worker; 0 = auto (runner.server_threads: 1)
     device: str = "auto"  # auto | cpu | cuda
     max_chars: int = 5000  # characters per text
     max_texts: int = 64  # texts per request
     max_body: int = 1_048_576  # bytes per request body
     max_batch_tokens: int = 6000  # source tokens the worker gathers into one batch (and per text)
     max_wait_ms: float = 5.0  # how long a batch waits for more requests after its first arrived
+    workers: int = 0  # batches a model runs at once; 0 = auto (runner.auto_workers: one per core on CPU)
     max_beam: int = 8  # largest beam a request may ask for
     queue: int = 256  # requests waiting per model before 429
     timeout: float = 30.0  # seconds a request may take before 504
@@ -45,6 +46,8 @@ class ServeConfig:
             if getattr(self, name) <= 0:
                 raise AttnError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}",
                                 "see attn serve --help")
+        if self.workers < 0:
+            raise AttnError(f"--workers must be >= 0, got {self.workers}", "e.g. --workers 2, or 0 for auto")
         if self.max_wait_ms < 0:
             raise AttnError(f"--max-wait-ms must be >= 0, got {self.max_wait_ms}", "e.g. --max-wait-ms 5")
         if not self.timeout > 0:

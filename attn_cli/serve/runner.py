@@ -6,13 +6,15 @@ the worker calls: all the jobs' texts go to ``Engine.generate`` / ``Engine.class
 call (which sorts them by length into token-budget sub-batches), and each job gets its outputs
 back in its own order, with the attention pictures it asked for (``explain.cross_alignment`` and
 ``explain.token_importance`` on the torch model, loaded on first use when the engine is
-CTranslate2). Everything that touches the model runs on the worker thread.
+CTranslate2). Everything that touches the model runs on the worker threads.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,11 +32,29 @@ ROUND_ATTENTION = 4  # decimals of attention weights
 
 
 def open_models(specs: list[ModelSpec], cfg: ServeConfig) -> dict[str, Engine]:
-    """Each model's engine, by name, loaded and checked as the CLI loads them."""
+    """Each model's engine, by name, loaded and checked as the CLI loads them, with
+    ``server_threads`` intra-op threads."""
     from ..engines import EngineOptions, open_engine
 
-    opts = EngineOptions(engine=cfg.engine, threads=cfg.threads, device=cfg.device)
+    opts = EngineOptions(engine=cfg.engine, threads=server_threads(cfg), device=cfg.device)
     return {s.name: open_engine(s.path, None, opts) for s in specs}
+
+
+def server_threads(cfg: ServeConfig) -> int:
+    """Intra-op threads per worker: --threads, or 1 (auto). Measured on 2 cores (docs/benchmarks.md,
+    "Serving"): two torch batches side by side on one thread each serve 1.5x the sentences/s of
+    one batch on two threads, whose threads also wait on the HTTP side's work."""
+    return cfg.threads or 1
+
+
+def auto_workers(engine: Engine, cfg: ServeConfig) -> int:
+    """Batches a model runs at once: --workers, or (auto) one per ``server_threads`` cores on the
+    CPU (for CTranslate2, its replicas) and 1 on a GPU."""
+    if cfg.workers:
+        return cfg.workers
+    if not engine.on_cpu:
+        return 1
+    return max(1, (os.cpu_count() or 1) // server_threads(cfg))
 
 
 @dataclass
@@ -73,9 +93,12 @@ class ModelRunner:
         self.name, self.engine, self.cfg, self.metrics = name, engine, cfg, metrics
         self.task = engine.task
         self._torch_run = None
+        self._torch_lock = threading.Lock()
+        self.workers = auto_workers(engine, cfg)
         self.batcher = Batcher(name, self.run, cfg.max_batch_tokens, cfg.max_wait_ms / 1000.0, cfg.queue,
                                on_batch=(lambda s: metrics.batch(name, s)) if metrics else None,
-                               on_depth=(lambda n: metrics.depth(name, n)) if metrics else None)
+                               on_depth=(lambda n: metrics.depth(name, n)) if metrics else None,
+                               workers=self.workers)
         self.info = self._info()
 
     def _info(self) -> dict:
@@ -155,10 +178,11 @@ class ModelRunner:
 
     def _torch(self):
         """The torch model behind the attention pictures (the engine's own when it is torch)."""
-        if self._torch_run is None:
-            from ..engines import torch_run_for
+        with self._torch_lock:  # workers may ask at once
+            if self._torch_run is None:
+                from ..engines import torch_run_for
 
-            self._torch_run = torch_run_for(self.engine)
+                self._torch_run = torch_run_for(self.engine)
         return self._torch_run
 
     def _attention(self, src: list[int], out: list[int] | None) -> dict:
