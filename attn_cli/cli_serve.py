@@ -63,8 +63,8 @@ def serve(
     max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", rich_help_panel=LIM, help=(
         "How long a batch waits for more requests after its first one arrived."))] = D.max_wait_ms,
     workers: Annotated[int, typer.Option("--workers", rich_help_panel=LIM, help=(
-        "Batches each model runs at once, side by side; 0 = auto: on the CPU one per --threads "
-        "cores, on a GPU 1."))] = D.workers,
+        "Batches each model runs at once, side by side; 0 = auto: torch on the CPU one per "
+        "--threads cores, else 1 (ctranslate2 spreads each batch over one replica per core)."))] = D.workers,
     max_beam: Annotated[int, typer.Option("--max-beam", rich_help_panel=LIM,
                                           help="Largest beam a request may ask for.")] = D.max_beam,
     queue: Annotated[int, typer.Option("--queue", rich_help_panel=LIM, help=(

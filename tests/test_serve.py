@@ -406,10 +406,12 @@ def test_workers_and_threads_per_worker(monkeypatch):
     from attn_cli.serve.runner import auto_workers, server_threads
 
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    cpu, gpu = SimpleNamespace(on_cpu=True), SimpleNamespace(on_cpu=False)
+    cpu, gpu = SimpleNamespace(name="torch", on_cpu=True), SimpleNamespace(name="torch", on_cpu=False)
+    ct2 = SimpleNamespace(name="ctranslate2", on_cpu=True)
     assert server_threads(ServeConfig()) == 1 and server_threads(ServeConfig(threads=2)) == 2
     assert auto_workers(cpu, ServeConfig()) == 8 and auto_workers(cpu, ServeConfig(threads=2)) == 4
     assert auto_workers(gpu, ServeConfig()) == 1 and auto_workers(gpu, ServeConfig(workers=3)) == 3
+    assert auto_workers(ct2, ServeConfig()) == 1 and auto_workers(ct2, ServeConfig(workers=2)) == 2
     assert ct2_threads(0, "cpu") == (1, 8) and ct2_threads(3, "cpu") == (3, 2) and ct2_threads(0, "cuda") == (1, 1)
     with pytest.raises(AttnError, match="--workers must be >= 0"):
         ServeConfig(workers=-1)

@@ -35,7 +35,7 @@ class ServeConfig:
     max_body: int = 1_048_576  # bytes per request body
     max_batch_tokens: int = 6000  # source tokens the worker gathers into one batch (and per text)
     max_wait_ms: float = 5.0  # how long a batch waits for more requests after its first arrived
-    workers: int = 0  # batches a model runs at once; 0 = auto (runner.auto_workers: one per core on CPU)
+    workers: int = 0  # batches a model runs at once; 0 = auto (runner.auto_workers)
     max_beam: int = 8  # largest beam a request may ask for
     queue: int = 256  # requests waiting per model before 429
     timeout: float = 30.0  # seconds a request may take before 504

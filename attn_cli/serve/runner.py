@@ -41,18 +41,19 @@ def open_models(specs: list[ModelSpec], cfg: ServeConfig) -> dict[str, Engine]:
 
 
 def server_threads(cfg: ServeConfig) -> int:
-    """Intra-op threads per worker: --threads, or 1 (auto). Measured on 2 cores (docs/benchmarks.md,
-    "Serving"): two torch batches side by side on one thread each serve 1.5x the sentences/s of
-    one batch on two threads, whose threads also wait on the HTTP side's work."""
+    """Intra-op threads per worker: --threads, or 1 (auto)."""
     return cfg.threads or 1
 
 
 def auto_workers(engine: Engine, cfg: ServeConfig) -> int:
-    """Batches a model runs at once: --workers, or (auto) one per ``server_threads`` cores on the
-    CPU (for CTranslate2, its replicas) and 1 on a GPU."""
+    """Batches a model runs at once: --workers, or (auto) for torch on the CPU one per
+    ``server_threads`` cores, else 1: CTranslate2 already spreads each batch over its replicas
+    (one per core), and a GPU runs one batch at a time. Measured on 2 cores (docs/benchmarks.md,
+    "Serving"): torch served 1.5x the sentences/s with two 1-thread workers as with one
+    2-thread worker, and CTranslate2 1.1-1.2x with one worker as with two."""
     if cfg.workers:
         return cfg.workers
-    if not engine.on_cpu:
+    if engine.name != "torch" or not engine.on_cpu:
         return 1
     return max(1, (os.cpu_count() or 1) // server_threads(cfg))
 
