@@ -11,10 +11,13 @@ For a trained de->en run (exported with `attn export` for the ctranslate2 engine
      share (from /metrics), outputs equal to the CLI's;
   2. 1,000 requests, a third of them random bad payloads (malformed JSON, wrong types, invalid
      UTF-8, NUL, oversized, unknown fields and routes, wrong methods), from 8 clients: 5xx count;
-  3. more requests until 10,000 in all: the server's RSS after the first 1,000 and after 10,000;
-  4. optionally (--screenshot FILE) headless Chromium shows the page translating a sentence with
+  3. optionally (--screenshot FILE) headless Chromium shows the page translating a sentence with
      its heatmap, saved as a PNG;
-  5. SIGTERM: exit code and how long the stop took.
+  4. SIGTERM: exit code and how long the stop took;
+  5. memory: a fresh server gets --total requests (the test sentences in turn) from 64 clients,
+     its RSS read after every 1,000: after the first 1,000 against after the last. A fresh
+     server under one load, so that the comparison sees growth, not the step from the
+     single-client phases' one-text batches to the concurrent ones' larger batches.
 
 Every phase is bounded (request counts, --max-seconds overall). Results: a Markdown summary on
 stdout and --json FILE.
@@ -270,6 +273,29 @@ def screenshot(url: str, sentence: str, path: Path) -> None:
         d.quit()
 
 
+def memory(args, sentences: list[str], deadline: Deadline) -> dict:
+    """A fresh server, --total requests from --clients clients; RSS after every 1,000."""
+    server = Server(args.run, args.engine, args.serve_args.split())
+    trace, sent, errors = [], 0, 0
+    try:
+        while sent < args.total:
+            deadline.check("the memory phase")
+            step = min(1000, args.total - sent)
+            jobs = translate_jobs([sentences[(sent + i) % len(sentences)] for i in range(step)])
+            res, _ = clients(server.port, jobs, args.clients)
+            sent += len(res)
+            errors += sum(r[1] != 200 for r in res)
+            trace.append((sent, server.rss_mb()))
+    finally:
+        server.stop()
+    first, last = trace[0][1], trace[-1][1]
+    print(f"memory (fresh server, {args.clients} clients): RSS {first:.1f} MB after the first {trace[0][0]:,} "
+          f"requests, {last:.1f} MB after {sent:,} ({last / first - 1:+.1%}), {errors} errors; trace (requests, "
+          "MB): " + ", ".join(f"{n} {mb:.0f}" for n, mb in trace), flush=True)
+    return {"requests": sent, "errors": errors, "rss_mb_after_first": first, "rss_mb_after_total": last,
+            "growth": last / first - 1, "trace": trace}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", help="a de->en run directory (attn export it for --engine ctranslate2)")
@@ -277,7 +303,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=TEST_DE, help="one German sentence per line")
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--bad", type=int, default=1000, help="requests in the bad-payload phase (0 = skip)")
-    ap.add_argument("--total", type=int, default=10_000, help="requests in all before the last RSS (0 = skip)")
+    ap.add_argument("--total", type=int, default=10_000, help="requests to a fresh server in the memory "
+                    "phase (0 = skip)")
     ap.add_argument("--screenshot", type=Path, default=None, help="save the page's screenshot here")
     ap.add_argument("--max-seconds", type=float, default=1200)
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
@@ -317,8 +344,6 @@ def main() -> None:
                                  "errors": sum(r[1] != 200 for r in res), **latency(res),
                                  **batch_stats(before, server.metrics(), wall),
                                  "same_as_cli": sum(t == c for t, c in zip(texts, cli_outputs, strict=False))}
-                if "rss_mb_after_1000" not in out:
-                    out["rss_mb_after_1000"], out["rss_first_requests"] = server.rss_mb(), sent
                 print(f"  {n_clients:>3} client(s): {r['sent_per_s']:.1f} sentences/s, p50 {r['p50_ms']:.1f} ms, "
                       f"p99 {r['p99_ms']:.1f} ms, {r['texts_per_batch']:.1f} texts/batch, worker busy "
                       f"{r['worker_busy']:.0%}, {r['same_as_cli']}/{len(res)} as the CLI, {r['errors']} errors",
@@ -340,24 +365,6 @@ def main() -> None:
                           "transport_errors": codes.get(-1, 0)}
             print(f"bad payloads: {len(res)} requests, statuses {out['bad']['status_counts']} "
                   f"(-1: connection error), 5xx: {out['bad']['5xx']}", flush=True)
-        out["rss_trace"] = [(sent, server.rss_mb())]
-        if args.total > sent:
-            errors, start = 0, time.perf_counter()
-            while sent < args.total:  # in steps of 1,000 requests, RSS after each
-                deadline.check("the long run")
-                step = min(1000, args.total - sent)
-                jobs = translate_jobs([sentences[(sent + i) % len(sentences)] for i in range(step)])
-                res, _ = clients(server.port, jobs, args.clients)
-                sent += len(res)
-                errors += sum(r[1] != 200 for r in res)
-                out["rss_trace"].append((sent, server.rss_mb()))
-            out["long_run"] = {"errors": errors, "sent_per_s": (sent - out["rss_trace"][0][0]) /
-                               (time.perf_counter() - start)}
-            out["rss_mb_after_total"] = server.rss_mb()
-            grow = out["rss_mb_after_total"] / out["rss_mb_after_1000"] - 1
-            print(f"RSS: {out['rss_mb_after_1000']:.1f} MB after the first {out['rss_first_requests']:,} requests, "
-                  f"{out['rss_mb_after_total']:.1f} MB after {sent:,} ({grow:+.1%}); trace (requests, MB): "
-                  + ", ".join(f"{n} {mb:.0f}" for n, mb in out["rss_trace"]), flush=True)
         if args.screenshot:
             deadline.check("the screenshot")
             screenshot(f"http://127.0.0.1:{server.port}/", "Ein Mann mit einem orangefarbenen Hut starrt auf etwas.",
@@ -366,6 +373,9 @@ def main() -> None:
     finally:
         code, took = server.stop()
     out["requests"], out["stop"] = sent, {"exit_code": code, "seconds": took}
+    if args.total:
+        deadline.check("the memory phase")
+        out["memory"] = memory(args, sentences, deadline)
     s, c, cl = out["single"], out["concurrent"], out["cli"]
     out["ratios"] = {"concurrent_vs_cli_wall": c["sent_per_s"] / cl["sent_per_s_wall"],
                      "concurrent_vs_cli_decode": c["sent_per_s"] / cl["sent_per_s_decode"],
