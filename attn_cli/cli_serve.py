@@ -48,8 +48,8 @@ def serve(
         "API; repeatable. Off by default.")] = None,
     engine: EngineOpt = D.engine,
     threads: Annotated[int, typer.Option("--threads", rich_help_panel=ENG, help=(
-        "Intra-op CPU threads per worker; 0 = auto: 1 (with one worker per core, measured "
-        "fastest on 2 cores)."))] = D.threads,
+        "Intra-op CPU threads per worker; 0 = auto: 1, with one torch worker or one ctranslate2 "
+        "replica per core (measured fastest on 2 cores)."))] = D.threads,
     device: DeviceOpt = D.device,
     max_chars: Annotated[int, typer.Option("--max-chars", rich_help_panel=LIM,
                                            help="Characters per text (422 above).")] = D.max_chars,
