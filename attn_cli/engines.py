@@ -44,9 +44,9 @@ ENGINES = ("auto", "torch", "ctranslate2")
 COMPUTE_TYPES = ("auto", "int8", "int8_float16", "float16", "float32")
 GPU_ONLY = ("float16", "int8_float16")
 # CPU threads: 0 = auto. Measured on a quiet 2-core CPU (docs/benchmarks.md, "Threads"):
-# torch decodes 1.5x faster with its default (one intra-op thread per core) than with 1, while
+# torch decodes 1.37x faster with its default (one intra-op thread per core) than with 1, while
 # CTranslate2 with 2 intra-op threads is slower than with 1; it gains instead from running
-# batches side by side, one per core (``inter_threads``): 1.8x on a whole file.
+# batches side by side, one per core (``inter_threads``): 1.63x on 1,000 sentences.
 DEFAULT_THREADS = 0
 
 
@@ -157,16 +157,21 @@ def ct2_decode_options(cfg: DecodeConfig, limit: int, vocab_size: int) -> dict:
                 max_input_length=0, beam_size=cfg.beam, num_hypotheses=cfg.beam)
     if cfg.sample:
         top_k = cfg.top_k if 0 < cfg.top_k < vocab_size else 0  # 0 = the whole vocabulary
-        opts.update(sampling_topk=top_k, sampling_topp=cfg.top_p,
-                    sampling_temperature=cfg.temperature, length_penalty=0.0)
-    elif cfg.beam == 1:
-        opts.update(length_penalty=0.0)  # raw log P; the GNMT penalty is applied here
-    else:  # non-zero: CTranslate2 then stops when K hypotheses have ended, as attn does
-        opts.update(length_penalty=cfg.length_penalty or _TINY_ALPHA)
+        opts.update(sampling_topk=top_k, sampling_topp=cfg.top_p, sampling_temperature=cfg.temperature)
+    opts.update(length_penalty=ct2_length_penalty(cfg))
     return opts
 
 
 _TINY_ALPHA = 1e-4  # stands for alpha = 0 in CTranslate2 (0 would switch its stopping rule)
+
+
+def ct2_length_penalty(cfg: DecodeConfig) -> float:
+    """CTranslate2's ``length_penalty``: 0 (raw log P; the GNMT penalty is applied here) for
+    sampling and greedy; for beam search non-zero, so that CTranslate2 stops when K hypotheses
+    have ended, as attn does."""
+    if cfg.sample or cfg.beam == 1:
+        return 0.0
+    return cfg.length_penalty or _TINY_ALPHA
 
 
 def gnmt_rerank(hyps: list[list[int]], scores: list[float], ct2_alpha: float, alpha: float,
@@ -237,9 +242,9 @@ class CT2Engine(Engine):
         for i, limit in zip(todo, limits, strict=True):
             groups.setdefault(limit, []).append(i)
         # every group is queued at once, so that the replicas decode groups side by side
-        pending = [(idx, self._submit(model, idx, ids, cfg, limit, max_tokens))
+        pending = [(limit, idx, self._submit(model, idx, ids, cfg, limit, max_tokens))
                    for limit, idx in sorted(groups.items())]
-        for idx, (limit, out) in pending:
+        for limit, idx, out in pending:
             for i, res in zip(idx, self._collect(model, idx, ids, cfg, limit, max_tokens, out), strict=True):
                 results[i] = res
             if on_batch:
@@ -247,22 +252,22 @@ class CT2Engine(Engine):
         return results
 
     def _submit(self, model, idx: list[int], ids: list[list[int]], cfg: DecodeConfig, limit: int,
-                max_tokens: int, suppress: bool = False) -> tuple[int, list]:
-        """Queue one limit group on the replicas; (limit, async results)."""
+                max_tokens: int, suppress: bool = False) -> list:
+        """Queue one limit group on the replicas; its async results."""
         mc = self.model_cfg
         opts = ct2_decode_options(cfg, limit, len(self.tgt_index))
         if suppress:  # never pad or BOS (CTranslate2 then renormalises over the other tokens)
             opts["suppress_sequences"] = [[self.src_pieces[mc.pad_id]], [self.src_pieces[mc.bos_id]]]
         source = [[self.src_pieces[t] for t in ids[i]] for i in idx]
-        return limit, model.translate_batch(source, max_batch_size=max(1, max_tokens // max(1, cfg.beam)),
-                                            batch_type="tokens", asynchronous=True, **opts)
+        return model.translate_batch(source, max_batch_size=max(1, max_tokens // max(1, cfg.beam)),
+                                     batch_type="tokens", asynchronous=True, **opts)
 
     def _collect(self, model, idx: list[int], ids: list[list[int]], cfg: DecodeConfig, limit: int,
                  max_tokens: int, out: list, suppress: bool = False) -> list[tuple[list[int], float]]:
         """One group's outputs, best first under attn's score; the rare ones holding pad or BOS
         are decoded again with those suppressed."""
         mc = self.model_cfg
-        ct2_alpha = ct2_decode_options(cfg, limit, len(self.tgt_index))["length_penalty"]
+        ct2_alpha = ct2_length_penalty(cfg)
         results, redo = [], []
         for j, pending in enumerate(out):
             r = pending.result()
@@ -272,7 +277,7 @@ class CT2Engine(Engine):
             results.append(gnmt_rerank(hyps, list(r.scores), ct2_alpha, cfg.length_penalty, mc.eos_id))
         if redo:
             sub = [idx[j] for j in redo]
-            _, again = self._submit(model, sub, ids, cfg, limit, max_tokens, suppress=True)
+            again = self._submit(model, sub, ids, cfg, limit, max_tokens, suppress=True)
             for j, res in zip(redo, self._collect(model, sub, ids, cfg, limit, max_tokens, again, True),
                               strict=True):
                 results[j] = res

@@ -49,7 +49,7 @@ def auto_workers(engine: Engine, cfg: ServeConfig) -> int:
     """Batches a model runs at once: --workers, or (auto) for torch on the CPU one per
     ``server_threads`` cores, else 1: CTranslate2 already spreads each batch over its replicas
     (one per core), and a GPU runs one batch at a time. Measured on 2 cores (docs/benchmarks.md,
-    "Serving"): torch served 1.5x the sentences/s with two 1-thread workers as with one
+    "Serving"): torch served 1.4x the sentences/s with two 1-thread workers as with one
     2-thread worker, and CTranslate2 1.1-1.2x with one worker as with two."""
     if cfg.workers:
         return cfg.workers
@@ -95,11 +95,10 @@ class ModelRunner:
         self.task = engine.task
         self._torch_run = None
         self._torch_lock = threading.Lock()
-        self.workers = auto_workers(engine, cfg)
         self.batcher = Batcher(name, self.run, cfg.max_batch_tokens, cfg.max_wait_ms / 1000.0, cfg.queue,
                                on_batch=(lambda s: metrics.batch(name, s)) if metrics else None,
                                on_depth=(lambda n: metrics.depth(name, n)) if metrics else None,
-                               workers=self.workers)
+                               workers=auto_workers(engine, cfg))
         self.info = self._info()
 
     def _info(self) -> dict:
