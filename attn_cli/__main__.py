@@ -1,6 +1,6 @@
 """`python -m attn_cli` (also what `torchrun -m attn_cli` runs)."""
 
-from .cli import main
+from attn_cli.cli.main import main
 
 if __name__ == "__main__":
     main()

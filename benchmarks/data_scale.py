@@ -207,13 +207,13 @@ def throughput(args, work: Path) -> dict:
     interleaved rounds in this process (small preset, Multi30k de-en)."""
     import torch
 
-    from attn_cli import distributed as dd
     from attn_cli.config import TrainConfig, model_config_from_preset
-    from attn_cli.data import Fields
-    from attn_cli.model import build_model
-    from attn_cli.rundata import DataRequest, load_run_data
-    from attn_cli.tokenizer import TokenizerConfig, train_tokenizers
-    from attn_cli.train import Trainer
+    from attn_cli.data.rundata import DataRequest, load_run_data
+    from attn_cli.data.spec import Fields
+    from attn_cli.data.tokenizer import TokenizerConfig, train_tokenizers
+    from attn_cli.model.transformer import build_model
+    from attn_cli.train import distributed as dd
+    from attn_cli.train.trainer import Trainer
 
     torch.set_num_threads(2)
 

@@ -49,8 +49,8 @@ def run(cmd: list[str], log: Path) -> float:
 
 def encoded_pairs(data: str, tok_dir: Path) -> list[tuple]:
     """(src_ids, tgt_ids) pairs exactly as attn encodes them (max_len 256)."""
-    from attn_cli.data import Fields, encode_examples, load_task_data
-    from attn_cli.tokenizer import Tokenizers
+    from attn_cli.data.spec import Fields, encode_examples, load_task_data
+    from attn_cli.data.tokenizer import Tokenizers
 
     task = load_task_data(data, "translate", Fields(src_lang="de", tgt_lang="en"), need_valid=False)
     examples, _ = encode_examples(task.train, "translate", Tokenizers.load(tok_dir), max_len=256)
@@ -81,7 +81,7 @@ def hf_epoch(args, pairs: list[tuple], batch_size: int, tok_dir: Path, work: Pat
     from transformers import MarianMTModel, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
     from attn_cli.config import PRESETS
-    from attn_cli.tokenizer import Tokenizers
+    from attn_cli.data.tokenizer import Tokenizers
 
     start = time.perf_counter()
     vocab = Tokenizers.load(tok_dir).src.vocab_size
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from attn_cli.batching import make_batches, seq2seq_lengths
+    from attn_cli.data.batching import make_batches, seq2seq_lengths
 
     tok_dir = work / "tokenizer"
     tok_wall = run(attn_cmd("tokenizer", "train", "--data", data, "--src", "de", "--tgt", "en",

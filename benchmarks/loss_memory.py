@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from attn_cli.config import model_config_from_preset
-from attn_cli.model import Seq2Seq
+from attn_cli.model.transformer import Seq2Seq
 
 
 def setup(args) -> tuple[Seq2Seq, tuple[torch.Tensor, ...]]:

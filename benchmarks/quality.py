@@ -125,7 +125,7 @@ def tfidf_probabilities(directory: Path, split: str = "test") -> tuple[list, lis
     """(labels, class probabilities per ``split`` example in that label order) of
     :func:`attn_cli.baselines.fit_tfidf` (TF-IDF 1-2-grams, min_df 2, sublinear tf + logistic
     regression, C=4) fit on train."""
-    from attn_cli.baselines import fit_tfidf
+    from attn_cli.eval.baselines import fit_tfidf
 
     train, test = read_jsonl(split_file(directory, "train")), read_jsonl(split_file(directory, split))
     clf = fit_tfidf([r["text"] for r in train], [r["label"] for r in train])
@@ -141,7 +141,7 @@ def tfidf_predictions(directory: Path, split: str = "test") -> list:
 def tfidf_baseline(directory: Path, split: str = "test") -> dict:
     """Accuracy and macro-F1 of :func:`attn_cli.baselines.sentiment_baseline` (fit on train,
     raw text) on ``split``, with its time: what ``attn eval --baseline`` reports."""
-    from attn_cli.baselines import sentiment_baseline
+    from attn_cli.eval.baselines import sentiment_baseline
 
     train, test = read_jsonl(split_file(directory, "train")), read_jsonl(split_file(directory, split))
     names = sorted({r["label"] for r in train} | {r["label"] for r in test}, key=str)
@@ -159,7 +159,7 @@ def lead3_baseline(directory: Path, split: str = "test") -> dict:
     README's lead-3 (27.3/10.6/21.6, measured here as 27.2/10.6/21.6). Keeping the tags scores
     higher (the references name people ``#Person1#``), so that variant is reported beside it.
     """
-    from attn_cli.baselines import summarize_baseline
+    from attn_cli.eval.baselines import summarize_baseline
 
     rows = read_jsonl(split_file(directory, split))
     docs = [r["dialogue"] for r in rows]
@@ -261,7 +261,7 @@ def pretrain_pipeline(task: Task, args, text: Path) -> list[tuple[list[str], Pat
     """--pretrain: benchmarks/pretrain_gain.py's pretrain + fine-tune commands for ``task``."""
     import pretrain_gain
 
-    from attn_cli.cli_train import parse_duration
+    from attn_cli.cli.train import parse_duration
 
     total = parse_duration(args.time or task.budget[args.budget]) / 60
     return pretrain_gain.commands("pretrain", task.name, 1, total, args.pretrain, args.data_root,

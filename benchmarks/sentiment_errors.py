@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="also score each run averaged with the TF-IDF + LR baseline")
     args = ap.parse_args(argv)
 
-    from attn_cli.infer import classify, encode_inputs, load_run
+    from attn_cli.infer.predict import classify
+    from attn_cli.infer.runs import encode_inputs, load_run
 
     rows = read_jsonl(split_file(args.data, args.split))
     texts, gold = [r["text"] for r in rows], [int(r["label"]) for r in rows]

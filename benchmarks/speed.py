@@ -146,7 +146,7 @@ def build(spec: dict):
     seq2seq = spec["measure"] in ("train", "greedy", "beam5")
     if spec["side"] == "attn":
         from attn_cli.config import model_config_from_preset
-        from attn_cli.model import build_model
+        from attn_cli.model.transformer import build_model
 
         task = "translate" if seq2seq else "sentiment"
         cfg = model_config_from_preset(spec["preset"], task, spec["vocab"],
@@ -207,7 +207,7 @@ def step_fn(spec: dict, model, batch: dict, device):
         model.eval()
         beam, n, src = (5 if m == "beam5" else 1), spec["dec_len"], batch["src"]
         if side == "attn":
-            from attn_cli.decoding import DecodeConfig, decode
+            from attn_cli.infer.decoding import DecodeConfig, decode
 
             dcfg = DecodeConfig(beam=beam, length_penalty=0.6, min_len=n, max_len_a=0.0, max_len_b=n)
 
@@ -248,7 +248,7 @@ def step_fn(spec: dict, model, batch: dict, device):
         return run
 
     from attn_cli.config import TrainConfig
-    from attn_cli.optim import make_optimizer
+    from attn_cli.train.optim import make_optimizer
 
     model.train()
     opt = make_optimizer(model, TrainConfig(task="translate" if m == "train" else "sentiment"), device)
@@ -276,7 +276,7 @@ def ct2_step(spec: dict, batch: dict, tmp: str):
     """The CTranslate2 side of greedy/beam5: attn's model of the same seed, exported and loaded."""
     import ctranslate2
 
-    from attn_cli.export import build_seq2seq_spec
+    from attn_cli.infer.export import build_seq2seq_spec
 
     model, _, _ = build(dict(spec, side="attn"))
     pieces = ["<pad>", "<unk>", "<s>", "</s>"] + [f"t{i}" for i in range(4, spec["vocab"])]
@@ -303,7 +303,7 @@ def preload(side: str) -> None:
     import torch._dynamo  # noqa: F401  (transformers imports it; the optimizer would lazily)
 
     import attn_cli.config  # noqa: F401
-    import attn_cli.train  # noqa: F401
+    import attn_cli.train.trainer  # noqa: F401
 
     w = torch.nn.Parameter(torch.zeros(4))  # AdamW's first construction and step import more
     opt = torch.optim.AdamW([w])
@@ -311,16 +311,15 @@ def preload(side: str) -> None:
     opt.step()
 
     if side == "attn" or side in CT2_SIDES:
-        import attn_cli.decoding  # noqa: F401
-        import attn_cli.model  # noqa: F401
+        import attn_cli.infer.decoding  # noqa: F401
+        import attn_cli.model.transformer  # noqa: F401
         if side in CT2_SIDES:
             import ctranslate2  # noqa: F401
 
-            import attn_cli.export  # noqa: F401
+            import attn_cli.infer.export  # noqa: F401
         return
     import transformers
-    from transformers import (BertForSequenceClassification, GenerationConfig,  # noqa: F401
-                              MarianMTModel)
+    from transformers import BertForSequenceClassification, GenerationConfig, MarianMTModel  # noqa: F401
     from transformers.models.marian.modeling_marian import MarianEncoder  # noqa: F401
 
     transformers.logging.set_verbosity_error()

@@ -28,11 +28,11 @@ TEST_DE = ROOT.parent / "shared" / "data" / "translation" / "multi30k" / "test_2
 # Runs `attn translate` with CTranslate2's replicas fixed (attn's auto is one per core).
 WRAPPER = """
 import os, sys
-import attn_cli.engines as e
+import attn_cli.infer.engines as e
 n = int(os.environ["ATTN_CT2_REPLICAS"])
 auto = e.ct2_threads
 e.ct2_threads = lambda threads, device: (auto(threads, device)[0], n)
-from attn_cli.cli import main
+from attn_cli.cli.main import main
 sys.argv = ["attn", *sys.argv[1:]]
 main()
 """

@@ -27,13 +27,12 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
-from .. import __version__
-from .batcher import Closed, QueueFull
-from .config import ServeConfig
-from .metrics import CONTENT_TYPE, ServeMetrics
-from .middleware import ApiKey, Body, Observe
-from .runner import ModelRunner, Payload
-from .schemas import (
+from attn_cli import __version__
+from attn_cli.serve.batcher import Closed, QueueFull
+from attn_cli.serve.config import ServeConfig
+from attn_cli.serve.middleware import ApiKey, Body, Observe
+from attn_cli.serve.runner import ModelRunner, Payload
+from attn_cli.serve.schemas import (
     ApiError,
     ErrorBody,
     SentimentRequest,
@@ -44,9 +43,10 @@ from .schemas import (
     check_texts,
     decode_config,
 )
+from attn_cli.serve.telemetry import CONTENT_TYPE, ServeMetrics
 
 if TYPE_CHECKING:
-    from ..engines import Engine
+    from attn_cli.infer.engines import Engine
 
 STATIC = Path(__file__).parent / "static"
 DOCS_STATIC = "/docs-static"  # Swagger UI's script, style and icon

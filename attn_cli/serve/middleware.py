@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Callable
 
-from .metrics import ServeMetrics
+from attn_cli.serve.telemetry import ServeMetrics
 
 BODY_METHODS = {b"POST", b"PUT", b"PATCH", "POST", "PUT", "PATCH"}
 

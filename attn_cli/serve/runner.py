@@ -18,14 +18,14 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .batcher import Batcher, Job
-from .config import ModelSpec, ServeConfig
-from .schemas import ApiError
+from attn_cli.serve.batcher import Batcher, Job
+from attn_cli.serve.config import ModelSpec, ServeConfig
+from attn_cli.serve.schemas import ApiError
 
 if TYPE_CHECKING:
-    from ..config import DecodeConfig
-    from ..engines import Engine
-    from .metrics import ServeMetrics
+    from attn_cli.config import DecodeConfig
+    from attn_cli.infer.engines import Engine
+    from attn_cli.serve.telemetry import ServeMetrics
 
 ROUND = 5  # decimals of scores and probabilities in answers
 ROUND_ATTENTION = 4  # decimals of attention weights
@@ -34,7 +34,7 @@ ROUND_ATTENTION = 4  # decimals of attention weights
 def open_models(specs: list[ModelSpec], cfg: ServeConfig) -> dict[str, Engine]:
     """Each model's engine, by name, loaded and checked as the CLI loads them, with
     ``server_threads`` intra-op threads."""
-    from ..engines import EngineOptions, open_engine
+    from attn_cli.infer.engines import EngineOptions, open_engine
 
     opts = EngineOptions(engine=cfg.engine, threads=server_threads(cfg), device=cfg.device)
     return {s.name: open_engine(s.path, None, opts) for s in specs}
@@ -68,7 +68,7 @@ class Payload:
 
 def best_metric(engine: Engine) -> dict | None:
     """The best validation evaluation in the run's metrics.jsonl: name, value, step."""
-    from ..metrics import PRIMARY_METRIC
+    from attn_cli.eval.metrics import PRIMARY_METRIC
 
     name = PRIMARY_METRIC[engine.task]
     best = None
@@ -117,7 +117,7 @@ class ModelRunner:
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Token ids per text; a text over the model's positions or the batch budget is a 422."""
-        from ..infer import encode_inputs
+        from attn_cli.infer.runs import encode_inputs
 
         ids, cut = encode_inputs(self.engine, texts)
         limit = self.engine.model_cfg.max_len
@@ -180,7 +180,7 @@ class ModelRunner:
         """The torch model behind the attention pictures (the engine's own when it is torch)."""
         with self._torch_lock:  # workers may ask at once
             if self._torch_run is None:
-                from ..engines import torch_run_for
+                from attn_cli.infer.engines import torch_run_for
 
                 self._torch_run = torch_run_for(self.engine)
         return self._torch_run
@@ -191,13 +191,13 @@ class ModelRunner:
         run = self._torch()
         piece = run.toks.src.id_to_piece
         if self.task == "sentiment":
-            from ..explain import token_importance
+            from attn_cli.infer.explain import token_importance
 
             if not src:
                 return {"pieces": [], "importance": []}
             weights = token_importance(run.model, torch.tensor([src], device=run.device))[0].tolist()
             return {"pieces": [piece(t) for t in src], "importance": [round(w, ROUND_ATTENTION) for w in weights]}
-        from ..explain import cross_alignment
+        from attn_cli.infer.explain import cross_alignment
 
         if not src:
             return {"source_pieces": [], "output_pieces": [], "matrix": []}

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .config import ServeConfig
+from attn_cli.serve.config import ServeConfig
 
 
 class ApiError(Exception):
@@ -134,7 +134,7 @@ def check_texts(text: str | list[str], cfg: ServeConfig) -> list[str]:
 def decode_config(task: str, req: TranslateRequest, cfg: ServeConfig):
     """The DecodeConfig of a seq2seq request: its options over the task's defaults
     (``config.DECODE_DEFAULTS``, those of attn translate / summarize)."""
-    from ..config import DECODE_DEFAULTS, task_decode_config
+    from attn_cli.config import DECODE_DEFAULTS, task_decode_config
 
     changes = {name: getattr(req, name, None) for name in (
         "beam", "length_penalty", "max_len_a", "max_len_b", "min_len", "no_repeat_ngram",

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..errors import AttnError
+from attn_cli.errors import AttnError
 
 GRACE = 5.0  # seconds requests in flight get to finish after a stop signal (workers: 3 more)
 STOP_LIMIT = 9.5  # the main thread waits at most this long after a stop signal

@@ -1,0 +1,2 @@
+"""SPECs to rows, unlabelled text, the token cache (build, open, check), --stream, batch plans
+from lengths, prefetch, SentencePiece and the pretraining noise. Imports only the top level."""

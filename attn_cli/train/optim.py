@@ -1,0 +1,40 @@
+"""How the weights move: AdamW, the learning-rate schedule (linear warmup, then inverse square
+root or cosine), and the seed of each step's draws. Device and precision are in ``attn_cli.device``."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from attn_cli.config import TrainConfig
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of cfg.lr at ``step``: linear warmup, then 1/sqrt decay or cosine."""
+    warm = max(1, cfg.warmup)
+    if step < warm:
+        return (step + 1) / warm
+    if cfg.schedule == "inverse_sqrt":
+        return math.sqrt(warm / (step + 1))
+    progress = min(1.0, (step - warm) / max(1, cfg.max_steps - warm))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW (0.9, 0.98); weight decay on matrices only; fused on CUDA."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-9,
+                             fused=device.type == "cuda")
+
+
+def step_seed(seed: int, rank: int, draw: int) -> int:
+    """The torch seed of a training step's random draws (dropout, pretraining masks): a pure
+    function of --seed, the DDP rank and the step's number (optimizer steps plus skipped ones),
+    so each rank draws its own and a resumed run draws exactly what an uninterrupted one would,
+    with any number of processes."""
+    return int(np.random.SeedSequence([seed % 2**64, rank, draw]).generate_state(1, np.uint64)[0])

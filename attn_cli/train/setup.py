@@ -1,0 +1,405 @@
+"""Set up a training run end to end: data, tokenizer, model and run directory, then the Trainer.
+
+Everything that can fail on bad input (data, fields, tokenizer, options) is checked before the
+run directory is created, so a bad command leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from attn_cli import __version__
+from attn_cli import rundir as ckpt
+from attn_cli.config import PRESETS, ModelConfig, TrainConfig, model_config_from_preset
+from attn_cli.data.rundata import DataRequest, RunData, load_run_data, load_stream_data
+from attn_cli.data.spec import Fields, texts_for_tokenizer
+from attn_cli.data.tokenizer import TokenizerConfig, Tokenizers, VocabTooLarge, train_tokenizers
+from attn_cli.device import pick_device
+from attn_cli.errors import AttnError, RunFailure
+from attn_cli.eval.baselines import card_section, run_baseline
+from attn_cli.eval.metrics import PRETRAIN_METRIC
+from attn_cli.model.transformer import build_model, count_parameters
+from attn_cli.train import distributed as dd
+from attn_cli.train.pretrain import PretrainTrainer, pretrain_meta
+from attn_cli.train.trainer import PRIMARY, Reporter, Trainer
+
+
+@dataclass
+class RunRequest:
+    """What `attn train` was asked to do (besides the TrainConfig)."""
+
+    data: str  # training data SPEC
+    out: Path  # run directory
+    fields: Fields = field(default_factory=Fields)
+    valid: str | None = None  # validation SPEC
+    subset: str | None = None  # Hub configuration
+    split: str = "train"
+    tokenizer: Path | None = None  # an existing tokenizer directory
+    init_from: Path | None = None  # a run directory whose best weights start this run
+    resume: bool = False
+    overwrite: bool = False
+    data_cache: Path | None = None  # tokenized-data cache directory (None: $ATTN_CACHE or ~/.cache/attn)
+    num_proc: int | None = None  # tokenizing processes (None: the machine's cores)
+    documents: bool | None = None  # attn pretrain: a .txt holds blank-line-separated documents
+
+
+@dataclass
+class RunResult:
+    reason: str
+    state: dict
+    params: int
+    run_dir: Path
+    baseline: dict | None = None  # the task's baseline on the run's own data (baselines.run_baseline)
+
+
+def check_run_dir(req: RunRequest) -> None:
+    """Refuse to clobber: a non-empty directory needs --resume or --overwrite."""
+    out = req.out
+    if req.init_from is not None and not (req.init_from / ckpt.CONFIG_FILE).is_file():
+        raise AttnError(f"--init-from {req.init_from} is not a run directory (no {ckpt.CONFIG_FILE})",
+                        "pass the --out directory of an earlier attn train")
+    if req.resume:
+        return
+    ckpt.prepare_out_dir(out, req.overwrite, "run")
+
+
+def known_tokenizers(req: RunRequest) -> Tokenizers | None:
+    """The given tokenizer, the run's own (resume) or --init-from's; None: train one."""
+    if req.resume:
+        return Tokenizers.load(req.out)
+    if req.init_from is not None:  # its embeddings belong to its tokenizer
+        toks = Tokenizers.load(req.init_from)
+        if req.tokenizer is not None:
+            given = Tokenizers.load(req.tokenizer)
+            if (given.src.proto, given.tgt.proto) != (toks.src.proto, toks.tgt.proto):
+                raise AttnError(f"--tokenizer {req.tokenizer} is not the tokenizer of --init-from "
+                                f"{req.init_from}", "leave out --tokenizer: the run's own is used")
+        return toks
+    if req.tokenizer is not None:
+        return Tokenizers.load(req.tokenizer)
+    return None
+
+
+def train_run_tokenizer(train, cfg: TrainConfig, reporter: Reporter) -> Tokenizers:
+    """A new tokenizer trained on the normalized training Dataset (a sample of its texts)."""
+    src_cols, tgt_cols = texts_for_tokenizer(train, cfg.task)
+    tcfg = TokenizerConfig(vocab_size=cfg.vocab_size, max_sentences=400_000, seed=cfg.seed,
+                           lowercase=cfg.lowercase)
+    reporter.note(f"training a SentencePiece tokenizer ({tcfg.vocab_size:,} pieces) on the training "
+                  "texts (--tokenizer DIR reuses one instead)")  # about 33 s for IMDB on 2 cores
+    started = time.perf_counter()
+    try:
+        toks = train_tokenizers(train, src_cols, tgt_cols, tcfg)
+    except VocabTooLarge as e:
+        reporter.note(f"the data allows at most {e.maximum:,} pieces; using that vocabulary size")
+        tcfg.vocab_size = e.maximum
+        toks = train_tokenizers(train, src_cols, tgt_cols, tcfg)
+    reporter.note(f"tokenizer trained in {time.perf_counter() - started:.1f} s")
+    return toks
+
+
+def build_model_config(cfg: TrainConfig, toks: Tokenizers, data: RunData) -> ModelConfig:
+    overrides: dict = {"max_len": cfg.max_len}
+    if cfg.dropout is not None:
+        overrides["dropout"] = cfg.dropout
+    labels = len(data.label_names) if cfg.task == "sentiment" and cfg.objective is None else 0
+    if cfg.objective is not None and not toks.joint:
+        raise AttnError("pretraining needs a joint tokenizer (one vocabulary for both sides)",
+                        "leave out --tokenizer (one is trained), or pass one made without --separate-vocab")
+    tgt_vocab = None if toks.joint or cfg.task == "sentiment" else toks.tgt.vocab_size
+    return model_config_from_preset(cfg.preset, cfg.task, toks.src.vocab_size, tgt_vocab, labels,
+                                    **overrides)
+
+
+def run_meta(req: RunRequest, cfg: TrainConfig, mcfg: ModelConfig, data: RunData, params: int) -> dict:
+    """config.json: everything inference needs to rebuild the model and read its inputs."""
+    return {"attn_version": __version__, "task": cfg.task, "preset": cfg.preset, "parameters": params,
+            "model": mcfg.to_dict(), "label_names": data.label_names,
+            "languages": {"src": req.fields.src_lang, "tgt": req.fields.tgt_lang},
+            "fields": {k: v for k, v in req.fields.__dict__.items() if v is not None},
+            "data": {"train": req.data, "valid": req.valid, "subset": req.subset,
+                     "train_examples": 0 if cfg.stream else len(data.train),
+                     "valid_examples": len(data.valid)},
+            **({"init_from": str(req.init_from)} if req.init_from is not None else {}),
+            **({"pretrained": seen} if req.init_from is not None and (seen := pretrained_summary(req.init_from))
+               else {}),
+            **({"pretrain": pretrain_meta(cfg.objective, 0 if cfg.stream else len(data.train), len(data.valid))}
+               if cfg.objective is not None else {})}
+
+
+def pretrained_summary(run_dir: Path) -> dict | None:
+    """What an --init-from run says about its pretraining (objective, texts, steps), or None
+    when it is not a pretraining run."""
+    try:
+        meta = json.loads((run_dir / ckpt.CONFIG_FILE).read_text(encoding="utf-8"))
+        info = meta.get("pretrain")
+        if not isinstance(info, dict):
+            return None
+        state = json.loads((run_dir / ckpt.LAST_DIR / "state.json").read_text(encoding="utf-8")) \
+            if (run_dir / ckpt.LAST_DIR / "state.json").is_file() else {}
+    except (OSError, ValueError):
+        return None
+    return {"objective": str(info.get("objective")), "texts": int(info.get("texts") or 0),
+            "data": str((meta.get("data") or {}).get("train")), "steps": int(state.get("step") or 0),
+            "tokens_seen": int(state.get("tokens") or 0)}
+
+
+def prepare(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist):
+    """Load and check everything; returns what the Trainer needs. Writes nothing."""
+    device = pick_device(cfg.device if cfg.device != "auto" or not dist.enabled else
+                         ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and dist.enabled:
+        device = torch.device("cuda", dist.local_rank)
+    if device.type == "cpu" and cfg.precision in ("bf16", "fp16"):
+        reporter.note(f"{cfg.precision} on this CPU is far slower than fp32 (use --precision auto)")
+    dreq = DataRequest(spec=req.data, task=cfg.task, fields=req.fields, valid_spec=req.valid,
+                       split=req.split, subset=req.subset, seed=cfg.seed, max_len=cfg.max_len,
+                       cache=req.data_cache, text_only=cfg.objective is not None, documents=req.documents,
+                       **({"num_proc": req.num_proc} if req.num_proc else {}))
+    if cfg.stream:
+        data, toks = load_stream_data(dreq, known_tokenizers(req), cfg, reporter.note)
+        for n in data.notes:
+            reporter.note(n)
+        return device, data, toks
+    data, toks = load_run_data(dreq, known_tokenizers(req),
+                               lambda train: train_run_tokenizer(train, cfg, reporter), reporter.note,
+                               getattr(reporter, "tokenizing", None))
+    for n in data.notes:
+        reporter.note(n)
+    if data.truncated:
+        reporter.note(f"{data.truncated} training example(s) longer than --max-len {cfg.max_len} "
+                      "were truncated")
+    longest = int(data.train.lengths.max())
+    if longest > cfg.max_tokens:
+        raise AttnError(f"--max-tokens {cfg.max_tokens} is smaller than the longest training example "
+                        f"({longest} tokens after --max-len {cfg.max_len})",
+                        "raise --max-tokens or lower --max-len")
+    return device, data, toks
+
+
+def resume_or_start(req: RunRequest, reporter: Reporter) -> RunRequest:
+    """--resume on a directory that holds no run yet (killed before its config was written, or
+    never created) starts the run afresh, as litgpt's resume="auto" does; a directory with
+    other files in it is refused."""
+    if not req.resume or (req.out / ckpt.CONFIG_FILE).is_file():
+        return req
+    if req.out.exists() and not req.out.is_dir():
+        raise AttnError(f"cannot resume: {req.out} is not a directory", "check --out")
+    others = [p.name for p in req.out.iterdir() if p.name != ckpt.LOCK_FILE and not p.name.endswith(".tmp")
+              ] if req.out.is_dir() else []
+    if others:
+        raise AttnError(f"cannot resume: {req.out} holds no run (missing {ckpt.CONFIG_FILE}) but "
+                        f"other files ({', '.join(sorted(others)[:3])})",
+                        "check --out, or pass --overwrite to replace it")
+    reporter.note(f"nothing saved in {req.out} yet: starting the run from step 0")
+    return dataclasses.replace(req, resume=False, overwrite=True)
+
+
+def train_run(req: RunRequest, cfg: TrainConfig, reporter: Reporter) -> RunResult:
+    """The whole of `attn train`: lock the run directory, prepare, train, write the card.
+
+    A new run directory that fails before its first file is written is removed again.
+    """
+    req = resume_or_start(req, reporter)
+    dist = dd.from_env()
+    if dist.is_main:  # the other ranks would see rank 0's fresh directory and lock
+        check_run_dir(req)
+    out, created = req.out, not req.out.exists()
+    lock = ckpt.RunLock(out)
+    if dist.is_main:
+        out.mkdir(exist_ok=True)
+        lock.acquire()
+    try:
+        return _train_locked(req, cfg, reporter, dist)
+    except BaseException:
+        if created and dist.is_main and not (out / ckpt.CONFIG_FILE).exists():
+            lock.release()
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        lock.release()
+
+
+TRAINING_ONLY = ("dropout",)  # model fields that may change on --resume
+# --init-from: fields that shape the shared weights; max_len and num_labels may differ
+INIT_SAME = ("vocab_size", "tgt_vocab_size", "d_model", "n_heads", "n_enc_layers", "n_dec_layers",
+             "d_ff", "tie_embeddings")
+ENCODER_SAME = ("vocab_size", "d_model", "n_heads", "n_enc_layers", "d_ff")  # seq2seq -> classifier
+
+
+def check_same_model(out: Path, mcfg: ModelConfig) -> None:
+    """--resume must rebuild the model the run was trained as: an option that changes the
+    architecture (--preset, --max-len, ...) would otherwise load the weights into a
+    different model and leave config.json describing the old one."""
+    try:
+        saved = ModelConfig.from_dict(json.loads((out / ckpt.CONFIG_FILE).read_text())["model"])
+    except (ValueError, TypeError, KeyError, OSError) as e:
+        raise AttnError(f"{out / ckpt.CONFIG_FILE} is damaged ({e})", "restore it, or start a new run") from None
+    for name, old in saved.to_dict().items():
+        new = getattr(mcfg, name)
+        if name not in TRAINING_ONLY and new != old:
+            raise AttnError(f"cannot resume {out} as a different model: {name} was {old!r}, now {new!r}",
+                            f"resume without the option that sets {name}, or start a new run")
+
+
+def init_weights(model: torch.nn.Module, mcfg: ModelConfig, run_dir: Path) -> str:
+    """--init-from: copy the best weights of another run into ``model`` (a warm start: optimizer,
+    schedule and step begin afresh). Tensors of the same name and shape are copied; the rest
+    (a classifier head for other labels) keep their fresh values.
+    A classifier may start from an encoder-decoder: its source embedding and encoder are copied.
+    Returns a one-line note of what was copied."""
+    from attn_cli.infer.runs import load_run
+
+    source = load_run(run_dir, device="cpu", allow_pretrain=True)
+    old = source.model_cfg
+    given = source.model.state_dict()
+    encoder_only = old.is_seq2seq and not mcfg.is_seq2seq
+    if encoder_only:  # Seq2Seq's source embedding and encoder, under Classifier's names
+        given = {("embed.weight" if n == "src_embed.weight" else n): t for n, t in given.items()
+                 if n == "src_embed.weight" or n.startswith("encoder.")}
+    elif old.is_seq2seq != mcfg.is_seq2seq:
+        raise AttnError(f"cannot initialise a {mcfg.task} model from {run_dir}, a {old.task} model "
+                        "(it has no decoder)", "pass a translate or summarize run, or leave out --init-from")
+    for name in ENCODER_SAME if encoder_only else INIT_SAME:
+        if getattr(old, name) != getattr(mcfg, name):
+            raise AttnError(f"cannot initialise from {run_dir}: its {name} is {getattr(old, name)!r}, "
+                            f"this run's {getattr(mcfg, name)!r}",
+                            "pass the --preset it was trained with (attn info shows it)")
+    state = model.state_dict()
+    copied = {n: given[n] for n, t in state.items() if n in given and given[n].shape == t.shape}
+    model.load_state_dict({**state, **copied})
+    fresh = [n for n in state if n not in copied]
+    return (f"initialised {len(copied)} of {len(state)} weight tensors from {run_dir}"
+            + (f" ({old.task} encoder)" if encoder_only else "")
+            + (f"; new: {', '.join(fresh)}" if fresh else ""))
+
+
+def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist) -> RunResult:
+    torch.manual_seed(cfg.seed)
+    device, data, toks = prepare(req, cfg, reporter, dist)
+    dd.setup(dist, device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    mcfg = build_model_config(cfg, toks, data)
+    if req.resume:
+        check_same_model(req.out, mcfg)
+    torch.manual_seed(cfg.seed)
+    model = build_model(mcfg)
+    if req.init_from is not None and not req.resume:  # (a resumed run's weights come from last/)
+        reporter.note(init_weights(model, mcfg, req.init_from))
+    params = count_parameters(model)
+    out = req.out
+    if dist.is_main and not req.resume:
+        for p in out.iterdir():  # --overwrite: the old run goes only now that the new one is ready
+            if p.name != ckpt.LOCK_FILE:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        toks.save(out)
+        ckpt.atomic_write_text(out / ckpt.TRAIN_CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
+        ckpt.atomic_write_text(out / ckpt.CONFIG_FILE, json.dumps(run_meta(req, cfg, mcfg, data, params), indent=2))
+    dd.barrier(dist)
+    trainer_cls = PretrainTrainer if cfg.objective is not None else Trainer
+    trainer = trainer_cls(cfg, mcfg, model, toks, data.train, data.valid, data.refs, out, reporter, dist,
+                          device)
+    if req.resume:
+        if not trainer.load_last():
+            reporter.note(f"{out} has no saved state yet (it stopped before its first save): "
+                          "training it from step 0")
+        if dist.is_main:
+            ckpt.atomic_write_text(out / ckpt.TRAIN_CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
+    seen = "streamed" if cfg.stream else f"{len(data.train):,}"
+    reporter.note(f"{cfg.task}: {params:,} parameters ({cfg.preset}), {seen} training and "
+                  f"{len(data.valid):,} validation examples, device {device}"
+                  + (f" x {dist.world_size} processes" if dist.enabled else ""))
+    metrics_log = MetricsLog(out / ckpt.METRICS_FILE, trainer.state.step, dist.is_main)
+    try:
+        reason = trainer.run(metrics_log.write)
+        baseline = run_baseline(cfg, data, toks, reporter.note) if dist.is_main else None
+        if baseline is not None:
+            metrics_log.write({"event": "baseline", "step": trainer.state.step, **baseline})
+    finally:
+        metrics_log.close()
+        if dist.is_main and (out / ckpt.WEIGHTS_FILE).exists():
+            write_card(out, cfg, data, params, trainer.state.to_dict(), device)
+        dd.teardown()
+    return RunResult(reason, trainer.state.to_dict(), params, out, baseline)
+
+
+class MetricsLog:
+    """metrics.jsonl, one JSON object per line; on resume, lines after the resumed step go."""
+
+    def __init__(self, path: Path, resume_step: int, enabled: bool):
+        self.fh = None
+        if not enabled:
+            return
+        if path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and _step_of(line) <= resume_step]
+            ckpt.atomic_write_text(path, "".join(line + "\n" for line in kept))
+        self.fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def write(self, row: dict) -> None:
+        if self.fh:
+            try:
+                self.fh.write(json.dumps({"time": round(time.time(), 3), **row}) + "\n")
+                self.fh.flush()
+            except OSError as e:
+                raise RunFailure(f"could not write {self.fh.name}: {e.strerror or e}",
+                                 "check free disk space; last/ holds the last saved state") from None
+
+    def close(self) -> None:
+        if self.fh:
+            self.fh.close()
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 1 << 62
+
+
+def write_card(out: Path, cfg: TrainConfig, data: RunData, params: int, state: dict,
+               device: torch.device) -> None:
+    """README.md: a short model card from the run's own records."""
+    rows = [json.loads(x) for x in (out / ckpt.METRICS_FILE).read_text().splitlines() if x.strip()]
+    primary = PRETRAIN_METRIC[cfg.task] if cfg.objective else PRIMARY[cfg.task]
+    evals = [r for r in rows if r.get("event") == "eval"]
+    best = max(evals, key=lambda r: r[primary], default=None)
+    metric_lines = "".join(f"| {k} | {v:.4g} |\n" for k, v in (best or {}).items()
+                           if isinstance(v, float) and k not in ("time", "best"))
+    meta = json.loads((out / ckpt.CONFIG_FILE).read_text())
+    origin = ""
+    if meta.get("init_from"):
+        origin = f"- started from the best weights of `{meta['init_from']}` (--init-from)\n" + origin
+    if meta.get("pretrained"):
+        p = meta["pretrained"]
+        origin += (f"- that run was pretrained ({p['objective']}) on `{p['data']}`: {p['texts']:,} texts, "
+                   f"{p['steps']:,} steps, {p['tokens_seen']:,} tokens seen\n")
+    if cfg.objective:
+        origin += (f"- a pretraining run ({cfg.objective}): fine-tune it with `attn train {cfg.task} "
+                   f"--init-from {out.name} --data SPEC --out RUN_DIR`\n")
+    text = (f"# attn {cfg.task} model\n\n"
+            f"- preset: `{cfg.preset}` ({PRESETS[cfg.preset]}), {params:,} parameters\n"
+            f"- training data: `{meta['data']['train']}` "
+            f"({'streamed' if cfg.stream else format(meta['data']['train_examples'], ',') + ' examples'}); "
+            f"validation: {meta['data']['valid'] or 'see notes'} ({meta['data']['valid_examples']:,})\n"
+            f"- trained {state['step']:,} steps, {state['train_seconds'] / 60:.1f} min on {device}, "
+            f"{state['tokens']:,} {'examples' if cfg.task == 'sentiment' else 'target tokens'}\n"
+            f"{origin}"
+            f"- attn {__version__}; weights in `model.safetensors` (best validation "
+            f"{primary}, step {state['best_step']}"
+            f"{f'; moving average of the weights, decay {cfg.ema}' if cfg.ema else ''})\n\n"
+            f"## Validation metrics at the best step\n\n| metric | value |\n|---|---|\n{metric_lines}\n"
+            f"Test metrics: run `attn eval --model {out.name} --data SPEC --split test`.\n")
+    baselines = [r for r in rows if r.get("event") == "baseline"]
+    if baselines:  # the last one: a resumed run appends its own
+        text += "\n" + card_section(cfg.task, baselines[-1], best)
+    ckpt.atomic_write_text(out / ckpt.CARD_FILE, text)
