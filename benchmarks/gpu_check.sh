@@ -59,7 +59,7 @@ fi
   echo "== $(date -u) $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null)"
   "$PY" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
   "$PY" -c "import transformers, datasets, pyarrow; print('transformers', transformers.__version__, 'datasets', datasets.__version__, 'pyarrow', pyarrow.__version__)" 2>&1 | tail -1
-  "$PY" -c "import attn_cli.cli, attn_cli.metrics; from rouge_score.rouge_scorer import RougeScorer; print('attn_cli', attn_cli.__version__, 'imports ok')" 2>&1 | tail -1
+  "$PY" -c "import attn_cli.cli.main, attn_cli.eval.metrics; from rouge_score.rouge_scorer import RougeScorer; print('attn_cli', attn_cli.__version__, 'imports ok')" 2>&1 | tail -1
   echo "data: $DATA_ROOT $(ls "$DATA_ROOT" 2>&1 | tr '\n' ' ')"
 } | tee -a "$SUMMARY"
 

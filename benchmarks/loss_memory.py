@@ -1,5 +1,5 @@
 """Peak memory and step time of the training loss: the chunked linear cross-entropy
-(attn_cli/losses.py, what training uses) against F.cross_entropy on the full logits.
+(attn_cli/model/losses.py, what training uses) against F.cross_entropy on the full logits.
 
 One training step (forward + backward) of a Seq2Seq at --tokens target tokens (--batch rows)
 and --vocab pieces. Memory: each side runs in its own fresh process, which reports its peak

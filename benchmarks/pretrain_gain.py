@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RECIPES = ROOT / "docs" / "recipes"
 sys.path.insert(0, str(HERE))
-from quality import lead3_baseline, read_jsonl, split_file, tfidf_baseline  # noqa: E402
+from baselines import lead3_baseline, read_jsonl, split_file, tfidf_baseline  # noqa: E402
 
 
 @dataclass(frozen=True)

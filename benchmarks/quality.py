@@ -11,7 +11,7 @@ For each dataset it runs ``python -m attn_cli train ...`` (a subprocess, exactly
 types) with a time budget, then ``python -m attn_cli eval ... --json`` on the test split(s), and
 computes the in-run baselines on the same splits: TF-IDF (unigrams+bigrams, min_df 2, sublinear
 tf) + logistic regression (C=4) for SST-2 and IMDB with scikit-learn, and lead-3 (the first three
-turns of the dialogue) for DialogSum, scored with ``attn_cli.metrics.rouge`` against the three
+turns of the dialogue) for DialogSum, scored with ``attn_cli.eval.metrics.rouge`` against the three
 references. It writes a markdown table (dataset, split, preset, parameters, hardware, wall
 time, metric, target, reference points, baseline) to ``--md`` and everything to ``--json``.
 
@@ -27,7 +27,6 @@ Test numbers are reported once per configuration; nothing here selects on them.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -38,6 +37,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+
+from baselines import lead3_baseline, tfidf_baseline
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,69 +107,6 @@ PRESET = {"cpu": "small", "gpu": "base"}
 
 
 # ------------------------------------------------------------------------------ baselines
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
-def split_file(directory: Path, split: str) -> Path:
-    for name in (f"{split}.jsonl", f"{split}.jsonl.gz"):
-        if (directory / name).is_file():
-            return directory / name
-    raise FileNotFoundError(f"no {split}.jsonl[.gz] in {directory}")
-
-
-def tfidf_probabilities(directory: Path, split: str = "test") -> tuple[list, list[list[float]]]:
-    """(labels, class probabilities per ``split`` example in that label order) of
-    :func:`attn_cli.baselines.fit_tfidf` (TF-IDF 1-2-grams, min_df 2, sublinear tf + logistic
-    regression, C=4) fit on train."""
-    from attn_cli.eval.baselines import fit_tfidf
-
-    train, test = read_jsonl(split_file(directory, "train")), read_jsonl(split_file(directory, split))
-    clf = fit_tfidf([r["text"] for r in train], [r["label"] for r in train])
-    return clf.classes, clf.predict_proba([r["text"] for r in test]).tolist()
-
-
-def tfidf_predictions(directory: Path, split: str = "test") -> list:
-    """Labels predicted for ``split`` by :func:`tfidf_probabilities`' model."""
-    labels, probs = tfidf_probabilities(directory, split)
-    return [labels[max(range(len(p)), key=p.__getitem__)] for p in probs]
-
-
-def tfidf_baseline(directory: Path, split: str = "test") -> dict:
-    """Accuracy and macro-F1 of :func:`attn_cli.baselines.sentiment_baseline` (fit on train,
-    raw text) on ``split``, with its time: what ``attn eval --baseline`` reports."""
-    from attn_cli.eval.baselines import sentiment_baseline
-
-    train, test = read_jsonl(split_file(directory, "train")), read_jsonl(split_file(directory, split))
-    names = sorted({r["label"] for r in train} | {r["label"] for r in test}, key=str)
-    index = {name: i for i, name in enumerate(names)}
-    result = sentiment_baseline([r["text"] for r in train], [index[r["label"]] for r in train],
-                                [r["text"] for r in test], [index[r["label"]] for r in test], len(names))
-    return {**result, "split": split}
-
-
-def lead3_baseline(directory: Path, split: str = "test") -> dict:
-    """The first three turns of each dialogue (:func:`attn_cli.baselines.lead`), ROUGE against
-    all references (best per example).
-
-    The headline variant drops the ``#PersonN#:`` speaker tags, which reproduces the data
-    README's lead-3 (27.3/10.6/21.6, measured here as 27.2/10.6/21.6). Keeping the tags scores
-    higher (the references name people ``#Person1#``), so that variant is reported beside it.
-    """
-    from attn_cli.eval.baselines import summarize_baseline
-
-    rows = read_jsonl(split_file(directory, split))
-    docs = [r["dialogue"] for r in rows]
-    refs = [r.get("references") or [r["summary"]] for r in rows]
-    scores = summarize_baseline(docs, refs)
-    tagged = summarize_baseline(docs, refs, strip_speakers=False)
-    tagged = {k: v for k, v in tagged.items() if k.startswith("rouge")}
-    return {**scores, "name": "lead-3 (first three turns, speaker tags removed)", "split": split,
-            "with_speaker_tags": tagged, "references_per_example": max(len(x) for x in refs)}
 
 
 def run_baseline(task: Task, data_root: Path) -> dict:
@@ -511,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.pretrain < 1:
         ap.error("--pretrain SHARE must be in [0, 1), e.g. 0.5")
     if args.pretrain:
-        import pretrain_gain  # here: it imports this module's baselines
+        import pretrain_gain  # here: only --pretrain needs it
 
         no_recipe = [n for n in names if n not in pretrain_gain.SETUPS]
         if no_recipe:

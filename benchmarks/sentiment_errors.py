@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from quality import read_jsonl, split_file, tfidf_probabilities
+from baselines import read_jsonl, split_file, tfidf_probabilities
 
 BUCKETS = ((0, 10), (10, 20), (20, 30), (30, None))  # words, [low, high)
 

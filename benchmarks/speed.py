@@ -33,7 +33,7 @@ exactly and fails loudly on anything else):
 
 The training step is the same code for both sides: forward (autocast bf16 on CUDA), summed
 cross-entropy with label smoothing 0.1 over non-pad targets divided by their number, backward,
-clip to norm 1, AdamW from ``attn_cli.optim.make_optimizer`` (betas 0.9/0.98, weight decay on
+clip to norm 1, AdamW from ``attn_cli.train.optim.make_optimizer`` (betas 0.9/0.98, weight decay on
 matrices, fused on CUDA), ``zero_grad(set_to_none=True)``. The decoder gets no padding mask on
 either side (right padding under a causal mask needs none; its loss is ignored).
 Decoding forces exactly N output tokens per sentence on both sides: attn
@@ -41,7 +41,7 @@ Decoding forces exactly N output tokens per sentence on both sides: attn
 (EOS blocked until then; ``forced_eos_token_id`` off), so both do the same number of steps.
 
 With ``--ct2``, greedy and beam5 also run two CTranslate2 sides: the same attn ``Seq2Seq``
-(same seed, same weights) written by ``attn_cli.export.build_seq2seq_spec`` as float32 and as
+(same seed, same weights) written by ``attn_cli.infer.export.build_seq2seq_spec`` as float32 and as
 int8, decoded by ``ctranslate2.Translator.translate_batch`` on the same source ids with exactly N
 tokens (``min_decoding_length = max_decoding_length = N``, length penalty 0.6), with
 ``intra_threads`` = ``--threads`` (0: CTranslate2's default).
@@ -67,7 +67,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-PAD, BOS, EOS, FIRST_REAL = 0, 2, 3, 4  # attn's special ids (attn_cli.tokenizer), used by both
+PAD, BOS, EOS, FIRST_REAL = 0, 2, 3, 4  # attn's special ids (attn_cli.data.tokenizer), used by both
 MEASURES = ("train", "greedy", "beam5", "cls_infer", "cls_train")
 UNITS = {"train": "tgt tok/s", "greedy": "gen tok/s", "beam5": "gen tok/s",
          "cls_infer": "ex/s", "cls_train": "ex/s"}

@@ -30,7 +30,7 @@ DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 
 class Quiet:
-    """A training Reporter that shows nothing (tests call attn_cli.pipeline.train_run directly)."""
+    """A training Reporter that shows nothing (tests call attn_cli.train.setup.train_run directly)."""
 
     def step(self, stats):
         pass

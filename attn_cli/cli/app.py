@@ -3,7 +3,7 @@
 Every command runs inside :func:`command`, which turns an :class:`AttnError` into one red line on
 stderr with the error's exit code (2 bad usage/data, 1 runtime failure, 130 Ctrl-C), and shows a
 traceback only with ``--debug`` or ``ATTN_DEBUG=1``. Command modules import from here (and from
-``cli_options``), never from ``cli``, which is the one place that registers them.
+``options``), never from ``main``, which is the one place that registers them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`attn cache list|clear`: the tokenized-data cache that `attn train` fills (see datastore.py)."""
+"""`attn cache list|clear`: the tokenized-data cache that `attn train` fills (see attn_cli/data/store.py)."""
 
 from __future__ import annotations
 

@@ -305,7 +305,7 @@ def train(
 
 
 def run_with_progress(req, cfg, command_name: str, unit: str):
-    """pipeline.train_run under a progress bar; Ctrl-C prints the command that resumes."""
+    """train_run (attn_cli.train.setup) under a progress bar; Ctrl-C prints the command that resumes."""
     from attn_cli.train.setup import train_run
     from attn_cli.train.trainer import Interrupted
 

@@ -8,7 +8,7 @@
   (meaningful only for related languages; near 0 otherwise).
 
 Each ``*_baseline`` function takes plain texts and returns a JSON-ready dict: ``name``, the
-task's metrics (0-100, as :mod:`attn_cli.metrics`), ``examples`` scored and ``seconds``.
+task's metrics (0-100, as :mod:`attn_cli.eval.metrics`), ``examples`` scored and ``seconds``.
 
 :func:`for_run` computes the baseline of a training run on the data that run used: its training
 rows (the held-out part excluded) and the validation examples its model is scored on. Those rows

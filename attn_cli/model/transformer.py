@@ -1,7 +1,7 @@
 """The two model families: ``Seq2Seq`` (translate, summarize) and ``Classifier`` (sentiment).
 
 Both embed tokens as ``embedding * sqrt(D)`` plus fixed sinusoidal positions, then run pre-LN
-transformer stacks from ``layers.py``. ``build_model(cfg)`` is the only factory.
+transformer stacks from ``attn_cli.model.layers``. ``build_model(cfg)`` is the only factory.
 
 Embedding sharing in ``Seq2Seq``:
   * joint vocabulary (``tgt_vocab_size is None``): one embedding for source and target;

@@ -1,4 +1,4 @@
-"""Baselines (attn_cli/baselines.py): TF-IDF + LR, lead-3 and copy-the-source on hand-made data,
+"""Baselines (attn_cli/eval/baselines.py): TF-IDF + LR, lead-3 and copy-the-source on hand-made data,
 beside the model in attn train (summary table, metrics.jsonl, model card) and attn eval --baseline."""
 
 import json

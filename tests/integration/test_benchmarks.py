@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import baselines  # noqa: E402
 import quality  # noqa: E402
 
 from attn_cli.config import TrainConfig  # noqa: E402
@@ -76,10 +77,10 @@ def test_tfidf_probabilities_match_its_predictions(tmp_path):
     (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     test = [{"text": "warm fine film", "label": 1}, {"text": "cold dull film", "label": 0}]
     (tmp_path / "test.jsonl").write_text("\n".join(json.dumps(r) for r in test) + "\n")
-    labels, probs = quality.tfidf_probabilities(tmp_path, "test")
+    labels, probs = baselines.tfidf_probabilities(tmp_path, "test")
     assert labels == [0, 1] and all(abs(sum(p) - 1) < 1e-9 for p in probs)
     assert probs[0][1] > 0.5 > probs[1][1]  # label order: column 1 is label 1
-    assert quality.tfidf_predictions(tmp_path, "test") == [1, 0]
+    assert baselines.tfidf_predictions(tmp_path, "test") == [1, 0]
 
 
 def test_quality_pretrain_runs_the_recipes_pipeline(capsys):
