@@ -228,7 +228,7 @@ class TrainConfig:
     lr: float = 7e-4  # peak learning rate, reached at the end of warmup
     warmup: int = 800  # linear warmup steps
     # > 0 (set when --warmup is not given, with --time-budget and no --max-steps): after the first
-    # steps, cap warmup at this share of the steps the budget allows (train.WARMUP_PROBE)
+    # steps, cap warmup at this share of the steps the budget allows (attn_cli.train.trainer.WARMUP_PROBE)
     warmup_share: float = 0.0
     schedule: str = "inverse_sqrt"  # "inverse_sqrt" or "cosine" (cosine needs --max-steps)
     min_lr_ratio: float = 0.05  # cosine: the learning rate floor as a fraction of lr

@@ -25,7 +25,7 @@ def split_file(directory: Path, split: str) -> Path:
 
 def tfidf_probabilities(directory: Path, split: str = "test") -> tuple[list, list[list[float]]]:
     """(labels, class probabilities per ``split`` example in that label order) of
-    :func:`attn_cli.baselines.fit_tfidf` (TF-IDF 1-2-grams, min_df 2, sublinear tf + logistic
+    :func:`attn_cli.eval.baselines.fit_tfidf` (TF-IDF 1-2-grams, min_df 2, sublinear tf + logistic
     regression, C=4) fit on train."""
     from attn_cli.eval.baselines import fit_tfidf
 
@@ -41,7 +41,7 @@ def tfidf_predictions(directory: Path, split: str = "test") -> list:
 
 
 def tfidf_baseline(directory: Path, split: str = "test") -> dict:
-    """Accuracy and macro-F1 of :func:`attn_cli.baselines.sentiment_baseline` (fit on train,
+    """Accuracy and macro-F1 of :func:`attn_cli.eval.baselines.sentiment_baseline` (fit on train,
     raw text) on ``split``, with its time: what ``attn eval --baseline`` reports."""
     from attn_cli.eval.baselines import sentiment_baseline
 
@@ -54,7 +54,7 @@ def tfidf_baseline(directory: Path, split: str = "test") -> dict:
 
 
 def lead3_baseline(directory: Path, split: str = "test") -> dict:
-    """The first three turns of each dialogue (:func:`attn_cli.baselines.lead`), ROUGE against
+    """The first three turns of each dialogue (:func:`attn_cli.eval.baselines.lead`), ROUGE against
     all references (best per example).
 
     The headline variant drops the ``#PersonN#:`` speaker tags, which reproduces the data

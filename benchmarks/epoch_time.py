@@ -49,7 +49,8 @@ def run(cmd: list[str], log: Path) -> float:
 
 def encoded_pairs(data: str, tok_dir: Path) -> list[tuple]:
     """(src_ids, tgt_ids) pairs exactly as attn encodes them (max_len 256)."""
-    from attn_cli.data.spec import Fields, encode_examples, load_task_data
+    from attn_cli.data.spec import Fields
+    from attn_cli.data.tasks import encode_examples, load_task_data
     from attn_cli.data.tokenizer import Tokenizers
 
     task = load_task_data(data, "translate", Fields(src_lang="de", tgt_lang="en"), need_valid=False)

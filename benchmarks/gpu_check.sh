@@ -68,7 +68,7 @@ for stage in $STAGES; do
   tests)
     late tests && continue
     say "== CUDA tests"
-    timeout "$(left 330)" "$PY" -m pytest -m gpu tests/test_gpu.py -p no:cacheprovider -p no:warnings -rfEs 2>&1 | tail -30 | tee -a "$SUMMARY"
+    timeout "$(left 330)" "$PY" -m pytest -m gpu tests/integration/test_gpu.py -p no:cacheprovider -p no:warnings -rfEs 2>&1 | tail -30 | tee -a "$SUMMARY"
     ;;
   quality)
     jsons=()

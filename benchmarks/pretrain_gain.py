@@ -1,6 +1,6 @@
 """Does `attn pretrain` pay for its time? Pretrain + fine-tune against training from scratch, the
 same total budget and the same seeds on each side, with the task's baseline computed in the same
-run (docs/benchmarks.md, "Pretraining").
+run (docs/benchmarks-pretraining.md, "Pretraining").
 
 Per seed S, with the task's recipes R (fine-tuning) and P (pretraining) in docs/recipes/:
   scratch:  attn train TASK --data DATA --config R --time-budget T

@@ -4,9 +4,9 @@
     python benchmarks/sentiment_errors.py runs/sst2k runs/sst2o      # SST-2 validation
     python benchmarks/sentiment_errors.py runs/imdb --data ../shared/data/sentiment/imdb --split test
 
-For each run directory it predicts the split with the run's best weights (``attn_cli.infer``,
+For each run directory it predicts the split with the run's best weights (``attn_cli.infer``, torch engine:
 what ``attn sentiment`` uses) and prints accuracy on the whole split and per length bucket
-(words), beside the TF-IDF + logistic regression baseline of ``quality.py`` fitted on the
+(words), beside the TF-IDF + logistic regression baseline of ``baselines.py`` fitted on the
 split's ``train`` file, and, with two or more runs, the ensemble that averages their
 probabilities. ``--with-tfidf`` adds, for each run, the two-model ensemble of the run and the
 baseline (mean of their probabilities), and the mean accuracy over the runs with and without

@@ -220,7 +220,8 @@ def engine_chunks(run: str, engine: str, sentences: list[str], size: int) -> dic
     """The engine alone, in this process: all sentences in one call (as the CLI), then in
     consecutive chunks of ``size`` (as the server's batches can be at best): sentences/s."""
     from attn_cli.config import task_decode_config
-    from attn_cli.infer.engines import EngineOptions, open_engine
+    from attn_cli.infer.engine import EngineOptions
+    from attn_cli.infer.engines import open_engine
     from attn_cli.infer.runs import encode_inputs
 
     eng = open_engine(run, "translate", EngineOptions(engine))

@@ -28,7 +28,7 @@ TEST_DE = ROOT.parent / "shared" / "data" / "translation" / "multi30k" / "test_2
 # Runs `attn translate` with CTranslate2's replicas fixed (attn's auto is one per core).
 WRAPPER = """
 import os, sys
-import attn_cli.infer.engines as e
+import attn_cli.infer.ct2 as e
 n = int(os.environ["ATTN_CT2_REPLICAS"])
 auto = e.ct2_threads
 e.ct2_threads = lambda threads, device: (auto(threads, device)[0], n)

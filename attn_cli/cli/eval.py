@@ -31,7 +31,7 @@ from attn_cli.cli.options import (
     decode_cfg,
     make_fields,
 )
-from attn_cli.infer.engines import DEFAULT_THREADS
+from attn_cli.infer.engine import DEFAULT_THREADS
 
 
 @app.command("eval", cls=AttnCommand, epilog="Examples:  attn eval -m runs/de-en --data ../shared/data/translation/"
@@ -64,7 +64,8 @@ def evaluate(
         "is one file holding only the evaluated split)."))] = None,
 ) -> None:
     """Score a model on a dataset split: BLEU/chrF, ROUGE, or accuracy/macro-F1/confusion."""
-    from attn_cli.data.spec import Fields, load_eval_data
+    from attn_cli.data.spec import Fields
+    from attn_cli.data.tasks import load_eval_data
     from attn_cli.eval.metrics import bleu_chrf, classification, rouge
     from attn_cli.infer.runs import encode_inputs
 
@@ -124,7 +125,8 @@ def _baseline(task: str, ds, train_spec: str, data: str, split: str, fields, sub
     """The task's baseline on the evaluated rows ``ds``; sentiment fits on ``train_spec``'s
     train split (raw text, at most baselines.FIT_ROWS rows: a seeded sample). A scikit-learn
     failure is one warning line and no baseline."""
-    from attn_cli.data.spec import load_eval_data, locate
+    from attn_cli.data.spec import locate
+    from attn_cli.data.tasks import load_eval_data
     from attn_cli.eval.baselines import sample_rows, sentiment_baseline, summarize_baseline, translate_baseline
 
     if task != "sentiment":

@@ -30,7 +30,7 @@ from attn_cli.cli.options import (
     decode_cfg,
 )
 from attn_cli.config import DECODE_DEFAULTS
-from attn_cli.infer.engines import DEFAULT_THREADS
+from attn_cli.infer.engine import DEFAULT_THREADS
 
 TR, SU = DECODE_DEFAULTS["translate"], DECODE_DEFAULTS["summarize"]
 

@@ -14,7 +14,7 @@ from attn_cli.errors import AttnError
 
 def open_engine(model: Path, task: str | None, engine: str, compute_type: str, threads: int, device: str):
     """The engine for the command, with any note on why it is not the export on stderr."""
-    from attn_cli.infer.engines import EngineOptions
+    from attn_cli.infer.engine import EngineOptions
     from attn_cli.infer.engines import open_engine as _open
 
     eng = _open(model, task, EngineOptions(engine, compute_type, threads, device))
@@ -50,7 +50,7 @@ def read_inputs(texts: list[str] | None, path: Path | None, paragraphs: bool = F
 
 
 def _document(line: str, number: int) -> str:
-    from attn_cli.data.spec import SRC_FIELDS
+    from attn_cli.data.tasks import SRC_FIELDS
 
     try:
         obj = json.loads(line)

@@ -47,7 +47,7 @@ def make_fields(src, tgt, src_field, tgt_field, text_field, label_field):
 
 def infer_task(task: str | None, fields, columns: list[str]) -> str:
     """The task named, else translate with --src/--tgt, else guessed from the columns."""
-    from attn_cli.data.spec import LABEL_FIELDS, TASKS, TGT_FIELDS
+    from attn_cli.data.tasks import LABEL_FIELDS, TASKS, TGT_FIELDS
     from attn_cli.errors import DataError
 
     if task is not None:

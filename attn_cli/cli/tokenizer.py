@@ -59,7 +59,8 @@ def tokenizer_train(
     label_field: LabelFieldOpt = None, subset: SubsetOpt = None, split: SplitOpt = "train",
 ) -> None:
     """Train a SentencePiece tokenizer on the text of a dataset."""
-    from attn_cli.data.spec import load_spec, normalize, texts_for_tokenizer
+    from attn_cli.data.spec import load_spec
+    from attn_cli.data.tasks import normalize, texts_for_tokenizer
     from attn_cli.data.tokenizer import TokenizerConfig, train_tokenizers
     from attn_cli.rundir import commit_dir, prepare_out_dir, stage_dir
 

@@ -3,7 +3,7 @@ the encoder, BART's text infilling and sentence permutation for the encoder-deco
 
 Every function is pure: its randomness comes only from the generator it is given, so the same
 seed gives the same noise. Seed one generator per training step from
-:func:`regularize.step_seed` (``np.random.default_rng(step_seed(seed, rank, draw))``, or
+:func:`train.optim.step_seed` (``np.random.default_rng(step_seed(seed, rank, draw))``, or
 ``torch.Generator().manual_seed(...)``), as every other training draw is, and a resumed or DDP
 run draws exactly what an uninterrupted one would.
 

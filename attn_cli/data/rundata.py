@@ -8,7 +8,7 @@ is checked against the entry and its files are opened. Validation is ``--valid``
 SPEC's own validation split, else a seeded hold-out of the training rows (at most 2,000, 1%).
 
 Pretraining (``DataRequest.text_only``) reads the same way, through the same cache, but rows are
-unlabelled texts (:mod:`textdata`): the train TokenStore has the one column "text" and yields
+unlabelled texts (:mod:`text`): the train TokenStore has the one column "text" and yields
 each row as a list of ids, and validation is a list of such lists (see :func:`load_run_data`).
 """
 
@@ -22,9 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from attn_cli.data import cachebuild
 from attn_cli.data import store as store_mod
 from attn_cli.data.cachebuild import CHILD_MIN_BYTES, build_in_child
-from attn_cli.data.spec import HOLDOUT_FRACTION, HOLDOUT_MAX, Fields, Source, load_source, locate, normalize
+from attn_cli.data.spec import Fields, Source, load_source, locate
+from attn_cli.data.tasks import HOLDOUT_FRACTION, HOLDOUT_MAX, normalize
 from attn_cli.data.stream import stream_rows
 from attn_cli.data.text import load_text_source, resolve_documents, text_cost, text_limit
 from attn_cli.data.tokenizer import Tokenizers
@@ -50,7 +52,7 @@ class DataRequest:
     max_len: int = 256  # ids per side kept (targets: max_len - 1)
     cache: Path | None = None  # --data-cache (None: $ATTN_CACHE or ~/.cache/attn)
     num_proc: int = field(default_factory=lambda: os.cpu_count() or 1)  # tokenizing processes
-    text_only: bool = False  # pretraining: unlabelled text rows (textdata), labels never read
+    text_only: bool = False  # pretraining: unlabelled text rows (data.text), labels never read
     documents: bool | None = None  # text_only: a .txt is blank-line-separated documents
     # (True), one text per line (False), or whichever its blank lines say (None)
 
@@ -87,7 +89,7 @@ class Cache:
     def __init__(self, req: DataRequest, note: Note, progress: Progress | None = None):
         self.req, self.note, self.progress = req, note, progress
         self.root = store_mod.default_root(req.cache)
-        store_mod.check_writable(self.root)
+        cachebuild.check_writable(self.root)
 
     def key(self, source: Source, toks: Tokenizers, role: str, label_names: list[str] | None) -> dict:
         seq2seq = self.req.task != "sentiment" and not self.req.text_only
@@ -132,18 +134,18 @@ class Cache:
                     meta = build_in_child(*todo.recipe, toks, spec, directory, key, identity, self.root,
                                           todo.total, self.progress)
                 else:
-                    meta = store_mod.build_entry(todo, spec, directory, key, identity,
-                                                 {"label_names": names}, self.progress)
+                    meta = cachebuild.build_entry(todo, spec, directory, key, identity,
+                                                  {"label_names": names}, self.progress)
             except OSError as e:
-                raise store_mod.write_failure(self.root, e) from None
+                raise cachebuild.write_failure(self.root, e) from None
         return store_mod.TokenStore(directory, meta)
 
 
-    def _build_spec(self, source: Source, toks: Tokenizers) -> store_mod.BuildSpec:
+    def _build_spec(self, source: Source, toks: Tokenizers) -> cachebuild.BuildSpec:
         req = self.req
         seq2seq = req.task != "sentiment" and not req.text_only
         limit = text_limit(req.task, req.max_len) if req.text_only else req.max_len
-        return store_mod.BuildSpec(
+        return cachebuild.BuildSpec(
             columns=("src", "tgt") if seq2seq else ("text",), seq2seq=seq2seq, num_proc=req.num_proc,
             encoders={"src": toks.src, "tgt": toks.tgt, "text": toks.src},
             limits={"src": req.max_len, "tgt": req.max_len - 1, "text": limit},
@@ -160,10 +162,10 @@ def dataset_rows(ds, task: str, refs: bool = False, text_only: bool = False) -> 
     ``text_only``: pretraining rows (one "text" column) as 1-tuples."""
     if text_only:
         return store_mod.Rows((list(zip(b["text"])) for b in
-                               ds.select_columns(["text"]).iter(batch_size=store_mod.ENCODE_BATCH)), total=len(ds))
+                               ds.select_columns(["text"]).iter(batch_size=cachebuild.ENCODE_BATCH)), total=len(ds))
     cols = ["src", "tgt"] if task != "sentiment" else ["text", "label"]
     batches = (list(zip(b[cols[0]], b[cols[1]], strict=True))
-               for b in ds.select_columns(cols).iter(batch_size=store_mod.ENCODE_BATCH))
+               for b in ds.select_columns(cols).iter(batch_size=cachebuild.ENCODE_BATCH))
     kept = None
     if refs and task != "sentiment":
         kept = list(ds["references" if "references" in ds.column_names else "tgt"])
@@ -189,13 +191,13 @@ def load_run_data(req: DataRequest, toks: Tokenizers | None,
     ``train_tokenizer(normalized training Dataset)`` makes one (from the rows trained on:
     held-out rows excluded).
 
-    With ``req.text_only`` (pretraining) the rows are unlabelled texts (:mod:`textdata`):
+    With ``req.text_only`` (pretraining) the rows are unlabelled texts (:mod:`text`):
     ``train`` is a TokenStore whose ``gather(indices)`` gives a list of id lists (one text's
-    piece ids each, no BOS/EOS, cut to :func:`textdata.text_limit`) and whose ``lengths``
-    already hold each row's planned cost (:func:`textdata.text_cost`: ids, plus 1 for
+    piece ids each, no BOS/EOS, cut to :func:`text.text_limit`) and whose ``lengths``
+    already hold each row's planned cost (:func:`text.text_cost`: ids, plus 1 for
     denoising); ``valid`` is a list of id lists, ``refs`` is [], ``label_names`` None, and the
     Dataset given to ``train_tokenizer`` has the one column "text" (one joint vocabulary:
-    :func:`data.texts_for_tokenizer` gives (["text"], []) for it).
+    :func:`tasks.texts_for_tokenizer` gives (["text"], []) for it).
     """
     cache = Cache(req, note, progress)
     fields, task = req.fields, req.task

@@ -27,31 +27,31 @@ so a reader never sees a half-written entry; a lock file makes concurrent builde
 entry take turns (the second finds the first one's entry). On open, every file's size is
 checked against meta.json, the index files are hashed in full and the id files in sampled
 blocks, so a truncated or damaged entry is found and rebuilt.
+
+Writing an entry (tokenizing, the temporary directory, the swap-in) is :mod:`cachebuild`'s; this
+module is the format's reading side: keys and source identity, opening and checking an entry,
+the lock, listing and clearing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from attn_cli.data import encodepool
-from attn_cli.errors import AttnError, DataError, RunFailure
+from attn_cli.errors import RunFailure
 
 FORMAT = 1  # bump when the layout changes: older entries then miss and are rebuilt
 META_FILE = "meta.json"
 FULL_HASH_LIMIT = 2 << 30  # source files up to 2 GiB are hashed whole; larger ones in samples
 SAMPLE_BLOCKS, BLOCK = 64, 1 << 20  # sampled hashing: first, last and 62 evenly spaced 1 MiB blocks
-ENCODE_BATCH = 20_000  # rows tokenized per call (bounded memory while building)
 
 
 def default_root(option: str | Path | None = None) -> Path:
@@ -233,7 +233,7 @@ class TokenStore:
 class InMemoryExamples:
     """A list of already-tokenized examples behind TokenStore's interface (tests, small data).
     ``text_cost`` not None: the examples are pretraining rows (id lists), each costing its
-    length plus ``text_cost`` (:func:`textdata.text_cost`), as a text_only TokenStore plans."""
+    length plus ``text_cost`` (:func:`text.text_cost`), as a text_only TokenStore plans."""
 
     def __init__(self, examples: list, seq2seq: bool, text_cost: int | None = None):
         self.examples = examples
@@ -259,7 +259,8 @@ class InMemoryExamples:
         return iter(self.examples)
 
 
-def _digest(path: Path, sampled: bool) -> str:
+def file_digest(path: Path, sampled: bool) -> str:
+    """A file's digest as meta.json records it: whole, or (``sampled``: id files) sampled blocks."""
     size = path.stat().st_size
     return _hash_blocks(path, size, full=not sampled or size <= SAMPLE_BLOCKS * BLOCK)
 
@@ -282,7 +283,7 @@ def check_entry(directory: Path, key: dict) -> tuple[dict | None, str | None]:
             return None, f"{name} is missing"
         if size != want["size"]:
             return None, f"{name} is {size} bytes, expected {want['size']}"
-        if _digest(path, sampled=name.endswith(".bin")) != want["sha1"]:
+        if file_digest(path, sampled=name.endswith(".bin")) != want["sha1"]:
             return None, f"{name} does not match its digest"
     return meta, None
 
@@ -291,23 +292,11 @@ def check_entry(directory: Path, key: dict) -> tuple[dict | None, str | None]:
 
 
 @dataclass
-class BuildSpec:
-    """What to write: which columns, tokenized how."""
-
-    columns: tuple[str, ...]  # ("src", "tgt") or ("text",)
-    encoders: dict  # column -> Tokenizer
-    limits: dict  # column -> at most this many ids per row (longer rows are cut)
-    seq2seq: bool
-    num_proc: int = 1  # processes tokenizing (encodepool)
-    name: str = "the data"  # what the rows are, for errors
-    text_only: bool = False  # pretraining text: rows are (text,), no labels
-    length_extra: int = 0  # added to every row's length in lengths.npy (textdata.text_cost)
-
-
-@dataclass
 class Rows:
     """Normalized rows to tokenize, in batches of pairs: (src, tgt) texts, or (text, label
-    code); pretraining text: 1-tuples (text,)."""
+    code); pretraining text: 1-tuples (text,). What :func:`cachebuild.build_entry` writes; here
+    rather than there because :mod:`stream` makes them and cachebuild's child process reads them
+    again through :mod:`stream` (which would be an import cycle)."""
 
     batches: Iterable[list[tuple]]
     total: int | None = None  # rows, when known beforehand (progress)
@@ -315,114 +304,7 @@ class Rows:
     labels: Callable[[], tuple[list[str] | None, np.ndarray | None]] | None = None  # after the
     # batches: (label names, code -> class id table, or None when codes are class ids)
     recipe: tuple | None = None  # (Source, task, Fields, text_only) when another process can
-    # read them again (stream.stream_rows's arguments)
-
-
-def build_entry(rows: Rows, spec: BuildSpec, directory: Path, key: dict, identity: list | None,
-                extra: dict, progress: Callable[[int, int | None], None] | None = None) -> dict:
-    """Tokenize ``rows`` into a new entry at ``directory`` (written beside it under a temporary
-    name, then renamed); returns its meta. A failure (bad data, disk full, Ctrl-C) removes the
-    partial entry."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-    try:
-        meta = _write_entry(rows, spec, staged, key, identity, extra, progress)
-        _swap_in(staged, directory)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    return meta
-
-
-def _write_entry(rows: Rows, spec: BuildSpec, out: Path, key: dict, identity: list | None, extra: dict,
-                 progress) -> dict:
-    """Stream ``rows`` through the tokenizer into the entry's files; memory holds a few batches
-    (encodepool.IN_FLIGHT per process) and the per-row lengths."""
-    dtypes = {c: ("uint16" if spec.encoders[c].vocab_size <= 65535 else "uint32") for c in spec.columns}
-    row_lens: dict[str, list[np.ndarray]] = {c: [] for c in spec.columns}
-    label_parts: list[np.ndarray] = []
-    cut = done = 0
-    with contextlib.ExitStack() as stack:
-        sinks = {c: stack.enter_context(open(out / f"{c}.bin", "wb")) for c in spec.columns}
-        jobs = ((pairs, {c: list(texts) for c, texts in zip(spec.columns, zip(*pairs, strict=True), strict=False)})
-                for pairs in _rebatch(rows.batches))  # texts by column; sentiment's labels stay in pairs
-        processors = {c: spec.encoders[c].sp for c in spec.columns}
-        formats = {c: (spec.limits[c], dtypes[c]) for c in spec.columns}
-        for pairs, result in encodepool.encoded(jobs, processors, formats, spec.num_proc):
-            cut_here = np.zeros(len(pairs), dtype=bool)
-            for c, (flat, lens, was_cut) in result.items():
-                sinks[c].write(flat.tobytes())
-                row_lens[c].append(lens.astype(np.int32))
-                cut_here |= was_cut  # rows cut on any side count once
-            if not spec.seq2seq and not spec.text_only:
-                label_parts.append(np.asarray([p[1] for p in pairs], dtype=np.int64))
-            cut += int(cut_here.sum())
-            done += len(pairs)
-            if progress:
-                progress(done, rows.total)
-    if done == 0:
-        raise DataError(f"{spec.name} has no usable examples (all empty)", "check the fields hold text")
-    if progress and rows.total != done:
-        progress(done, done)
-    lens = {c: np.concatenate(parts) for c, parts in row_lens.items()}  # (N,) int32 each
-    row_lens.clear()
-    for c in spec.columns:
-        total = int(lens[c].sum(dtype=np.int64))
-        idx = np.empty(done + 1, dtype=np.uint32 if total < (1 << 32) else np.int64)  # (N + 1,)
-        idx[0] = 0
-        np.cumsum(lens[c], out=idx[1:])
-        np.save(out / f"{c}.idx.npy", idx)
-        del idx
-    names = extra.get("label_names")
-    if spec.seq2seq:
-        lengths = np.maximum(lens["src"], lens["tgt"] + 1)
-    elif spec.text_only:
-        lengths = lens["text"] + spec.length_extra
-    else:
-        lengths = lens["text"]
-        labels = np.concatenate(label_parts)
-        if rows.labels is not None:
-            names, table = rows.labels()
-            labels = labels if table is None else table[labels]
-        np.save(out / "labels.npy", labels)
-    np.save(out / "lengths.npy", lengths.astype(np.int32))
-    if rows.refs is not None:
-        (out / "refs.json").write_text(json.dumps(list(rows.refs), ensure_ascii=False), encoding="utf-8")
-    files = {}
-    for p in sorted(out.iterdir()):
-        with open(p, "rb+") as fh:
-            os.fsync(fh.fileno())
-        files[p.name] = {"size": p.stat().st_size, "sha1": _digest(p, sampled=p.name.endswith(".bin"))}
-    meta = {"format": FORMAT, "key": key, "identity": identity, "rows": done, "files": files,
-            "truncated": cut, "columns": {c: {"dtype": dtypes[c], "tokens": int(lens[c].sum())}
-                                          for c in spec.columns},
-            **extra, "label_names": names, **({"text_only": True} if spec.text_only else {})}
-    (out / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    return meta
-
-
-def _rebatch(batches: Iterable[list[tuple]]) -> Iterator[list[tuple]]:
-    """Batches of ENCODE_BATCH rows (the last one shorter), whatever sizes come in."""
-    pending: list[tuple] = []
-    for batch in batches:
-        pending.extend(batch)
-        while len(pending) >= ENCODE_BATCH:
-            yield pending[:ENCODE_BATCH]
-            pending = pending[ENCODE_BATCH:]
-    if pending:
-        yield pending
-
-
-def _swap_in(staged: Path, directory: Path) -> None:
-    """Rename the finished entry into place, replacing an old one (whose files stay readable to
-    any process that still maps them)."""
-    old = None
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old.{os.getpid()}")
-        os.replace(directory, old)
-    os.replace(staged, directory)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    # read them again (stream.stream_rows's arguments; cachebuild.build_in_child)
 
 
 @contextlib.contextmanager
@@ -443,24 +325,6 @@ def entry_lock(directory: Path):
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def check_writable(root: Path) -> None:
-    """A one-line error when the cache directory cannot be created or written."""
-    try:
-        (root / "tokenized").mkdir(parents=True, exist_ok=True)
-        os.rmdir(tempfile.mkdtemp(prefix=".probe.", dir=root / "tokenized"))
-    except OSError as e:
-        raise AttnError(f"cannot write the tokenized-data cache in {root}: {e.strerror or e}",
-                        "pass --data-cache DIR (or set ATTN_CACHE) to a writable directory") from None
-
-
-def write_failure(root: Path, e: OSError) -> RunFailure:
-    """A failed cache write (disk full, I/O error) as a one-line runtime error."""
-    why = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-    return RunFailure(f"could not write the tokenized-data cache in {root}: {why} "
-                      "(the partial cache was removed)",
-                      "free disk space, or pass --data-cache DIR on a disk with room")
 
 
 # ---------------------------------------------------------------------------------- listing

@@ -24,21 +24,17 @@ import numpy as np
 from attn_cli.data.batching import example_lengths, plan_batches
 from attn_cli.data.spec import (
     BUILDERS,
-    LABEL_FIELDS,
-    SRC_FIELDS,
-    TEXT_FIELDS,
-    TGT_FIELDS,
     Fields,
     Source,
     _first_bad_json_line,
     _hf,
-    _pick,
     builder_options,
     check_utf8,
     file_format,
     first_line,
 )
 from attn_cli.data.store import Rows
+from attn_cli.data.tasks import LABEL_FIELDS, SRC_FIELDS, TEXT_FIELDS, TGT_FIELDS, _pick
 from attn_cli.data.text import TextRows, is_plain_text, text_cost, text_limit
 from attn_cli.data.tokenizer import Tokenizers
 from attn_cli.errors import DataError
@@ -80,7 +76,7 @@ def _columns(ds) -> Iterator[dict]:
 
 class Normalizer:
     """Raw column batches -> normalized pairs: (src, tgt) texts, or (text, label code); rows
-    with an empty text are dropped, as :func:`data.normalize` does.
+    with an empty text are dropped, as :func:`tasks.normalize` does.
 
     Sentiment labels map through ``label_names`` when given (an unknown label is an error);
     without them, string labels get codes in order of appearance and :meth:`labels` gives the
@@ -174,7 +170,7 @@ class StreamSource:
     seed: int
     label_names: list[str] | None = None  # sentiment: names from the validation data
     text_only: bool = False  # pretraining: each example is one text's ids (list[int]), cut as
-    # the cache cuts them (:func:`textdata.text_limit`)
+    # the cache cuts them (:func:`text.text_limit`)
 
     @property
     def seq2seq(self) -> bool:
@@ -252,7 +248,7 @@ def _parallel_batches(paths: tuple[Path, ...]) -> Iterator[dict]:
 def stream_rows(source: Source, task: str, fields: Fields, text_only: bool = False) -> Rows:
     """A local file read and normalized batch by batch: no Arrow copy of it is written, and
     memory holds one batch (the way a corpus larger than RAM gets into the cache).
-    ``text_only``: pretraining rows ``(text,)`` (:class:`textdata.TextRows`)."""
+    ``text_only``: pretraining rows ``(text,)`` (:class:`text.TextRows`)."""
     if text_only:
         rows = TextRows(task, fields, is_plain_text(source))
         return Rows((rows(b) for b in raw_batches(source)), total=_text_total(source),

@@ -24,21 +24,8 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from attn_cli.data.spec import (
-    SRC_FIELDS,
-    TEXT_DTYPES,
-    TEXT_FIELDS,
-    TGT_FIELDS,
-    Fields,
-    Source,
-    _flatten_translation,
-    _hf,
-    _open_bytes,
-    _pick,
-    file_format,
-    load_source,
-    locate,
-)
+from attn_cli.data.spec import Fields, Source, _hf, _open_bytes, file_format, load_source, locate
+from attn_cli.data.tasks import SRC_FIELDS, TEXT_DTYPES, TEXT_FIELDS, TGT_FIELDS, _flatten_translation, _pick
 from attn_cli.errors import DataError
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """Seeing attention: token importance for the classifier, source-target alignment for seq2seq.
 
 Computation (tensors in, tensors out) and rendering (rich renderables, a PNG) live here; the
-CLI decides what to print. Shape legend as in ``layers.py``: L layers, B batch, H heads,
+CLI decides what to print. Shape legend as in ``model/layers.py``: L layers, B batch, H heads,
 S source/input positions, T output positions.
 
 Token importance is *attention rollout* (Abnar & Zuidema, 2020, "Quantifying Attention Flow in

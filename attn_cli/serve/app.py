@@ -46,7 +46,7 @@ from attn_cli.serve.schemas import (
 from attn_cli.serve.telemetry import CONTENT_TYPE, ServeMetrics
 
 if TYPE_CHECKING:
-    from attn_cli.infer.engines import Engine
+    from attn_cli.infer.engine import Engine
 
 STATIC = Path(__file__).parent / "static"
 DOCS_STATIC = "/docs-static"  # Swagger UI's script, style and icon
@@ -79,7 +79,8 @@ def create_app(models: dict[str, Engine], cfg: ServeConfig,
                          "across requests. The page at / shows the attention.")
     app.state.runners, app.state.metrics, app.state.close, app.state.cfg = runners, metrics, close, cfg
     _errors(app)
-    _routes(app, runners, cfg, metrics)
+    _inference_routes(app, runners, cfg)
+    _service_routes(app, runners, metrics)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # Middleware: the last added runs first (outermost): observe, CORS, key, body.
     app.add_middleware(Body, max_body=cfg.max_body)
@@ -140,59 +141,65 @@ def _validation_message(err: dict) -> str:
     return f"'{'.'.join(loc)}': {err.get('msg', 'invalid value')}"
 
 
-def _routes(app: FastAPI, runners: dict[str, ModelRunner], cfg: ServeConfig, metrics: ServeMetrics) -> None:
-    def pick(task: str, name: str | None) -> ModelRunner:
-        if name is not None:
-            r = runners.get(name)
-            if r is None:
-                raise ApiError(404, f"no model named '{name[:100]}'; GET /v1/models lists them")
-            if r.task != task:
-                raise ApiError(404, f"model '{name}' is a {r.task} model; send it to /v1/{r.task}")
-            return r
-        of_task = [r for r in runners.values() if r.task == task]
-        if not of_task:
-            raise ApiError(404, f"no {task} model is served; GET /v1/models lists them")
-        if len(of_task) > 1:
-            raise ApiError(422, f"{len(of_task)} {task} models are served; name one with \"model\" "
-                           f"({', '.join(r.name for r in of_task)})")
-        return of_task[0]
+def _pick(runners: dict[str, ModelRunner], task: str, name: str | None) -> ModelRunner:
+    """The model a request of ``task`` goes to: the one it names, else the only one of the task."""
+    if name is not None:
+        r = runners.get(name)
+        if r is None:
+            raise ApiError(404, f"no model named '{name[:100]}'; GET /v1/models lists them")
+        if r.task != task:
+            raise ApiError(404, f"model '{name}' is a {r.task} model; send it to /v1/{r.task}")
+        return r
+    of_task = [r for r in runners.values() if r.task == task]
+    if not of_task:
+        raise ApiError(404, f"no {task} model is served; GET /v1/models lists them")
+    if len(of_task) > 1:
+        raise ApiError(422, f"{len(of_task)} {task} models are served; name one with \"model\" "
+                       f"({', '.join(r.name for r in of_task)})")
+    return of_task[0]
 
-    async def infer(task: str, req) -> JSONResponse:
-        runner = pick(task, req.model)
-        texts = check_texts(req.text, cfg)
-        dcfg = decode_config(task, req, cfg) if task != "sentiment" else None
-        ids = runner.encode(texts)
-        try:
-            future = runner.submit(ids, Payload(dcfg, req.attention))
-        except QueueFull:
-            raise ApiError(429, f"model '{runner.name}' has {cfg.queue} requests waiting; try again later",
-                           ("--queue", cfg.queue), {"Retry-After": str(runner.batcher.retry_after())}) from None
-        except Closed:
-            raise ApiError(503, "the server is shutting down") from None
-        try:
-            outputs = await asyncio.wait_for(asyncio.wrap_future(future), cfg.timeout)
-        except asyncio.TimeoutError:
-            future.cancel()
-            raise ApiError(504, f"the request took over {cfg.timeout:g} s", ("--timeout", cfg.timeout)) from None
-        except Closed:
-            raise ApiError(503, "the server is shutting down") from None
-        return JSONResponse({"model": runner.name, "outputs": outputs})
 
+async def _infer(runners: dict[str, ModelRunner], cfg: ServeConfig, task: str, req) -> JSONResponse:
+    """One inference request: checked, queued on its model's batcher, answered within --timeout."""
+    runner = _pick(runners, task, req.model)
+    texts = check_texts(req.text, cfg)
+    dcfg = decode_config(task, req, cfg) if task != "sentiment" else None
+    ids = runner.encode(texts)
+    try:
+        future = runner.submit(ids, Payload(dcfg, req.attention))
+    except QueueFull:
+        raise ApiError(429, f"model '{runner.name}' has {cfg.queue} requests waiting; try again later",
+                       ("--queue", cfg.queue), {"Retry-After": str(runner.batcher.retry_after())}) from None
+    except Closed:
+        raise ApiError(503, "the server is shutting down") from None
+    try:
+        outputs = await asyncio.wait_for(asyncio.wrap_future(future), cfg.timeout)
+    except asyncio.TimeoutError:
+        future.cancel()
+        raise ApiError(504, f"the request took over {cfg.timeout:g} s", ("--timeout", cfg.timeout)) from None
+    except Closed:
+        raise ApiError(503, "the server is shutting down") from None
+    return JSONResponse({"model": runner.name, "outputs": outputs})
+
+
+def _inference_routes(app: FastAPI, runners: dict[str, ModelRunner], cfg: ServeConfig) -> None:
     @app.post("/v1/translate", response_model=Seq2SeqResponse, responses=ERRORS, tags=["inference"])
     async def translate(req: TranslateRequest):
         """Translate one text or a list of texts (outputs in input order)."""
-        return await infer("translate", req)
+        return await _infer(runners, cfg, "translate", req)
 
     @app.post("/v1/summarize", response_model=Seq2SeqResponse, responses=ERRORS, tags=["inference"])
     async def summarize(req: SummarizeRequest):
         """Summarize one document or a list of documents."""
-        return await infer("summarize", req)
+        return await _infer(runners, cfg, "summarize", req)
 
     @app.post("/v1/sentiment", response_model=SentimentResponse, responses=ERRORS, tags=["inference"])
     async def sentiment(req: SentimentRequest):
         """Classify the sentiment of one text or a list of texts."""
-        return await infer("sentiment", req)
+        return await _infer(runners, cfg, "sentiment", req)
 
+
+def _service_routes(app: FastAPI, runners: dict[str, ModelRunner], metrics: ServeMetrics) -> None:
     @app.get("/v1/models", tags=["service"])
     async def models() -> dict:
         """The served models: name, task, languages or labels, parameters, best validation, engine."""

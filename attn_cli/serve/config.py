@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from attn_cli.errors import AttnError
-from attn_cli.infer.engines import ENGINES
+from attn_cli.infer.engine import ENGINES
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 TASKS = ("translate", "summarize", "sentiment")

@@ -24,7 +24,7 @@ from attn_cli.serve.schemas import ApiError
 
 if TYPE_CHECKING:
     from attn_cli.config import DecodeConfig
-    from attn_cli.infer.engines import Engine
+    from attn_cli.infer.engine import Engine
     from attn_cli.serve.telemetry import ServeMetrics
 
 ROUND = 5  # decimals of scores and probabilities in answers
@@ -34,7 +34,8 @@ ROUND_ATTENTION = 4  # decimals of attention weights
 def open_models(specs: list[ModelSpec], cfg: ServeConfig) -> dict[str, Engine]:
     """Each model's engine, by name, loaded and checked as the CLI loads them, with
     ``server_threads`` intra-op threads."""
-    from attn_cli.infer.engines import EngineOptions, open_engine
+    from attn_cli.infer.engine import EngineOptions
+    from attn_cli.infer.engines import open_engine
 
     opts = EngineOptions(engine=cfg.engine, threads=server_threads(cfg), device=cfg.device)
     return {s.name: open_engine(s.path, None, opts) for s in specs}
@@ -48,7 +49,7 @@ def server_threads(cfg: ServeConfig) -> int:
 def auto_workers(engine: Engine, cfg: ServeConfig) -> int:
     """Batches a model runs at once: --workers, or (auto) for torch on the CPU one per
     ``server_threads`` cores, else 1: CTranslate2 already spreads each batch over its replicas
-    (one per core), and a GPU runs one batch at a time. Measured on 2 cores (docs/benchmarks.md,
+    (one per core), and a GPU runs one batch at a time. Measured on 2 cores (docs/benchmarks-serving.md,
     "Serving"): torch served 1.4x the sentences/s with two 1-thread workers as with one
     2-thread worker, and CTranslate2 1.1-1.2x with one worker as with two."""
     if cfg.workers:

@@ -4,8 +4,8 @@ Request bodies are pydantic models in strict mode with unknown fields forbidden,
 or a misspelt option is a 422 naming the field, never a guess. ``check_texts`` applies the limits
 pydantic cannot (characters per text, texts per request, empty input, NUL characters, lone
 surrogates that are not Unicode text), and ``decode_config`` turns a request's options into a
-``DecodeConfig`` over the task's defaults (``config.DECODE_DEFAULTS``). Every refusal is an
-``ApiError``: an HTTP status and ``{"error": "...", "limit": {"name": ..., "value": ...}}``
+``DecodeConfig`` over the task's defaults (``attn_cli.config.DECODE_DEFAULTS``). Every refusal
+is an ``ApiError``: an HTTP status and ``{"error": "...", "limit": {"name": ..., "value": ...}}``
 (``limit`` only when a limit was broken).
 """
 
@@ -133,7 +133,7 @@ def check_texts(text: str | list[str], cfg: ServeConfig) -> list[str]:
 
 def decode_config(task: str, req: TranslateRequest, cfg: ServeConfig):
     """The DecodeConfig of a seq2seq request: its options over the task's defaults
-    (``config.DECODE_DEFAULTS``, those of attn translate / summarize)."""
+    (``attn_cli.config.DECODE_DEFAULTS``, those of attn translate / summarize)."""
     from attn_cli.config import DECODE_DEFAULTS, task_decode_config
 
     changes = {name: getattr(req, name, None) for name in (

@@ -1,4 +1,6 @@
-"""Set up a training run end to end: data, tokenizer, model and run directory, then the Trainer.
+"""Set up a training run end to end: data, tokenizer, model and run directory, then the Trainer
+with the run's task unit (:func:`task_unit`: a pretraining objective's or the task's). The
+run's records (metrics.jsonl, the model card) are ``attn_cli.train.records``'s.
 
 Everything that can fail on bad input (data, fields, tokenizer, options) is checked before the
 run directory is created, so a bad command leaves nothing behind.
@@ -17,18 +19,20 @@ import torch
 
 from attn_cli import __version__
 from attn_cli import rundir as ckpt
-from attn_cli.config import PRESETS, ModelConfig, TrainConfig, model_config_from_preset
+from attn_cli.config import ModelConfig, TrainConfig, model_config_from_preset
 from attn_cli.data.rundata import DataRequest, RunData, load_run_data, load_stream_data
-from attn_cli.data.spec import Fields, texts_for_tokenizer
+from attn_cli.data.spec import Fields
+from attn_cli.data.tasks import texts_for_tokenizer
 from attn_cli.data.tokenizer import TokenizerConfig, Tokenizers, VocabTooLarge, train_tokenizers
 from attn_cli.device import pick_device
-from attn_cli.errors import AttnError, RunFailure
-from attn_cli.eval.baselines import card_section, run_baseline
-from attn_cli.eval.metrics import PRETRAIN_METRIC
+from attn_cli.errors import AttnError
+from attn_cli.eval.baselines import run_baseline
 from attn_cli.model.transformer import build_model, count_parameters
 from attn_cli.train import distributed as dd
-from attn_cli.train.pretrain import PretrainTrainer, pretrain_meta
-from attn_cli.train.trainer import PRIMARY, Reporter, Trainer
+from attn_cli.train.pretrain import pretrain_meta, pretrain_unit
+from attn_cli.train.records import MetricsLog, pretrained_summary, write_card
+from attn_cli.train.trainer import Reporter, Trainer
+from attn_cli.train.units import TaskContext, TaskUnit, finetune_unit
 
 
 @dataclass
@@ -132,23 +136,6 @@ def run_meta(req: RunRequest, cfg: TrainConfig, mcfg: ModelConfig, data: RunData
                else {}),
             **({"pretrain": pretrain_meta(cfg.objective, 0 if cfg.stream else len(data.train), len(data.valid))}
                if cfg.objective is not None else {})}
-
-
-def pretrained_summary(run_dir: Path) -> dict | None:
-    """What an --init-from run says about its pretraining (objective, texts, steps), or None
-    when it is not a pretraining run."""
-    try:
-        meta = json.loads((run_dir / ckpt.CONFIG_FILE).read_text(encoding="utf-8"))
-        info = meta.get("pretrain")
-        if not isinstance(info, dict):
-            return None
-        state = json.loads((run_dir / ckpt.LAST_DIR / "state.json").read_text(encoding="utf-8")) \
-            if (run_dir / ckpt.LAST_DIR / "state.json").is_file() else {}
-    except (OSError, ValueError):
-        return None
-    return {"objective": str(info.get("objective")), "texts": int(info.get("texts") or 0),
-            "data": str((meta.get("data") or {}).get("train")), "steps": int(state.get("step") or 0),
-            "tokens_seen": int(state.get("tokens") or 0)}
 
 
 def prepare(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist):
@@ -281,33 +268,21 @@ def init_weights(model: torch.nn.Module, mcfg: ModelConfig, run_dir: Path) -> st
             + (f"; new: {', '.join(fresh)}" if fresh else ""))
 
 
+def task_unit(ctx: TaskContext) -> TaskUnit:
+    """The run's task unit: its pretraining objective's (attn pretrain) or its task's."""
+    return pretrain_unit(ctx) if ctx.cfg.objective is not None else finetune_unit(ctx)
+
+
 def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist) -> RunResult:
-    torch.manual_seed(cfg.seed)
-    device, data, toks = prepare(req, cfg, reporter, dist)
-    dd.setup(dist, device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    mcfg = build_model_config(cfg, toks, data)
-    if req.resume:
-        check_same_model(req.out, mcfg)
-    torch.manual_seed(cfg.seed)
-    model = build_model(mcfg)
-    if req.init_from is not None and not req.resume:  # (a resumed run's weights come from last/)
-        reporter.note(init_weights(model, mcfg, req.init_from))
+    device, data, toks, mcfg, model = _build(req, cfg, reporter, dist)
     params = count_parameters(model)
     out = req.out
     if dist.is_main and not req.resume:
-        for p in out.iterdir():  # --overwrite: the old run goes only now that the new one is ready
-            if p.name != ckpt.LOCK_FILE:
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
-        toks.save(out)
-        ckpt.atomic_write_text(out / ckpt.TRAIN_CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
-        ckpt.atomic_write_text(out / ckpt.CONFIG_FILE, json.dumps(run_meta(req, cfg, mcfg, data, params), indent=2))
+        _write_new_run(req, cfg, mcfg, data, toks, params)
     dd.barrier(dist)
-    trainer_cls = PretrainTrainer if cfg.objective is not None else Trainer
-    trainer = trainer_cls(cfg, mcfg, model, toks, data.train, data.valid, data.refs, out, reporter, dist,
-                          device)
+    unit = task_unit(TaskContext(cfg, mcfg, toks, device, dist.rank))
+    trainer = Trainer(cfg, mcfg, model, toks, data.train, data.valid, data.refs, out, reporter, dist,
+                      device, unit)
     if req.resume:
         if not trainer.load_last():
             reporter.note(f"{out} has no saved state yet (it stopped before its first save): "
@@ -332,74 +307,32 @@ def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: d
     return RunResult(reason, trainer.state.to_dict(), params, out, baseline)
 
 
-class MetricsLog:
-    """metrics.jsonl, one JSON object per line; on resume, lines after the resumed step go."""
-
-    def __init__(self, path: Path, resume_step: int, enabled: bool):
-        self.fh = None
-        if not enabled:
-            return
-        if path.exists():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and _step_of(line) <= resume_step]
-            ckpt.atomic_write_text(path, "".join(line + "\n" for line in kept))
-        self.fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-
-    def write(self, row: dict) -> None:
-        if self.fh:
-            try:
-                self.fh.write(json.dumps({"time": round(time.time(), 3), **row}) + "\n")
-                self.fh.flush()
-            except OSError as e:
-                raise RunFailure(f"could not write {self.fh.name}: {e.strerror or e}",
-                                 "check free disk space; last/ holds the last saved state") from None
-
-    def close(self) -> None:
-        if self.fh:
-            self.fh.close()
+def _build(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist):
+    """(device, data, tokenizers, model config, model): everything checked, the model built
+    from --seed (and --init-from's weights on a new run), the process group joined."""
+    torch.manual_seed(cfg.seed)
+    device, data, toks = prepare(req, cfg, reporter, dist)
+    dd.setup(dist, device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    mcfg = build_model_config(cfg, toks, data)
+    if req.resume:
+        check_same_model(req.out, mcfg)
+    torch.manual_seed(cfg.seed)
+    model = build_model(mcfg)
+    if req.init_from is not None and not req.resume:  # (a resumed run's weights come from last/)
+        reporter.note(init_weights(model, mcfg, req.init_from))
+    return device, data, toks, mcfg, model
 
 
-def _step_of(line: str) -> int:
-    try:
-        return int(json.loads(line).get("step", 0))
-    except (ValueError, AttributeError):
-        return 1 << 62
-
-
-def write_card(out: Path, cfg: TrainConfig, data: RunData, params: int, state: dict,
-               device: torch.device) -> None:
-    """README.md: a short model card from the run's own records."""
-    rows = [json.loads(x) for x in (out / ckpt.METRICS_FILE).read_text().splitlines() if x.strip()]
-    primary = PRETRAIN_METRIC[cfg.task] if cfg.objective else PRIMARY[cfg.task]
-    evals = [r for r in rows if r.get("event") == "eval"]
-    best = max(evals, key=lambda r: r[primary], default=None)
-    metric_lines = "".join(f"| {k} | {v:.4g} |\n" for k, v in (best or {}).items()
-                           if isinstance(v, float) and k not in ("time", "best"))
-    meta = json.loads((out / ckpt.CONFIG_FILE).read_text())
-    origin = ""
-    if meta.get("init_from"):
-        origin = f"- started from the best weights of `{meta['init_from']}` (--init-from)\n" + origin
-    if meta.get("pretrained"):
-        p = meta["pretrained"]
-        origin += (f"- that run was pretrained ({p['objective']}) on `{p['data']}`: {p['texts']:,} texts, "
-                   f"{p['steps']:,} steps, {p['tokens_seen']:,} tokens seen\n")
-    if cfg.objective:
-        origin += (f"- a pretraining run ({cfg.objective}): fine-tune it with `attn train {cfg.task} "
-                   f"--init-from {out.name} --data SPEC --out RUN_DIR`\n")
-    text = (f"# attn {cfg.task} model\n\n"
-            f"- preset: `{cfg.preset}` ({PRESETS[cfg.preset]}), {params:,} parameters\n"
-            f"- training data: `{meta['data']['train']}` "
-            f"({'streamed' if cfg.stream else format(meta['data']['train_examples'], ',') + ' examples'}); "
-            f"validation: {meta['data']['valid'] or 'see notes'} ({meta['data']['valid_examples']:,})\n"
-            f"- trained {state['step']:,} steps, {state['train_seconds'] / 60:.1f} min on {device}, "
-            f"{state['tokens']:,} {'examples' if cfg.task == 'sentiment' else 'target tokens'}\n"
-            f"{origin}"
-            f"- attn {__version__}; weights in `model.safetensors` (best validation "
-            f"{primary}, step {state['best_step']}"
-            f"{f'; moving average of the weights, decay {cfg.ema}' if cfg.ema else ''})\n\n"
-            f"## Validation metrics at the best step\n\n| metric | value |\n|---|---|\n{metric_lines}\n"
-            f"Test metrics: run `attn eval --model {out.name} --data SPEC --split test`.\n")
-    baselines = [r for r in rows if r.get("event") == "baseline"]
-    if baselines:  # the last one: a resumed run appends its own
-        text += "\n" + card_section(cfg.task, baselines[-1], best)
-    ckpt.atomic_write_text(out / ckpt.CARD_FILE, text)
+def _write_new_run(req: RunRequest, cfg: TrainConfig, mcfg: ModelConfig, data: RunData, toks: Tokenizers,
+                   params: int) -> None:
+    """A new run's first files (rank 0): tokenizer, train_config.json, config.json."""
+    out = req.out
+    for p in out.iterdir():  # --overwrite: the old run goes only now that the new one is ready
+        if p.name != ckpt.LOCK_FILE:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    toks.save(out)
+    ckpt.atomic_write_text(out / ckpt.TRAIN_CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
+    ckpt.atomic_write_text(out / ckpt.CONFIG_FILE, json.dumps(run_meta(req, cfg, mcfg, data, params), indent=2))

@@ -1,4 +1,4 @@
-"""Tests for attn_cli.batching: plans, padding, DDP splitting, collation, exact resume."""
+"""Tests for attn_cli.data.batching: plans, padding, DDP splitting, collation, exact resume."""
 
 from __future__ import annotations
 

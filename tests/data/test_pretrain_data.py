@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from conftest import DATA_DIR, write_jsonl
 
-from attn_cli.data import cachebuild as buildproc
+from attn_cli.data import cachebuild
 from attn_cli.data import rundata
 from attn_cli.data.rundata import DataRequest, load_run_data, load_stream_data
-from attn_cli.data.spec import Fields, load_task_data, texts_for_tokenizer
+from attn_cli.data.spec import Fields
 from attn_cli.data.store import InMemoryExamples
+from attn_cli.data.tasks import load_task_data, texts_for_tokenizer
 from attn_cli.data.text import load_text_dataset, looks_like_documents
 from attn_cli.data.tokenizer import TokenizerConfig, train_tokenizers
 from attn_cli.errors import DataError
@@ -120,7 +121,7 @@ def test_parallel_prefix_built_in_a_child_process(tmp_path, toks, monkeypatch):
     here, _ = load(tmp_path / "train", toks, tmp_path / "a", task="translate", fields=TR)
     monkeypatch.setattr(rundata, "CHILD_MIN_BYTES", 0)
     calls = []
-    real = buildproc.build_in_child
+    real = cachebuild.build_in_child
     monkeypatch.setattr(rundata, "build_in_child", lambda *a, **k: calls.append(1) or real(*a, **k))
     child, _ = load(tmp_path / "train", toks, tmp_path / "b", task="translate", fields=TR)
     assert calls and child.train.text_only

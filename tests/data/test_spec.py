@@ -9,7 +9,8 @@ import pytest
 from conftest import DATA_DIR, write_jsonl
 
 from attn_cli.data import spec as D
-from attn_cli.data.spec import Fields, load_spec, load_task_data
+from attn_cli.data.spec import Fields, load_spec
+from attn_cli.data.tasks import load_task_data
 from attn_cli.errors import DataError
 
 TR = Fields(src_lang="de", tgt_lang="en")

@@ -13,11 +13,12 @@ from conftest import DATA_DIR, write_jsonl
 from typer.testing import CliRunner
 
 from attn_cli.cli.main import app
-from attn_cli.data import encodepool
+from attn_cli.data import cachebuild
 from attn_cli.data import store as datastore
 from attn_cli.data.batching import plan_batches
 from attn_cli.data.rundata import DataRequest, load_run_data
-from attn_cli.data.spec import Fields, encode_examples, load_task_data
+from attn_cli.data.spec import Fields
+from attn_cli.data.tasks import encode_examples, load_task_data
 from attn_cli.data.tokenizer import TokenizerConfig, train_tokenizers
 from attn_cli.errors import AttnError, RunFailure
 
@@ -132,14 +133,14 @@ def test_interrupted_or_disk_full_build_leaves_nothing(tmp_path, corpus, toks, m
         real(file, arr, *a, **k)
         raise failure
 
-    monkeypatch.setattr(datastore.np, "save", failing_save)
+    monkeypatch.setattr(cachebuild.np, "save", failing_save)
     with pytest.raises(type(failure) if isinstance(failure, KeyboardInterrupt) else RunFailure) as e:
         load(path, toks, tmp_path / "c")
     if isinstance(failure, OSError):
         assert "no space left on device" in e.value.message and "partial cache was removed" in e.value.message
     left = [p.name for p in (tmp_path / "c/tokenized").iterdir() if not p.name.endswith(".lock")]
     assert left == []  # no entry and no temporary directory
-    monkeypatch.setattr(datastore.np, "save", real)
+    monkeypatch.setattr(cachebuild.np, "save", real)
     _, notes = load(path, toks, tmp_path / "c")
     assert any(n.startswith("tokenizing") for n in notes)
 
@@ -289,10 +290,10 @@ def test_tokenizing_in_worker_processes_writes_the_same_entry(tmp_path, corpus, 
     """--num-proc 2 encodes batches in a pool (started once a second batch arrives); the entry's
     files equal the one-process build's, sentiment labels included."""
     path, _ = corpus
-    monkeypatch.setattr(datastore, "ENCODE_BATCH", 64)  # several batches from the sample
+    monkeypatch.setattr(cachebuild, "ENCODE_BATCH", 64)  # several batches from the sample
     started = []
-    real = encodepool.ProcessPoolExecutor
-    monkeypatch.setattr(encodepool, "ProcessPoolExecutor", lambda *a, **k: started.append(1) or real(*a, **k))
+    real = cachebuild.ProcessPoolExecutor
+    monkeypatch.setattr(cachebuild, "ProcessPoolExecutor", lambda *a, **k: started.append(1) or real(*a, **k))
     entries = {}
     for n in (1, 2):
         data, _ = load(path, toks, tmp_path / f"c{n}", num_proc=n)
@@ -317,7 +318,7 @@ def test_encoding_cuts_long_rows_and_keeps_wide_ids():
     texts = ["a fairly long sentence about films", "ok", "another one"]
     jobs = [(k, {"text": texts[k:]}) for k in range(3)]
     for workers in (1, 2):
-        got = list(encodepool.encoded(jobs, {"text": sp}, {"text": (4, "uint32")}, workers))
+        got = list(cachebuild.encoded(jobs, {"text": sp}, {"text": (4, "uint32")}, workers))
         assert [m for m, _ in got] == [0, 1, 2]  # in order
         for k, (_, res) in enumerate(got):
             flat, lens, cut = res["text"]

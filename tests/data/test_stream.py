@@ -10,8 +10,9 @@ from conftest import DATA_DIR, Quiet, write_jsonl
 from conftest import assert_same_weights, torchrun_cmd, train_cmd, weights
 
 from attn_cli.config import TrainConfig
-from attn_cli.data.spec import Fields, load_task_data
+from attn_cli.data.spec import Fields
 from attn_cli.data.stream import StreamSource
+from attn_cli.data.tasks import load_task_data
 from attn_cli.data.tokenizer import TokenizerConfig, train_tokenizers
 from attn_cli.errors import AttnError
 from attn_cli.train.setup import RunRequest, train_run

@@ -17,7 +17,8 @@ from attn_cli.config import TrainConfig  # noqa: E402
 from attn_cli.data.spec import Fields  # noqa: E402
 from attn_cli.errors import AttnError  # noqa: E402
 from attn_cli.infer.decoding import DecodeConfig  # noqa: E402
-from attn_cli.infer.engines import EngineOptions, open_engine  # noqa: E402
+from attn_cli.infer.engine import EngineOptions  # noqa: E402
+from attn_cli.infer.engines import open_engine  # noqa: E402
 from attn_cli.infer.export import export_run  # noqa: E402
 from attn_cli.infer.runs import encode_inputs  # noqa: E402
 from attn_cli.train.setup import RunRequest, train_run  # noqa: E402

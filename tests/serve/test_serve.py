@@ -402,7 +402,7 @@ def test_two_workers_run_batches_side_by_side_without_splitting_them():
 def test_workers_and_threads_per_worker(monkeypatch):
     from types import SimpleNamespace
 
-    from attn_cli.infer.engines import ct2_threads
+    from attn_cli.infer.ct2 import ct2_threads
     from attn_cli.serve.runner import auto_workers, server_threads
 
     monkeypatch.setattr(os, "cpu_count", lambda: 8)

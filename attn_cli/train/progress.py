@@ -1,0 +1,64 @@
+"""The training loop's bookkeeping: the statistics window behind each progress report and
+metrics.jsonl ``train`` row, one session's clock, and the stop conditions (--max-steps,
+--epochs, --time-budget, --patience). Pure; the Trainer calls it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from attn_cli.config import TrainConfig
+from attn_cli.train.state import TrainState
+
+
+@dataclass
+class Window:
+    """Training statistics since the last ``train`` row of metrics.jsonl."""
+
+    t: float = field(default_factory=time.perf_counter)  # when the window opened
+    tokens: int = 0  # target tokens (examples for sentiment) of the finite steps
+    loss: float = 0.0  # sum of the finite steps' mean losses
+    n: int = 0  # finite steps
+    real: int = 0  # non-pad slots of the batches (finite or not)
+    slots: int = 0  # all slots of those batches
+    wait: float = 0.0  # seconds the steps waited on data
+
+    def reset(self, now: float) -> None:
+        """Start a new window at ``now`` (after a ``train`` row)."""
+        self.t, self.tokens, self.loss, self.n, self.real, self.slots, self.wait = now, 0, 0.0, 0, 0, 0, 0.0
+
+    def stats(self, state: TrainState, lr: float, epoch: float, now: float) -> dict:
+        """The progress report of the step just done (``epoch``: with the fraction done)."""
+        return {"step": state.step, "epoch": epoch, "lr": lr,
+                "loss": self.loss / max(self.n, 1),
+                "tokens_per_s": self.tokens / max(now - self.t, 1e-9) * 1.0,
+                "pad_fraction": 1 - self.real / max(self.slots, 1),
+                "data_wait": self.wait / max(now - self.t, 1e-9),  # share of time
+                "best": state.best, "elapsed": state.train_seconds}
+
+
+@dataclass
+class Session:
+    """One call of Trainer.run: when it started and what it has done."""
+
+    started: float  # time.perf_counter() at the start
+    seconds_before: float  # TrainState.train_seconds of the earlier sessions
+    last_eval_step: int  # the step of the last evaluation (or of the start)
+    window: Window = field(default_factory=Window)  # reset in place after each train row
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def stop_reason(cfg: TrainConfig, state: TrainState, started: float, epoch: int) -> str | None:
+    """Why training stops now (``epoch``: the epoch about to be trained), or None."""
+    if cfg.max_steps is not None and state.step >= cfg.max_steps:
+        return f"reached --max-steps {cfg.max_steps}"
+    if cfg.epochs is not None and epoch >= cfg.epochs:
+        return f"finished {cfg.epochs} epoch(s)"
+    if cfg.time_budget is not None and time.perf_counter() - started >= cfg.time_budget:
+        return f"time budget of {cfg.time_budget:.0f} s used"
+    if cfg.patience and state.bad_evals >= cfg.patience:
+        return f"no improvement in {cfg.patience} evaluations (--patience)"
+    return None
