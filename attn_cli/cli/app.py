@@ -22,11 +22,19 @@ from attn_cli.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, AttnError
 
 def _without_flag_placeholders(params: list) -> list:
     """On/off options (ours, and Typer's own --help and completion flags) show no ``<bool>``
-    value placeholder in --help: they take no value."""
+    value placeholder in --help: they take no value. A default given in words
+    (``show_default="small"``, for an option whose None means it) shows as Typer's own
+    ``[default: small]``, like every literal default, not click's ``[default: (small)]``."""
     for param in params:
         if getattr(param, "is_flag", False) and param.metavar is None:
             param.metavar = ""
+        if isinstance(getattr(param, "show_default", None), str):
+            param._get_default_string = functools.partial(_words, param.show_default)
     return params
+
+
+def _words(text: str, **_) -> str:
+    return text
 
 
 class _NoFlagPlaceholders:

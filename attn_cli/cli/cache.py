@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -10,14 +11,14 @@ import typer
 from rich.table import Table
 
 from attn_cli.cli import console as ui
-from attn_cli.cli.app import AttnGroup, app, command, flag
+from attn_cli.cli.app import AttnCommand, AttnGroup, app, command, flag
+from attn_cli.cli.options import CACHE_DEFAULT
 
 cache_app = typer.Typer(help="Show or free the tokenized-data cache (--data-cache, $ATTN_CACHE or "
                         "~/.cache/attn).", no_args_is_help=True, rich_markup_mode="rich", cls=AttnGroup)
 app.add_typer(cache_app, name="cache")
 
-DirOpt = Annotated[Path | None, typer.Option("--data-cache", help=(
-    "Cache directory (default: $ATTN_CACHE, else ~/.cache/attn)."))]
+DirOpt = Annotated[Path | None, typer.Option("--data-cache", show_default=CACHE_DEFAULT, help="Cache directory.")]
 
 
 def _size(n: int) -> str:
@@ -28,7 +29,24 @@ def _size(n: int) -> str:
     return str(n)
 
 
-@cache_app.command("list", epilog="Example:  attn cache list  ·  attn cache list --json")
+def _sources(entries: list[dict]) -> tuple[list[str], str | None]:
+    """Each entry's source files (or Hub name), and the directory all the files share when there
+    are several entries: the table names it once and shows each path below it, so what tells two
+    entries apart (their last directories and file names) is never cut off."""
+    paths = [list((e["source"] or {}).get("paths") or []) for e in entries]
+    files = [p for ps in paths for p in ps]
+    under = None
+    if len(entries) > 1 and len(files) == sum(bool(ps) for ps in paths) == len(entries):
+        common = os.path.commonpath(files) if all(os.path.isabs(f) for f in files) else ""
+        under = common if common not in ("", os.sep) and common not in files else None
+    wheres = []
+    for e, ps in zip(entries, paths, strict=True):
+        shown = [os.path.relpath(p, under) if under else p for p in ps]
+        wheres.append(", ".join(shown) or (e["source"] or {}).get("hub") or "?")
+    return wheres, under
+
+
+@cache_app.command("list", cls=AttnCommand, epilog="Example:  attn cache list  ·  attn cache list --json")
 @command
 def list_(data_cache: DirOpt = None,
           as_json: Annotated[bool, flag("--json", help="One JSON object per entry.")] = False) -> None:
@@ -44,19 +62,24 @@ def list_(data_cache: DirOpt = None,
     if not entries:
         ui.note(f"the cache in {root} is empty")
         return
-    table = Table(title=f"Tokenized data in {root}", title_justify="left")
-    for col in ("entry", "source", "split (use)", "examples", "size"):
-        table.add_column(col, justify="right" if col in ("examples", "size") else "left")
-    for e in entries:
+    wheres, under = _sources(entries)
+    table = Table(title=f"Tokenized data in {root}" + (f" (sources under {under})" if under else ""),
+                  title_justify="left")
+    table.add_column("entry", no_wrap=True)
+    table.add_column("source", overflow="fold", ratio=1)  # whole: the end is what tells entries apart
+    table.add_column("split (use)")
+    table.add_column("examples", justify="right")
+    table.add_column("size", justify="right", no_wrap=True)
+    for e, where in zip(entries, wheres, strict=True):
         src = e["source"] or {}
-        where = ", ".join(src.get("paths") or []) or src.get("hub") or "?"
         rows = f"{e['rows']:,}" if e["rows"] is not None else "incomplete"
-        table.add_row(e["name"], where, f"{src.get('split', '?')} ({e['role'] or '?'})", rows, _size(e["bytes"]))
+        table.add_row(e["name"][:12], where, f"{src.get('split', '?')} ({e['role'] or '?'})", rows,
+                      _size(e["bytes"]))
     ui.out.print(table)
     ui.note(f"{len(entries)} entries, {_size(sum(e['bytes'] for e in entries))}; free them with attn cache clear")
 
 
-@cache_app.command("clear", epilog="Example:  attn cache clear")
+@cache_app.command("clear", cls=AttnCommand, epilog="Example:  attn cache clear")
 @command
 def clear(data_cache: DirOpt = None) -> None:
     """Delete every cached tokenized dataset (the next run tokenizes its data again)."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from attn_cli.cli import console as ui
@@ -41,17 +42,21 @@ from attn_cli.infer.engine import DEFAULT_THREADS
 def evaluate(
     model: ModelOpt,
     data: DataOpt,
-    split: Annotated[str, typer.Option("--split", help="Which split of the SPEC to score.")] = "test",
+    split: Annotated[str, typer.Option("--split", help=(
+        "Which split of a directory or Hub dataset to score. A single file (or a parallel prefix) "
+        "has no splits: all its rows are scored, whatever --split says, with a note, and --json "
+        "gives \"split\": null."))] = "test",
     subset: SubsetOpt = None,
     src: SrcOpt = None, tgt: TgtOpt = None, src_field: SrcFieldOpt = None, tgt_field: TgtFieldOpt = None,
     text_field: TextFieldOpt = None, label_field: LabelFieldOpt = None,
     as_json: Annotated[bool, flag("--json", help="Print the metrics as one JSON object.")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help=(
         "Keep the hypotheses (or predicted labels), one per line, in FILE."))] = None,
-    beam: Annotated[int, typer.Option("--beam", rich_help_panel=DEC, help=(
-        "Beam size for translate/summarize; 1 = greedy (default: the task's, see attn info)."))] = 0,
-    length_penalty: Annotated[float | None, typer.Option("--length-penalty", rich_help_panel=DEC, help=(
-        "GNMT alpha (default: the task's, see attn info)."))] = None,
+    beam: Annotated[int | None, typer.Option("--beam", rich_help_panel=DEC, show_default="the task's, see attn info",
+                                             help="Beam size for translate/summarize; 1 = greedy.")] = None,
+    length_penalty: Annotated[float | None, typer.Option("--length-penalty", rich_help_panel=DEC,
+                                                         show_default="the task's, see attn info",
+                                                         help="GNMT alpha.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Source tokens per batch.")] = 6000,
     engine: EngineOpt = "auto", compute_type: ComputeOpt = "auto", threads: ThreadsOpt = DEFAULT_THREADS,
@@ -64,7 +69,7 @@ def evaluate(
         "is one file holding only the evaluated split)."))] = None,
 ) -> None:
     """Score a model on a dataset split: BLEU/chrF, ROUGE, or accuracy/macro-F1/confusion."""
-    from attn_cli.data.spec import Fields
+    from attn_cli.data.spec import Fields, single_split
     from attn_cli.data.tasks import load_eval_data
     from attn_cli.eval.metrics import bleu_chrf, classification, rouge
     from attn_cli.infer.runs import encode_inputs
@@ -77,13 +82,18 @@ def evaluate(
     given = make_fields(src, tgt, src_field, tgt_field, text_field, label_field)  # this data's names
     fields = Fields(**{k: getattr(given, k) or getattr(fields, k) for k in Fields.__dataclass_fields__})
     ds = load_eval_data(data, task, fields, split=split, subset=subset, label_names=meta.get("label_names"))
+    whole = single_split(data, fields, subset)  # one file: --split picks nothing
+    if whole:
+        ui.note(f"{data} is one file with no splits: scoring all its {len(ds):,} rows "
+                "(--split picks a split of a directory or Hub dataset)")
+    where = "all rows" if whole else split
     base = (_baseline(task, ds, baseline_train or data, data, split, fields, subset, meta.get("label_names"))
             if baseline else None)
     start = time.perf_counter()
     inputs = ds["text"] if task == "sentiment" else ds["src"]
     ids, _ = encode_inputs(run, list(inputs))
     with ui.progress() as bar:
-        job = bar.add_task(f"eval {task} on {split}", total=len(ids), info="")
+        job = bar.add_task(f"eval {task} on {where}", total=len(ids), info="")
         advance = lambda n: bar.advance(job, n)  # noqa: E731
         if task == "sentiment":
             probs = run.classify(ids, on_batch=advance)
@@ -107,15 +117,15 @@ def evaluate(
 
         base["wins"] = wins(task, base, metrics[PRIMARY_METRIC[task]])
     if as_json:
-        ui.out.print(json.dumps({"model": str(model), "data": data, "split": split, **metrics,
+        ui.out.print(json.dumps({"model": str(model), "data": data, "split": None if whole else split, **metrics,
                                  **({"baseline": base} if base is not None else {})}), markup=False)
         return
-    _metrics_table(metrics, f"{task} on {data} [{split}]", base)
+    _metrics_table(metrics, escape(f"{task} on {data} [{where}]"), base, meta.get("label_names"))
     if base is not None:
         from attn_cli.eval.baselines import describe, verdict
 
         ui.out.print(f"baseline: {describe(base)} ({base['fit_on']}), {base['seconds']:.1f} s", markup=False)
-        line = verdict(task, base, metrics[PRIMARY_METRIC[task]], where=split)
+        line = verdict(task, base, metrics[PRIMARY_METRIC[task]], where=where)
         if line:
             ui.out.print(line[0].upper() + line[1:] + ".", markup=False)
 
@@ -149,7 +159,8 @@ def _baseline(task: str, ds, train_spec: str, data: str, split: str, fields, sub
     return {**result, "fit_on": where}
 
 
-def _metrics_table(metrics: dict, title: str, baseline: dict | None = None) -> None:
+def _metrics_table(metrics: dict, title: str, baseline: dict | None = None,
+                   label_names: list[str] | None = None) -> None:
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -166,10 +177,11 @@ def _metrics_table(metrics: dict, title: str, baseline: dict | None = None) -> N
     if "confusion" in metrics:
         conf = Table(title="confusion (rows = gold, columns = predicted)", title_justify="left")
         conf.add_column("")
-        for j in range(len(metrics["confusion"])):
-            conf.add_column(str(j), justify="right")
-        for i, row in enumerate(metrics["confusion"]):
-            conf.add_row(str(i), *map(str, row))
+        names = label_names or [str(j) for j in range(len(metrics["confusion"]))]
+        for name in names:
+            conf.add_column(escape(name), justify="right", overflow="fold")
+        for name, row in zip(names, metrics["confusion"], strict=True):
+            conf.add_row(escape(name), *map(str, row))
         ui.out.print(conf)
     if "bleu_signature" in metrics:
         ui.out.print(f"sacreBLEU: {metrics['bleu_signature']}", markup=False)
@@ -179,6 +191,7 @@ def _metrics_table(metrics: dict, title: str, baseline: dict | None = None) -> N
 @command
 def info(run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_default=False)]) -> None:
     """Show what a run directory holds: task, size, vocabulary, data, training, best metric."""
+    from attn_cli.data.rundata import describe_valid
     from attn_cli.data.tokenizer import Tokenizers
     from attn_cli.infer.runs import read_meta
     from attn_cli.rundir import LAST_DIR, find_dir
@@ -208,7 +221,7 @@ def info(run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_def
                       " (options of attn translate/summarize change it)")
     d = meta.get("data", {})
     table.add_row("training data", f"{d.get('train')} ({d.get('train_examples', 0):,} examples), "
-                  f"validation {d.get('valid') or 'held out'} ({d.get('valid_examples', 0):,})")
+                  f"validation {describe_valid(d)}")
     if meta.get("init_from"):
         p = meta.get("pretrained")
         seen = (f"; pretrained ({p['objective']}) on {p['data']}: {p['texts']:,} texts, {p['steps']:,} steps, "
@@ -219,20 +232,21 @@ def info(run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_def
     last = find_dir(run_dir / LAST_DIR)
     if last is not None and (last / "state.json").is_file():
         try:
-            _training_rows(table, json.loads((last / "state.json").read_text()), meta["task"], bool(pre))
+            _training_rows(table, json.loads((last / "state.json").read_text()), meta["task"], bool(pre),
+                           bool(d.get("valid_reused")))
         except (ValueError, KeyError, TypeError, OSError):
             table.add_row("training", "last/state.json is unreadable")
     ui.out.print(table)
 
 
-def _training_rows(table: Table, st: dict, task: str, pretraining: bool = False) -> None:
+def _training_rows(table: Table, st: dict, task: str, pretraining: bool = False, reused: bool = False) -> None:
     from attn_cli.eval.metrics import PRETRAIN_METRIC, PRIMARY_METRIC
 
     metric = (PRETRAIN_METRIC if pretraining else PRIMARY_METRIC)[task]
     table.add_row("training", f"{st['step']:,} steps, {st['train_seconds'] / 60:.1f} min")
     if st.get("best") is not None:
-        table.add_row("best validation", f"{metric} {st['best']:.2f} "
-                      f"(step {st['best_step']})")
+        table.add_row("best validation", f"{metric} {st['best']:.2f} (step {st['best_step']}"
+                      + ("; on reused training examples, not held out)" if reused else ")"))
 
 
 def _export_row(run_dir: Path, meta: dict, toks) -> str:
@@ -254,7 +268,7 @@ def export(
     run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_default=False)],
     quantize: Annotated[str, typer.Option("--quantize", help=(
         "Weight type: none (float32), int8 (fastest on CPU), int8_float16 or float16 (GPU)."))] = "none",
-    out: Annotated[Path | None, typer.Option("--out", help="Where to write it (default: RUN_DIR/ct2).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", show_default="RUN_DIR/ct2", help="Where to write it.")] = None,
 ) -> None:
     """Export a run's best weights as a CTranslate2 model, for --engine ctranslate2 (and auto)."""
     from attn_cli.infer.export import export_run

@@ -30,6 +30,7 @@ from attn_cli.cli.options import (
     decode_cfg,
 )
 from attn_cli.config import DECODE_DEFAULTS
+from attn_cli.errors import AttnError
 from attn_cli.infer.engine import DEFAULT_THREADS
 
 TR, SU = DECODE_DEFAULTS["translate"], DECODE_DEFAULTS["summarize"]
@@ -39,6 +40,8 @@ def _generate(task, model, texts, input_file, output, as_json, dcfg, eng_opts, m
 
     check_max_tokens(max_tokens)
     check_output(output)
+    if plot is not None:
+        check_plot_dependency()
     run = open_engine(model, task, *eng_opts)
     inputs = read_inputs(texts, input_file, paragraphs=task == "summarize")
     ids, cut = encode_inputs(run, inputs)
@@ -58,6 +61,14 @@ def _generate(task, model, texts, input_file, output, as_json, dcfg, eng_opts, m
     write_outputs(lines, output)
     if show or plot:
         _show_attention(run, ids, results, show, plot)
+
+
+def check_plot_dependency() -> None:
+    """--plot needs matplotlib (an optional extra): refused before any work, not after it."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise AttnError("--plot needs matplotlib", "pip install 'attn[plot]'") from None
 
 
 def _show_attention(engine, ids, results, show: bool, plot: Path | None) -> None:
@@ -184,7 +195,7 @@ def sentiment(
     best = [max(range(len(p)), key=p.__getitem__) for p in probs]
     if as_json:
         lines = [json.dumps({"input": t, "label": names[b], "confidence": round(p[b], 5),
-                             "probs": {n: round(x, 5) for n, x in zip(names, p, strict=True)},
+                             "probabilities": {n: round(x, 5) for n, x in zip(names, p, strict=True)},
                              "engine": run.name},
                             ensure_ascii=False) for t, p, b in zip(inputs, probs, best, strict=True)]
     else:

@@ -40,6 +40,10 @@ def read_inputs(texts: list[str] | None, path: Path | None, paragraphs: bool = F
         except OSError as e:
             raise AttnError(f"cannot read {path}: {e.strerror or e}", "check its permissions") from None
     else:
+        if sys.stdin.isatty():  # a person at a terminal, not a pipe: say what the wait is for
+            what = "documents separated by blank lines" if paragraphs else "one text per line"
+            end = "Ctrl-Z then Enter" if os.name == "nt" else "Ctrl-D"
+            ui.note(f"reading from standard input ({what}); {end} to end")
         raw = sys.stdin.read()
     if not paragraphs:
         return raw.split("\n")[:-1] if raw.endswith("\n") else raw.split("\n") if raw else []

@@ -9,7 +9,12 @@ from typing import Annotated
 import typer
 
 from attn_cli.cli.app import flag
+from attn_cli.config import ModelConfig, TrainConfig
 from attn_cli.errors import AttnError
+
+# Defaults in --help: Typer shows a literal default as "[default: X]"; an option whose None means
+# a default in words (or one that depends on the task or data) says it with show_default="X", which
+# renders the same way (cli/app.py), never in its help text: one default, in one style, per option.
 
 # ------------------------------------------------------------------ data
 
@@ -23,15 +28,16 @@ SrcOpt = Annotated[str | None, typer.Option(
 TgtOpt = Annotated[str | None, typer.Option(
     "--tgt", rich_help_panel=DATA_PANEL, help="translate: target language code.")]
 SrcFieldOpt = Annotated[str | None, typer.Option(
-    "--src-field", rich_help_panel=DATA_PANEL,
-    help="summarize: document column (default: document/article/dialogue/text).")]
+    "--src-field", rich_help_panel=DATA_PANEL, show_default="the first of document, article, dialogue, text",
+    help="summarize: document column.")]
 TgtFieldOpt = Annotated[str | None, typer.Option(
-    "--tgt-field", rich_help_panel=DATA_PANEL,
-    help="summarize: summary column (default: summary/highlights/title).")]
+    "--tgt-field", rich_help_panel=DATA_PANEL, show_default="the first of summary, highlights, title",
+    help="summarize: summary column.")]
 TextFieldOpt = Annotated[str | None, typer.Option(
-    "--text-field", rich_help_panel=DATA_PANEL, help="sentiment: text column (default: text/sentence/review).")]
+    "--text-field", rich_help_panel=DATA_PANEL, show_default="the first of text, sentence, review",
+    help="sentiment: text column.")]
 LabelFieldOpt = Annotated[str | None, typer.Option(
-    "--label-field", rich_help_panel=DATA_PANEL, help="sentiment: label column (default: label).")]
+    "--label-field", rich_help_panel=DATA_PANEL, show_default="label", help="sentiment: label column.")]
 SubsetOpt = Annotated[str | None, typer.Option(
     "--subset", rich_help_panel=DATA_PANEL, help="Hub dataset configuration, e.g. de-en.")]
 SplitOpt = Annotated[str, typer.Option(
@@ -103,51 +109,67 @@ def decode_cfg(task: str, **options):
 # ------------------------------------------------------------------ training runs (attn train, attn pretrain)
 
 RUN, MODEL, OPT, STOP, HW = "Run", "Model", "Optimisation", "When to stop", "Hardware"
-DataCacheOpt = Annotated[Path | None, typer.Option("--data-cache", rich_help_panel=DATA_PANEL, help=(
-        "Directory of the tokenized-data cache (default: $ATTN_CACHE, else ~/.cache/attn); "
-        "see attn cache list."))]
+CACHE_DEFAULT = "$ATTN_CACHE, else ~/.cache/attn"
+DataCacheOpt = Annotated[Path | None, typer.Option(
+    "--data-cache", rich_help_panel=DATA_PANEL, show_default=CACHE_DEFAULT,
+    help="Directory of the tokenized-data cache; see attn cache list.")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", rich_help_panel=RUN, help=(
         "TOML file whose keys are these options (max-tokens = 8192); options override it."))]
 ResumeOpt = Annotated[bool, flag("--resume", rich_help_panel=RUN, help=(
         "Continue the run in --out from last/ (same data order and RNG).") )]
 OverwriteOpt = Annotated[bool, flag("--overwrite", rich_help_panel=RUN,
                                     help="Replace a non-empty --out.")]
-TokenizerOpt = Annotated[Path | None, typer.Option("--tokenizer", rich_help_panel=RUN, help=(
-        "Use this tokenizer directory (default: train one on the training data)."))]
-VocabSizeOpt = Annotated[int | None, typer.Option("--vocab-size", rich_help_panel=RUN, help=(
-        "Size of the tokenizer trained when --tokenizer is not given (default: 8000)."))]
+TokenizerOpt = Annotated[Path | None, typer.Option(
+    "--tokenizer", rich_help_panel=RUN, show_default="train one on the training data",
+    help="Use this tokenizer directory.")]
+VocabSizeOpt = Annotated[int | None, typer.Option(
+    "--vocab-size", rich_help_panel=RUN, show_default=str(TrainConfig.vocab_size),
+    help="Size of the tokenizer trained when --tokenizer is not given.")]
 LowercaseOpt = Annotated[bool | None, flag("--lowercase", rich_help_panel=RUN, show_default=False, help=(
         "Have the tokenizer trained when --tokenizer is not given fold case ('The' and 'the' "
         "become the same pieces; as attn tokenizer train --lowercase)."))]
-PresetOpt = Annotated[str | None, typer.Option("--preset", rich_help_panel=MODEL, help=(
-        "Model size: tiny (0.75M params*), small (7.6M*), base (48M*), big (185M*) "
-        "(default: small). *joint 8k vocabulary translation model."))]
-DropoutOpt = Annotated[float | None, typer.Option("--dropout", rich_help_panel=MODEL,
-                                                  help="Dropout (default: 0.1).")]
-MaxLenOpt = Annotated[int | None, typer.Option("--max-len", rich_help_panel=MODEL, help=(
-        "Positions per side; longer inputs are truncated (default: 256)."))]
-MaxTokensOpt = Annotated[int | None, typer.Option("--max-tokens", rich_help_panel=OPT, help=(
-        "Padded tokens per batch (all processes together) (default: 4096)."))]
-AccumOpt = Annotated[int | None, typer.Option("--accum", rich_help_panel=OPT, help=(
-        "Batches accumulated per optimizer step (default: 1)."))]
-LrOpt = Annotated[float | None, typer.Option("--lr", rich_help_panel=OPT,
-                                             help="Peak learning rate (default: 7e-4).")]
-WarmupOpt = Annotated[int | None, typer.Option("--warmup", rich_help_panel=OPT,
-                                               help="Warmup steps (default: 800).")]
-SeedOpt = Annotated[int | None, typer.Option("--seed", rich_help_panel=OPT, help=(
-        "Seed for init, data order and dropout (default: 1)."))]
+PRESET_HELP = ("Model size: tiny (0.75M params*), small (7.6M*), base (48M*), big (185M*). *joint 8k "
+               "vocabulary translation model.")
+PresetOpt = Annotated[str | None, typer.Option(  # attn train: --init-from brings its run's
+    "--preset", rich_help_panel=MODEL, show_default=f"{TrainConfig.preset}; with --init-from, that run's",
+    help=PRESET_HELP)]
+PretrainPresetOpt = Annotated[str | None, typer.Option(
+    "--preset", rich_help_panel=MODEL, show_default=TrainConfig.preset, help=PRESET_HELP)]
+DropoutOpt = Annotated[float | None, typer.Option(
+    "--dropout", rich_help_panel=MODEL, show_default=str(ModelConfig.dropout), help="Dropout.")]
+MaxLenOpt = Annotated[int | None, typer.Option(
+    "--max-len", rich_help_panel=MODEL, show_default=str(TrainConfig.max_len),
+    help="Positions per side; longer inputs are truncated.")]
+MaxTokensOpt = Annotated[int | None, typer.Option(
+    "--max-tokens", rich_help_panel=OPT, show_default=str(TrainConfig.max_tokens),
+    help="Padded tokens per batch (all processes together).")]
+AccumOpt = Annotated[int | None, typer.Option(
+    "--accum", rich_help_panel=OPT, show_default=str(TrainConfig.accum),
+    help="Batches accumulated per optimizer step.")]
+LrOpt = Annotated[float | None, typer.Option(
+    "--lr", rich_help_panel=OPT, show_default=f"{TrainConfig.lr:g}", help="Peak learning rate.")]
+WarmupOpt = Annotated[int | None, typer.Option(
+    "--warmup", rich_help_panel=OPT,
+    show_default=f"{TrainConfig.warmup}, at most a tenth of --max-steps or of a --time-budget's steps",
+    help="Linear warmup steps (a --time-budget run counts its steps at the speed of its first 10).")]
+SeedOpt = Annotated[int | None, typer.Option(
+    "--seed", rich_help_panel=OPT, show_default=str(TrainConfig.seed),
+    help="Seed for init, data order and dropout.")]
 TimeBudgetOpt = Annotated[str | None, typer.Option("--time-budget", rich_help_panel=STOP, help=(
         "Stop after this much training time in this session: 90s, 15m, 1h30m."))]
 MaxStepsOpt = Annotated[int | None, typer.Option("--max-steps", rich_help_panel=STOP,
                                                   help="Stop after this many optimizer steps in all.")]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", rich_help_panel=STOP,
                                                help="Stop after this many epochs.")]
-EvalEveryOpt = Annotated[int | None, typer.Option("--eval-every", rich_help_panel=STOP, help=(
-        "Evaluate and save last/ every N steps (default: 500)."))]
-SaveEveryOpt = Annotated[str | None, typer.Option("--save-every", rich_help_panel=STOP, help=(
-        "Also save last/ (the resumable state) after this much time without a save, so a kill "
-        "loses at most that much: 90s, 10m, 0 = only at evaluations (default: 10m)."))]
-RunDeviceOpt = Annotated[str | None, typer.Option("--device", rich_help_panel=HW, help=(
-        "auto, cpu or cuda (default: auto = cuda when available)."))]
-PrecisionOpt = Annotated[str | None, typer.Option("--precision", rich_help_panel=HW, help=(
-        "auto (fp32 on CPU, bf16 on GPU), fp32, bf16 or fp16 (default: auto)."))]
+EvalEveryOpt = Annotated[int | None, typer.Option(
+    "--eval-every", rich_help_panel=STOP, show_default=str(TrainConfig.eval_every),
+    help="Evaluate and save last/ every N steps.")]
+SaveEveryOpt = Annotated[str | None, typer.Option(
+    "--save-every", rich_help_panel=STOP, show_default=f"{TrainConfig.save_every / 60:g}m",
+    help="Also save last/ (the resumable state) after this much time without a save, so a kill "
+    "loses at most that much: 90s, 10m, 0 = only at evaluations.")]
+RunDeviceOpt = Annotated[str | None, typer.Option(
+    "--device", rich_help_panel=HW, show_default="auto = cuda when available", help="auto, cpu or cuda.")]
+PrecisionOpt = Annotated[str | None, typer.Option(
+    "--precision", rich_help_panel=HW, show_default=TrainConfig.precision,
+    help="auto (fp32 on CPU, bf16 on GPU), fp32, bf16 or fp16.")]

@@ -28,7 +28,7 @@ from attn_cli.cli.options import (
     MaxTokensOpt,
     OverwriteOpt,
     PrecisionOpt,
-    PresetOpt,
+    PretrainPresetOpt,
     ResumeOpt,
     RunDeviceOpt,
     SaveEveryOpt,
@@ -67,20 +67,22 @@ def pretrain(
     data: DataOpt,
     out: Annotated[Path, typer.Option("--out", "-o", rich_help_panel=RUN, show_default=False,
                                       help="Run directory to create (or resume).")],
-    objective: Annotated[str | None, typer.Option("--objective", rich_help_panel=MODEL, help=(
+    objective: Annotated[str | None, typer.Option("--objective", rich_help_panel=MODEL,
+                                                  show_default="mlm / denoise", help=(
         "sentiment: mlm (15% of pieces, 80/10/10) or mlm-whole-word; translate/summarize: denoise "
         "(BART text infilling: Poisson(3) spans over 30% of pieces) or denoise-permute (also "
-        "shuffles sentences) (default: mlm / denoise)."))] = None,
-    valid: Annotated[str | None, typer.Option("--valid", rich_help_panel="Data", help=(
-        "Held-out text SPEC (default: the data's validation split, else 1% of it held out)."))] = None,
+        "shuffles sentences)."))] = None,
+    valid: Annotated[str | None, typer.Option("--valid", rich_help_panel="Data",
+                                              show_default="the data's validation split, else 1% of it held out",
+                                              help="Held-out text SPEC.")] = None,
     documents: Annotated[bool | None, typer.Option(
-        "--documents/--lines", rich_help_panel="Data", show_default=False, help=(
-            "A .txt holds blank-line-separated documents / one text per line (default: detected)."))] = None,
+        "--documents/--lines", rich_help_panel="Data", show_default="detected", help=(
+            "A .txt holds blank-line-separated documents / one text per line."))] = None,
     src: SrcOpt = None, tgt: TgtOpt = None, src_field: SrcFieldOpt = None, tgt_field: TgtFieldOpt = None,
     text_field: TextFieldOpt = None, subset: SubsetOpt = None, split: SplitOpt = "train",
     data_cache: DataCacheOpt = None, config: ConfigOpt = None, resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False, tokenizer: TokenizerOpt = None, vocab_size: VocabSizeOpt = None,
-    lowercase: LowercaseOpt = None, preset: PresetOpt = None, dropout: DropoutOpt = None,
+    lowercase: LowercaseOpt = None, preset: PretrainPresetOpt = None, dropout: DropoutOpt = None,
     max_len: MaxLenOpt = None, max_tokens: MaxTokensOpt = None, accum: AccumOpt = None, lr: LrOpt = None,
     warmup: WarmupOpt = None, seed: SeedOpt = None, time_budget: TimeBudgetOpt = None,
     max_steps: MaxStepsOpt = None, epochs: EpochsOpt = None, eval_every: EvalEveryOpt = None,
@@ -109,12 +111,13 @@ def pretrain(
     cfg = resolve_config(task, options, toml, saved)
     if cfg.objective is None:  # not on the command line, in --config or in the resumed run
         cfg = dataclasses.replace(cfg, objective=OBJECTIVES[task][0])
+    note = None
     if saved is None and "warmup" not in toml and warmup is None:
-        cfg = short_run_warmup(cfg)
+        cfg, note = short_run_warmup(cfg)
     fields = make_fields(src, tgt, src_field, tgt_field, text_field, None)
     req = RunRequest(data=data, out=out, valid=valid, subset=subset, split=split, tokenizer=tokenizer,
                      resume=resume, overwrite=overwrite, fields=fields, data_cache=data_cache,
-                     documents=documents)
+                     documents=documents, notes=[note] if note else [])
     result = run_with_progress(req, cfg, "pretrain", "tok")
     if ui.is_main_process():
         st = result.state

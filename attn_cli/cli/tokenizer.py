@@ -39,8 +39,8 @@ def tokenizer_train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the tokenizer into.",
                                       show_default=False)],
     task: Annotated[str | None, typer.Option(
-        "--task", help="translate, summarize or sentiment [default: inferred from the options "
-        "and columns].")] = None,
+        "--task", show_default="inferred from the options and columns",
+        help="translate, summarize or sentiment.")] = None,
     vocab_size: Annotated[int, typer.Option("--vocab-size", help="Pieces per vocabulary, "
                                             "special ids included.")] = 8000,
     model_type: Annotated[str, typer.Option("--model-type", help="unigram or bpe.")] = "unigram",

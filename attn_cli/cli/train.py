@@ -56,6 +56,7 @@ from attn_cli.cli.options import (
     WarmupOpt,
     make_fields,
 )
+from attn_cli.config import TrainConfig
 from attn_cli.errors import AttnError
 
 EXPERT = "Expert (the defaults suit most runs)"
@@ -136,20 +137,21 @@ WARMUP_SHARE = 0.1  # a short run's default warmup: at most this share of its --
 
 
 def short_run_warmup(cfg):
-    """The default warmup capped to a tenth of --max-steps, so that a short run reaches its peak
-    learning rate (300 steps with 800 of warmup never would), or for a --time-budget run to a
-    tenth of the steps the budget allows, measured after the first steps (Trainer). Saved in
-    train_config.json, so a resume keeps the same schedule; an explicit --warmup is kept."""
+    """(config, note or None): the default warmup capped to a tenth of --max-steps, so that a
+    short run reaches its peak learning rate (300 steps with 800 of warmup never would), or for
+    a --time-budget run to a tenth of the steps the budget allows, measured after the first
+    steps (Trainer). Saved in train_config.json, so a resume keeps the same schedule; an explicit
+    --warmup is kept. The note goes to RunRequest.notes, shown once the data is checked."""
     import dataclasses
 
     if cfg.max_steps is None:  # a --time-budget run: capped once its speed is known
-        return dataclasses.replace(cfg, warmup_share=WARMUP_SHARE) if cfg.time_budget else cfg
+        return (dataclasses.replace(cfg, warmup_share=WARMUP_SHARE) if cfg.time_budget else cfg), None
     if cfg.warmup <= cfg.max_steps * WARMUP_SHARE:
-        return cfg
+        return cfg, None
     capped = max(1, int(cfg.max_steps * WARMUP_SHARE))
-    ui.note(f"warmup: {capped} steps (the default {cfg.warmup} is more than a tenth of --max-steps "
+    note = (f"warmup: {capped} steps (the default {cfg.warmup} is more than a tenth of --max-steps "
             f"{cfg.max_steps}; --warmup N sets it)")
-    return dataclasses.replace(cfg, warmup=capped)
+    return dataclasses.replace(cfg, warmup=capped), note
 
 
 class RichReporter:
@@ -206,28 +208,36 @@ def train(
     data: DataOpt,
     out: Annotated[Path, typer.Option("--out", "-o", rich_help_panel=RUN, show_default=False,
                                       help="Run directory to create (or resume).")],
-    valid: Annotated[str | None, typer.Option("--valid", rich_help_panel="Data", help=(
-        "Validation SPEC (default: the data's validation split, else 1% of train held out)."))] = None,
+    valid: Annotated[str | None, typer.Option("--valid", rich_help_panel="Data", show_default=(
+        "the data's validation split, else 1% of train held out (under 1,000 examples: 200 "
+        "training examples reused)"), help="Validation SPEC.")] = None,
     src: SrcOpt = None, tgt: TgtOpt = None, src_field: SrcFieldOpt = None, tgt_field: TgtFieldOpt = None,
     text_field: TextFieldOpt = None, label_field: LabelFieldOpt = None, subset: SubsetOpt = None,
+    num_labels: Annotated[int | None, typer.Option("--num-labels", rich_help_panel="Data", min=2, metavar="<int>",
+                                                   show_default=False, help=(
+        "sentiment: keep integer labels as the classes 0..K-1 (some may be absent from the data); "
+        "without it, integer labels that are not 0..K-1 (stars 1 and 5) are named classes in "
+        "sorted order."))] = None,
     split: SplitOpt = "train",
     data_cache: DataCacheOpt = None,
-    num_proc: Annotated[int | None, typer.Option("--num-proc", rich_help_panel="Data", min=1, help=(
-        "Processes that tokenize data the cache does not hold yet (default: the machine's cores)."))] = None,
+    num_proc: Annotated[int | None, typer.Option("--num-proc", rich_help_panel="Data", min=1, metavar="<int>",
+                                                 show_default="the machine's cores", help=(
+        "Processes that tokenize data the cache does not hold yet."))] = None,
     stream: Annotated[bool | None, flag("--stream", rich_help_panel="Data", show_default=False, help=(
         "Read, tokenize and batch the training data while training instead of caching it "
         "(for corpora larger than the disk, or Hub datasets); needs --tokenizer and --valid "
         "(or a validation split)."))] = None,
-    shuffle_buffer: Annotated[int | None, typer.Option("--shuffle-buffer", rich_help_panel="Data", help=(
+    shuffle_buffer: Annotated[int | None, typer.Option("--shuffle-buffer", rich_help_panel="Data",
+                                                       show_default=str(TrainConfig.shuffle_buffer), help=(
         "--stream: rows read, shuffled and length-bucketed together; more mixes better and "
-        "costs memory (default: 100000)."))] = None,
+        "costs memory."))] = None,
     config: ConfigOpt = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     tokenizer: TokenizerOpt = None,
     init_from: Annotated[Path | None, typer.Option("--init-from", rich_help_panel=RUN, help=(
         "Start from the best weights of this earlier run directory (a warm start: fine-tune it "
-        "on this data) with its tokenizer and --preset. A classifier head "
+        "on this data) with its tokenizer and its --preset (unless --preset is given). A classifier head "
         "for a different number of labels starts fresh; a sentiment run may start from the encoder "
         "of a translate or summarize run."))] = None,
     vocab_size: VocabSizeOpt = None,
@@ -239,15 +249,16 @@ def train(
     accum: AccumOpt = None,
     lr: LrOpt = None,
     warmup: WarmupOpt = None,
-    ema: Annotated[float | None, typer.Option("--ema", rich_help_panel=OPT, help=(
+    ema: Annotated[float | None, typer.Option("--ema", rich_help_panel=OPT, show_default="0 = off", help=(
         "Evaluate and keep an exponential moving average of the weights with this decay, "
-        "e.g. 0.999 (default: 0 = off)."))] = None,
+        "e.g. 0.999."))] = None,
     seed: SeedOpt = None,
     time_budget: TimeBudgetOpt = None,
     max_steps: MaxStepsOpt = None,
     epochs: EpochsOpt = None,
-    patience: Annotated[int | None, typer.Option("--patience", rich_help_panel=STOP, help=(
-        "Stop after N evaluations without improvement, 0 = never (default: 0)."))] = None,
+    patience: Annotated[int | None, typer.Option("--patience", rich_help_panel=STOP,
+                                                 show_default=str(TrainConfig.patience), help=(
+        "Stop after N evaluations without improvement, 0 = never."))] = None,
     eval_every: EvalEveryOpt = None,
     save_every: SaveEveryOpt = None,
     device: RunDeviceOpt = None,
@@ -256,20 +267,25 @@ def train(
                                          help="torch.compile the model.")] = None,
     nproc: Annotated[int | None, typer.Option("--nproc", rich_help_panel=HW, help=(
         "Launch N processes on this machine through torch.distributed.run (DDP)."))] = None,
-    schedule: Annotated[str | None, typer.Option("--schedule", rich_help_panel=EXPERT, help=(
-        "inverse_sqrt or cosine (cosine needs --max-steps) (default: inverse_sqrt)."))] = None,
-    label_smoothing: Annotated[float | None, typer.Option("--label-smoothing", rich_help_panel=EXPERT, help=(
-        "(default: 0.1 for translate/summarize, 0 for sentiment)."))] = None,
+    schedule: Annotated[str | None, typer.Option("--schedule", rich_help_panel=EXPERT,
+                                                 show_default=TrainConfig.schedule, help=(
+        "inverse_sqrt or cosine (cosine needs --max-steps)."))] = None,
+    label_smoothing: Annotated[float | None, typer.Option(
+        "--label-smoothing", rich_help_panel=EXPERT, show_default="0.1 for translate/summarize, 0 for sentiment",
+        help="Label smoothing of the loss.")] = None,
     weight_decay: Annotated[float | None, typer.Option("--weight-decay", rich_help_panel=EXPERT,
-                                                       help="AdamW weight decay (default: 0.01).")] = None,
-    clip: Annotated[float | None, typer.Option("--clip", rich_help_panel=EXPERT, help=(
-        "Gradient-norm clipping, 0 = off (default: 1.0)."))] = None,
+                                                       show_default=str(TrainConfig.weight_decay),
+                                                       help="AdamW weight decay.")] = None,
+    clip: Annotated[float | None, typer.Option("--clip", rich_help_panel=EXPERT, show_default=str(TrainConfig.clip),
+                                               help="Gradient-norm clipping, 0 = off.")] = None,
     skip_nonfinite: Annotated[bool | None, flag("--skip-nonfinite", rich_help_panel=EXPERT, help=(
         "Skip batches with a NaN/inf loss instead of stopping."), show_default=False)] = None,
-    eval_samples: Annotated[int | None, typer.Option("--eval-samples", rich_help_panel=EXPERT, help=(
-        "Validation examples decoded for BLEU/ROUGE per evaluation (default: 500)."))] = None,
-    log_every: Annotated[int | None, typer.Option("--log-every", rich_help_panel=EXPERT, help=(
-        "Steps between lines in metrics.jsonl (default: 50)."))] = None,
+    eval_samples: Annotated[int | None, typer.Option("--eval-samples", rich_help_panel=EXPERT,
+                                                     show_default=str(TrainConfig.eval_samples), help=(
+        "Validation examples decoded for BLEU/ROUGE per evaluation."))] = None,
+    log_every: Annotated[int | None, typer.Option("--log-every", rich_help_panel=EXPERT,
+                                                  show_default=str(TrainConfig.log_every), help=(
+        "Steps between lines in metrics.jsonl."))] = None,
 ) -> None:
     """Train a transformer on your data and write a self-contained run directory."""
     from attn_cli.rundir import TRAIN_CONFIG_FILE
@@ -286,6 +302,10 @@ def train(
                    log_every=log_every, device=device, precision=precision, compile=compile,
                    vocab_size=vocab_size, lowercase=lowercase, stream=stream, shuffle_buffer=shuffle_buffer)
     saved, fields = None, make_fields(src, tgt, src_field, tgt_field, text_field, label_field)
+    if num_labels is not None:
+        if task != "sentiment":
+            raise AttnError(f"--num-labels is for sentiment, not {task}", "leave it out")
+        fields.num_labels = num_labels
     if resume:
         saved = read_json(out / TRAIN_CONFIG_FILE)
         meta = read_json(out / "config.json") or {}
@@ -294,10 +314,12 @@ def train(
         valid = valid or (meta.get("data") or {}).get("valid")
     toml = load_toml(config)
     cfg = resolve_config(task, options, toml, saved)
+    note = None
     if saved is None and "warmup" not in toml and warmup is None:
-        cfg = short_run_warmup(cfg)
+        cfg, note = short_run_warmup(cfg)
     req = RunRequest(data=data, out=out, valid=valid, subset=subset, split=split, tokenizer=tokenizer,
-                     init_from=init_from, resume=resume, overwrite=overwrite, fields=fields,
+                     init_from=init_from, adopt_init_preset=preset is None and "preset" not in toml,
+                     notes=[note] if note else [], resume=resume, overwrite=overwrite, fields=fields,
                      data_cache=data_cache, num_proc=num_proc)
     result = run_with_progress(req, cfg, "train", "ex" if task == "sentiment" and not cfg.objective else "tok")
     if ui.is_main_process():
@@ -321,6 +343,7 @@ def run_with_progress(req, cfg, command_name: str, unit: str):
 
 
 def _summary(result, cfg) -> None:
+    from attn_cli.train.records import weak_hint
     from attn_cli.train.trainer import PRIMARY
 
     st = result.state
@@ -331,7 +354,9 @@ def _summary(result, cfg) -> None:
     unit = "examples" if cfg.task == "sentiment" else "target tokens"
     table.add_row(unit + "/s", f"{st['tokens'] / max(st['train_seconds'], 1e-9):,.0f}")
     best = "n/a" if st["best"] is None else f"{st['best']:.4g}"
-    table.add_row(f"best validation {PRIMARY[cfg.task]}", f"{best} (step {st['best_step']})")
+    data = (read_json(result.run_dir / "config.json") or {}).get("data") or {}
+    reused = "; on reused training examples, not held out" if data.get("valid_reused") else ""
+    table.add_row(f"best validation {PRIMARY[cfg.task]}", f"{best} (step {st['best_step']}{reused})")
     base = getattr(result, "baseline", None)
     if base is not None:  # the same training and validation data (attn_cli.baselines)
         from attn_cli.eval.baselines import fit_note, verdict
@@ -345,6 +370,9 @@ def _summary(result, cfg) -> None:
     line = base is not None and verdict(cfg.task, base, st["best"])
     if line:
         ui.err.print(line[0].upper() + line[1:] + ".", markup=False)
+    hint = not cfg.objective and weak_hint(cfg.task, st["best"], data.get("valid_majority"))
+    if hint:
+        ui.err.print(hint, markup=False)
 
 
 def launch(nproc: int) -> None:

@@ -26,7 +26,7 @@ from attn_cli.data import cachebuild
 from attn_cli.data import store as store_mod
 from attn_cli.data.cachebuild import CHILD_MIN_BYTES, build_in_child
 from attn_cli.data.spec import Fields, Source, load_source, locate
-from attn_cli.data.tasks import HOLDOUT_FRACTION, HOLDOUT_MAX, normalize
+from attn_cli.data.tasks import HOLDOUT_FRACTION, HOLDOUT_MAX, label_note, normalize
 from attn_cli.data.stream import stream_rows
 from attn_cli.data.text import load_text_source, resolve_documents, text_cost, text_limit
 from attn_cli.data.tokenizer import Tokenizers
@@ -67,6 +67,29 @@ class RunData:
     label_names: list[str] | None
     notes: list[str]
     truncated: int  # training rows cut to --max-len
+    valid_reused: bool = False  # validation is training examples reused (small data), not held out
+
+
+def valid_meta(data: RunData) -> dict:
+    """What config.json's "data" records about validation besides its size: whether it is
+    reused training examples ("valid_reused", only when it is) and, for sentiment, the share
+    of its commonest label in % ("valid_majority": the accuracy of always answering it)."""
+    meta: dict = {"valid_reused": True} if data.valid_reused else {}
+    if data.label_names is not None and data.valid and isinstance(data.valid[0], tuple):
+        counts = np.bincount([int(y) for _, y in data.valid])
+        meta["valid_majority"] = round(100.0 * float(counts.max()) / len(data.valid), 2)
+    return meta
+
+
+def describe_valid(data: dict) -> str:
+    """config.json's "data" validation, in words: reused training examples are never called
+    held out (a score on them is not a held-out score)."""
+    n = f"{data.get('valid_examples', 0):,}"
+    if data.get("valid_reused"):
+        return f"{n} reused training examples, not held out (--valid SPEC gives a held-out score)"
+    if data.get("valid"):
+        return f"{data['valid']} ({n})"
+    return f"held out ({n})"
 
 
 def holdout_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -101,6 +124,7 @@ class Cache:
                 "fields": {k: v for k, v in vars(self.req.fields).items() if v is not None},
                 "tokenizer": tokenizer_digest(toks), "max_len": self.req.max_len,
                 "label_names": label_names, "refs": role == "valid" and seq2seq,
+                **({"int_labels": "sorted"} if self.req.task == "sentiment" and not self.req.text_only else {}),
                 **({"text_only": True} if self.req.text_only else {})}
 
     def open(self, source: Source, toks: Tokenizers, role: str,
@@ -243,8 +267,11 @@ def load_run_data(req: DataRequest, toks: Tokenizers | None,
     if task == "sentiment" and not req.text_only and len(present := np.unique(train.labels())) < 2:
         raise DataError(f"the training data has only one label ({names[int(present[0])]})",
                         "sentiment needs at least two classes")
+    if not req.text_only and (labels := label_note(names)):
+        notes.append(labels)
     return RunData(train=train, valid=valid, refs=refs, label_names=names, notes=notes,
-                   truncated=int(full.meta.get("truncated", 0))), toks
+                   truncated=int(full.meta.get("truncated", 0)),
+                   valid_reused=valid_source is None and full.size < SMALL_DATA), toks
 
 
 def _hold_out(full: store_mod.TokenStore, seed: int, notes: list[str]
@@ -253,8 +280,8 @@ def _hold_out(full: store_mod.TokenStore, seed: int, notes: list[str]
     2,000), or, below SMALL_DATA rows, REUSED_MAX of them reused (too few to spare any)."""
     if full.size < SMALL_DATA:  # 1% would be a handful of examples: reuse some instead
         valid = full.subset(np.sort(np.random.default_rng(seed).permutation(full.size)[:REUSED_MAX]))
-        notes.append(f"validation: {len(valid):,} of the {full.size:,} training examples, reused "
-                     "(too few to hold out a meaningful share); pass --valid for a held-out score")
+        notes.append(f"validation: {len(valid):,} of the {full.size:,} training examples, reused (not held "
+                     "out: too few to spare a meaningful share); pass --valid for a held-out score")
         return full, valid
     keep, held = holdout_rows(full.size, seed)
     notes.append(f"validation: held out {len(held):,} examples of train (seed {seed}); "
@@ -334,5 +361,7 @@ def load_stream_data(req: DataRequest, toks: Tokenizers | None, cfg, note: Note)
     notes.append(f"streaming {source.describe()}: shuffled and length-bucketed "
                  f"{cfg.shuffle_buffer:,} rows at a time (--shuffle-buffer)")
     refs = (valid_store.refs() or []) if req.task != "sentiment" and not req.text_only else []
+    if not req.text_only and (labels := label_note(names)):
+        notes.append(labels)
     return RunData(train=stream, valid=list(valid_store), refs=refs, label_names=names, notes=notes,
                    truncated=0), toks

@@ -58,6 +58,8 @@ class Fields:
     tgt_field: str | None = None  # summarize: summary column
     text_field: str | None = None  # sentiment: text column
     label_field: str | None = None  # sentiment: label column
+    num_labels: int | None = None  # sentiment: --num-labels K keeps integer labels as classes
+    # 0..K-1 (None: integer labels that are not 0..K-1 become names, in sorted order)
 
 
 # ---------------------------------------------------------------------------- raw loading
@@ -266,6 +268,14 @@ def locate(spec: str, split: str = "train", *, fields: Fields | None = None,
             hint += f" (a parallel prefix needs {spec}.{fields.src_lang} and {spec}.{fields.tgt_lang})"
         raise DataError(f"no such file or directory: {spec}", hint)
     return Source(spec, split, "hub", (), subset)
+
+
+def single_split(spec: str, fields: Fields | None = None, subset: str | None = None) -> bool:
+    """Whether a SPEC is one split only: a single file or a parallel prefix has no splits of its
+    own (every split asked of it is the whole of it); a directory or a Hub dataset has them."""
+    if Path(os.path.expanduser(spec)).is_dir():
+        return False
+    return locate(spec, "test", fields=fields, subset=subset).kind in ("file", "parallel")
 
 
 def load_source(source: Source, required: bool = True) -> Dataset | None:

@@ -34,7 +34,15 @@ from attn_cli.data.spec import (
     first_line,
 )
 from attn_cli.data.store import Rows
-from attn_cli.data.tasks import LABEL_FIELDS, SRC_FIELDS, TEXT_FIELDS, TGT_FIELDS, _pick
+from attn_cli.data.tasks import (
+    LABEL_FIELDS,
+    SRC_FIELDS,
+    TEXT_FIELDS,
+    TGT_FIELDS,
+    _pick,
+    int_label_index,
+    int_label_names,
+)
 from attn_cli.data.text import TextRows, is_plain_text, text_cost, text_limit
 from attn_cli.data.tokenizer import Tokenizers
 from attn_cli.errors import DataError
@@ -79,8 +87,8 @@ class Normalizer:
     with an empty text are dropped, as :func:`tasks.normalize` does.
 
     Sentiment labels map through ``label_names`` when given (an unknown label is an error);
-    without them, string labels get codes in order of appearance and :meth:`labels` gives the
-    sorted names and the code -> class table at the end, integer labels stay class ids.
+    without them, labels get codes in order of appearance and :meth:`labels` gives the sorted
+    names and the code -> class table at the end (integers as :func:`tasks.int_label_names`).
     """
 
     def __init__(self, task: str, fields: Fields, label_names: list[str] | None = None):
@@ -88,6 +96,7 @@ class Normalizer:
         self.codes: dict = {}  # label -> code (discovery) or label name -> class id (given names)
         if label_names is not None:
             self.codes = {n: i for i, n in enumerate(label_names)}
+        self.index = int_label_index(label_names) if label_names is not None else None  # int -> class
         self.kinds: set[str] = set()  # "str" / "int" labels seen while discovering
         self.cols: tuple[str, str] | None = None
 
@@ -122,7 +131,7 @@ class Normalizer:
 
     def _label(self, y) -> int:
         if self.names is not None:
-            code = self.codes.get(y) if isinstance(y, str) else y
+            code = self.codes.get(y) if isinstance(y, str) else y if self.index is None else self.index.get(y)
             if not isinstance(code, int) or isinstance(code, bool) or not 0 <= code < len(self.names):
                 raise DataError(f"label {y!r} is not among the labels {self.names}",
                                 "give --valid data with every label")
@@ -136,23 +145,28 @@ class Normalizer:
         if len(self.kinds) > 1:
             raise DataError("labels must be all integers or all strings (found both)",
                             "use 0/1/... or names like positive/negative")
-        if isinstance(y, int):
-            if y < 0:
-                raise DataError(f"negative label {y}", "use labels 0..K-1 or names")
-            self.codes[y] = y
-            return y
+        if y not in self.codes:
+            int_label_names([y] if isinstance(y, int) else [], self.fields.num_labels)  # range checks
+            if isinstance(y, str) and self.fields.num_labels is not None:
+                raise DataError("--num-labels keeps integer labels, but these labels are names",
+                                "leave out --num-labels")
         return self.codes.setdefault(y, len(self.codes))
 
     def labels(self) -> tuple[list[str] | None, np.ndarray | None]:
         """(label names, code -> class id table or None) once every batch was read."""
         if self.task != "sentiment":
             return None, None
-        if self.names is not None or "str" not in self.kinds:
-            return self.names or [str(i) for i in range(max(self.codes, default=0) + 1)], None
-        names = sorted(self.codes)
-        table = np.empty(len(names), dtype=np.int64)
-        for i, name in enumerate(names):
-            table[self.codes[name]] = i
+        if self.names is not None:
+            return self.names, None
+        if "str" in self.kinds:
+            names = sorted(self.codes)
+            index = {n: i for i, n in enumerate(names)}
+        else:
+            names = int_label_names(self.codes, self.fields.num_labels)
+            index = int_label_index(names)
+        table = np.empty(len(self.codes), dtype=np.int64)
+        for label, code in self.codes.items():
+            table[code] = index[label]
         return names, table
 
 

@@ -97,9 +97,10 @@ def normalize_sentiment(ds: Dataset, fields: Fields, label_names: list[str] | No
                         ) -> tuple[Dataset, list[str]]:
     """Rename to text/label, map labels to ints 0..K-1; returns (dataset, label_names).
 
-    Integer labels keep their values (names from a ClassLabel feature, else "0", "1", ...);
-    string labels are sorted so the mapping is stable. With ``label_names`` given (validation
-    data), the training mapping is reused and an unseen label is an error.
+    Integer labels 0..K-1 are class ids (names "0", "1", ...); other integers (stars 1 and 5)
+    are names, in sorted order (:func:`int_label_names`; ``fields.num_labels`` keeps them as
+    ids); string labels are sorted so the mapping is stable. With ``label_names`` given
+    (validation data), the training mapping is reused and an unseen label is an error.
     """
     cols = ds.column_names
     text = _pick(cols, fields.text_field, TEXT_FIELDS, "text", "--text-field")
@@ -114,31 +115,73 @@ def normalize_sentiment(ds: Dataset, fields: Fields, label_names: list[str] | No
     values = ds.unique("label")
     if any(v is None for v in values):
         raise DataError(f"some examples have no '{label}' value", "give every example a label")
-    if isinstance(feat, _hf().ClassLabel):
-        names = label_names or list(feat.names)
+    if isinstance(feat, _hf().ClassLabel):  # the feature's own names; its integers are class ids
         values = [int(v) for v in values]
+        label_names = label_names or list(feat.names)
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        if min(values) < 0:
-            raise DataError(f"negative label {min(values)} in '{label}'", "use labels 0..K-1 or names")
-        names = label_names or [str(i) for i in range(max(values) + 1)]
-        if max(values) >= len(names):
-            raise DataError(f"label {max(values)} is out of range for the labels {names}",
-                            "use the same label set for training and evaluation")
+        names = label_names or int_label_names(values, fields.num_labels)
+        index = int_label_index(names)
+        if index is None:  # named classes (given): the integers are class ids
+            bad = [v for v in values if not 0 <= v < len(names)]
+            if bad:
+                raise DataError(f"label {bad[0]} is out of range for the labels {names}",
+                                "use the same label set for training and evaluation")
+            return _nonempty_texts(ds), names
     elif all(isinstance(v, str) for v in values):
+        if fields.num_labels is not None and label_names is None:
+            raise DataError(f"--num-labels keeps integer labels, but the labels in '{label}' are names",
+                            "leave out --num-labels")
         names = label_names or sorted(values)
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise DataError(f"label(s) {unknown[:5]} not among the known labels {names}",
-                            "use the same label set for training and evaluation")
         index = {n: i for i, n in enumerate(names)}
-        ds = ds.map(lambda b: {"label": [index[v] for v in b["label"]]}, batched=True,
-                    features=_hf().Features({"text": ds.features["text"],
-                                                "label": _hf().Value("int64")}))
     else:
         raise DataError(f"labels in '{label}' must be all integers or all strings (found "
                         f"{', '.join(map(repr, values[:5]))})", "use 0/1/... or names like positive")
-    ds = ds.filter(lambda t: bool(t and t.strip()), input_columns=["text"])
-    return ds, names
+    unknown = sorted(set(values) - set(index))
+    if unknown:
+        raise DataError(f"label(s) {unknown[:5]} not among the known labels {names}",
+                        "use the same label set for training and evaluation")
+    if any(index[v] != v for v in values):
+        ds = ds.map(lambda b: {"label": [index[v] for v in b["label"]]}, batched=True,
+                    features=_hf().Features({"text": ds.features["text"], "label": _hf().Value("int64")}))
+    return _nonempty_texts(ds), names
+
+
+def _nonempty_texts(ds: Dataset) -> Dataset:
+    return ds.filter(lambda t: bool(t and t.strip()), input_columns=["text"])
+
+
+def int_label_names(values, num_labels: int | None = None) -> list[str]:
+    """Class names of the integer labels of training data: 0..K-1 stay class ids ("0".."K-1");
+    other integers (stars 1 and 5) are names in sorted order ("1", "5": two classes, never
+    phantom ones); ``num_labels`` K keeps them as class ids 0..K-1 (one outside is an error)."""
+    found = sorted(set(values))
+    if found and found[0] < 0:
+        raise DataError(f"negative label {found[0]}", "use labels 0..K-1 or names")
+    if num_labels is None:
+        return [str(v) for v in found]
+    if found and found[-1] >= num_labels:
+        raise DataError(f"label {found[-1]} is out of range for --num-labels {num_labels}",
+                        f"use labels 0..{num_labels - 1}, or leave out --num-labels")
+    return [str(i) for i in range(num_labels)]
+
+
+def int_label_index(names: list[str]) -> dict[int, int] | None:
+    """Integer label -> class id when the class names are integers (see :func:`int_label_names`);
+    None for named classes, whose integer labels are class ids."""
+    try:
+        index = {int(n): i for i, n in enumerate(names)}
+    except ValueError:
+        return None
+    return index if [str(v) for v in index] == names else None
+
+
+def label_note(names: list[str] | None) -> str | None:
+    """The one-line note for integer labels that became names (None when they are 0..K-1)."""
+    if not names or int_label_index(names) is None or names == [str(i) for i in range(len(names))]:
+        return None
+    shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+    return (f"labels: the integers {shown} are {len(names)} classes, named by their values in sorted "
+            "order (--num-labels K keeps integer labels as classes 0..K-1)")
 
 
 def normalize(ds: Dataset, task: str, fields: Fields, label_names: list[str] | None = None

@@ -25,9 +25,11 @@ META_KEYS = {"attn_version": str, "task": str, "preset": str, "parameters": int,
              "pretrain": dict}  # only in attn pretrain runs (they initialise others, never infer)
 # Inside the dicts above: what each value may be. Nothing in config.json is ever opened as a path
 # (data.train/valid are shown by `attn info`, never read); every file comes from a fixed name.
+# A dict's "*" covers the keys it does not name; keys added later are optional, so older runs load.
 _STR = (str, type(None))
-META_VALUES = {"label_names": str, "languages": _STR, "fields": _STR, "data": {
-    "train": _STR, "valid": _STR, "subset": _STR, "train_examples": int, "valid_examples": int}}
+META_VALUES = {"label_names": str, "languages": _STR, "fields": {"num_labels": int, "*": _STR}, "data": {
+    "train": _STR, "valid": _STR, "subset": _STR, "train_examples": int, "valid_examples": int,
+    "valid_reused": bool, "valid_majority": (float, int)}}
 
 
 @dataclass
@@ -83,8 +85,8 @@ def _check_values(path: Path, key: str, value) -> None:
         return
     items = enumerate(value) if isinstance(value, list) else value.items()
     for name, item in items:
-        kind = want.get(name) if isinstance(want, dict) else want
-        if kind is not None and (not isinstance(item, kind) or isinstance(item, bool)):
+        kind = want.get(name, want.get("*")) if isinstance(want, dict) else want
+        if kind is not None and (not isinstance(item, kind) or (isinstance(item, bool) and kind is not bool)):
             raise AttnError(f"{path}: field '{key}.{name}' has the wrong type ({type(item).__name__})",
                             "restore the file or retrain")
 

@@ -108,7 +108,7 @@ class ModelRunner:
                                 "parameters": meta.get("parameters"), "max_tokens": mc.max_len}
         if self.task == "sentiment":
             info["labels"] = list(meta.get("label_names") or [])
-        else:
+        elif self.task == "translate":  # (summarize has no languages: no key rather than nulls)
             langs = meta.get("languages") or {}
             info["languages"] = {"src": langs.get("src"), "tgt": langs.get("tgt")}
         info["best_validation"] = best_metric(self.engine)

@@ -6,6 +6,7 @@ model card (:func:`write_card`) and what an --init-from run says about its pretr
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -13,8 +14,8 @@ import torch
 
 from attn_cli import __version__
 from attn_cli import rundir as ckpt
-from attn_cli.config import PRESETS, TrainConfig
-from attn_cli.data.rundata import RunData
+from attn_cli.config import TrainConfig
+from attn_cli.data.rundata import RunData, describe_valid
 from attn_cli.errors import RunFailure
 from attn_cli.eval.baselines import card_section
 from attn_cli.eval.metrics import PRETRAIN_METRIC, PRIMARY_METRIC
@@ -88,14 +89,18 @@ def write_card(out: Path, cfg: TrainConfig, data: RunData, params: int, state: d
         p = meta["pretrained"]
         origin += (f"- that run was pretrained ({p['objective']}) on `{p['data']}`: {p['texts']:,} texts, "
                    f"{p['steps']:,} steps, {p['tokens_seen']:,} tokens seen\n")
+    run = shlex.quote(str(out))  # the run directory as given (runs/it-en), not its last part
     if cfg.objective:
         origin += (f"- a pretraining run ({cfg.objective}): fine-tune it with `attn train {cfg.task} "
-                   f"--init-from {out.name} --data SPEC --out RUN_DIR`\n")
+                   f"--init-from {run} --data SPEC --out RUN_DIR`\n")
+    d, m = meta["data"], meta["model"]
     text = (f"# attn {cfg.task} model\n\n"
-            f"- preset: `{cfg.preset}` ({PRESETS[cfg.preset]}), {params:,} parameters\n"
-            f"- training data: `{meta['data']['train']}` "
-            f"({'streamed' if cfg.stream else format(meta['data']['train_examples'], ',') + ' examples'}); "
-            f"validation: {meta['data']['valid'] or 'see notes'} ({meta['data']['valid_examples']:,})\n"
+            f"- preset: `{cfg.preset}` (d_model {m['d_model']}, heads {m['n_heads']}, layers "
+            f"{m['n_enc_layers']}+{m['n_dec_layers']}, ffn {m['d_ff']}, max_len {m['max_len']}), "
+            f"{params:,} parameters\n"
+            f"- training data: `{d['train']}` "
+            f"({'streamed' if cfg.stream else format(d['train_examples'], ',') + ' examples'}); "
+            f"validation: {describe_valid(d)}\n"
             f"- trained {state['step']:,} steps, {state['train_seconds'] / 60:.1f} min on {device}, "
             f"{state['tokens']:,} {'examples' if cfg.task == 'sentiment' else 'target tokens'}\n"
             f"{origin}"
@@ -103,8 +108,31 @@ def write_card(out: Path, cfg: TrainConfig, data: RunData, params: int, state: d
             f"{primary}, step {state['best_step']}"
             f"{f'; moving average of the weights, decay {cfg.ema}' if cfg.ema else ''})\n\n"
             f"## Validation metrics at the best step\n\n| metric | value |\n|---|---|\n{metric_lines}\n"
-            f"Test metrics: run `attn eval --model {out.name} --data SPEC --split test`.\n")
+            f"Test metrics: run `attn eval --model {run} --data SPEC --split test`.\n")
     baselines = [r for r in rows if r.get("event") == "baseline"]
     if baselines:  # the last one: a resumed run appends its own
         text += "\n" + card_section(cfg.task, baselines[-1], best)
     ckpt.atomic_write_text(out / ckpt.CARD_FILE, text)
+
+
+WEAK_BELOW = {"translate": 10.0, "summarize": 15.0}  # BLEU, ROUGE-1: still weak under these
+MAJORITY_MARGIN = 5.0  # sentiment: weak within this many points of the commonest label's share
+
+
+def weak_hint(task: str, best: float | None, majority: float | None) -> str | None:
+    """A one-line hint when a finished run is still weak on its own validation data (BLEU under
+    10, ROUGE-1 under 15, accuracy within 5 points of always answering the commonest label)."""
+    if best is None:
+        return None
+    if task == "sentiment":
+        if majority is None or best >= majority + MAJORITY_MARGIN:
+            return None
+        why = f"accuracy {best:.1f}, within {MAJORITY_MARGIN:g} points of the {majority:.1f} of always answering " \
+              "the commonest label"
+    else:
+        limit = WEAK_BELOW[task]
+        if best >= limit:
+            return None
+        why = f"{'BLEU' if task == 'translate' else 'ROUGE-1'} {best:.1f}, under {limit:g}"
+    return (f"hint: the model is still weak on its validation data ({why}); more steps (--max-steps, "
+            "--time-budget) and more data usually help")

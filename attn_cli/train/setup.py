@@ -19,8 +19,8 @@ import torch
 
 from attn_cli import __version__
 from attn_cli import rundir as ckpt
-from attn_cli.config import ModelConfig, TrainConfig, model_config_from_preset
-from attn_cli.data.rundata import DataRequest, RunData, load_run_data, load_stream_data
+from attn_cli.config import PRESETS, ModelConfig, TrainConfig, model_config_from_preset
+from attn_cli.data.rundata import DataRequest, RunData, load_run_data, load_stream_data, valid_meta
 from attn_cli.data.spec import Fields
 from attn_cli.data.tasks import texts_for_tokenizer
 from attn_cli.data.tokenizer import TokenizerConfig, Tokenizers, VocabTooLarge, train_tokenizers
@@ -47,6 +47,8 @@ class RunRequest:
     split: str = "train"
     tokenizer: Path | None = None  # an existing tokenizer directory
     init_from: Path | None = None  # a run directory whose best weights start this run
+    adopt_init_preset: bool = False  # with init_from, and no preset given: train at that run's preset
+    notes: list[str] = field(default_factory=list)  # the command's notes, shown once the data is checked
     resume: bool = False
     overwrite: bool = False
     data_cache: Path | None = None  # tokenized-data cache directory (None: $ATTN_CACHE or ~/.cache/attn)
@@ -130,7 +132,7 @@ def run_meta(req: RunRequest, cfg: TrainConfig, mcfg: ModelConfig, data: RunData
             "fields": {k: v for k, v in req.fields.__dict__.items() if v is not None},
             "data": {"train": req.data, "valid": req.valid, "subset": req.subset,
                      "train_examples": 0 if cfg.stream else len(data.train),
-                     "valid_examples": len(data.valid)},
+                     "valid_examples": len(data.valid), **valid_meta(data)},
             **({"init_from": str(req.init_from)} if req.init_from is not None else {}),
             **({"pretrained": seen} if req.init_from is not None and (seen := pretrained_summary(req.init_from))
                else {}),
@@ -198,6 +200,7 @@ def train_run(req: RunRequest, cfg: TrainConfig, reporter: Reporter) -> RunResul
     dist = dd.from_env()
     if dist.is_main:  # the other ranks would see rank 0's fresh directory and lock
         check_run_dir(req)
+    cfg = init_preset(req, cfg)
     out, created = req.out, not req.out.exists()
     lock = ckpt.RunLock(out)
     if dist.is_main:
@@ -212,6 +215,42 @@ def train_run(req: RunRequest, cfg: TrainConfig, reporter: Reporter) -> RunResul
         raise
     finally:
         lock.release()
+
+
+PRESET_SHAPE = ("d_model", "n_heads", "n_enc_layers", "d_ff")  # what a preset sets (and decoder layers)
+
+
+def init_preset(req: RunRequest, cfg: TrainConfig) -> TrainConfig:
+    """--init-from on a new run. Without --preset (``req.adopt_init_preset``): the preset of the
+    run it starts from, so that its weights fit (the one in its config.json, else the one with its
+    dimensions). With a preset given, one that does not fit is refused now, before the data is
+    read (init_weights checks the model built)."""
+    if req.init_from is None or req.resume:
+        return cfg
+    path = req.init_from / ckpt.CONFIG_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        model, preset = meta["model"], meta.get("preset")
+        if preset not in PRESETS:  # (a run of an older attn)
+            preset = next((n for n, p in PRESETS.items() if all(p[k] == model[k] for k in PRESET_SHAPE)), None)
+        shape = {k: model[k] for k in PRESET_SHAPE}
+        if model.get("n_dec_layers") and cfg.task != "sentiment":
+            shape["n_dec_layers"] = model["n_dec_layers"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise AttnError(f"--init-from {req.init_from}: {path} is damaged ({e})",
+                        "pass the --out directory of an earlier attn train") from None
+    if req.adopt_init_preset:
+        return dataclasses.replace(cfg, preset=preset) if preset is not None else cfg
+    for name, old in shape.items():
+        if old != PRESETS[cfg.preset][name]:
+            raise init_misfit(req.init_from, name, old, PRESETS[cfg.preset][name], preset)
+    return cfg
+
+
+def init_misfit(run_dir: Path, name: str, old, new, preset: str | None) -> AttnError:
+    return AttnError(f"cannot initialise from {run_dir}: its {name} is {old!r}, this run's {new!r}",
+                     f"leave out --preset: its own, {preset}, is used" if preset else
+                     "leave out --preset, or pass the one it was trained with: attn info shows it")
 
 
 TRAINING_ONLY = ("dropout",)  # model fields that may change on --resume
@@ -256,9 +295,7 @@ def init_weights(model: torch.nn.Module, mcfg: ModelConfig, run_dir: Path) -> st
                         "(it has no decoder)", "pass a translate or summarize run, or leave out --init-from")
     for name in ENCODER_SAME if encoder_only else INIT_SAME:
         if getattr(old, name) != getattr(mcfg, name):
-            raise AttnError(f"cannot initialise from {run_dir}: its {name} is {getattr(old, name)!r}, "
-                            f"this run's {getattr(mcfg, name)!r}",
-                            "pass the --preset it was trained with (attn info shows it)")
+            raise init_misfit(run_dir, name, getattr(old, name), getattr(mcfg, name), source.meta.get("preset"))
     state = model.state_dict()
     copied = {n: given[n] for n, t in state.items() if n in given and given[n].shape == t.shape}
     model.load_state_dict({**state, **copied})
@@ -275,6 +312,8 @@ def task_unit(ctx: TaskContext) -> TaskUnit:
 
 def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist) -> RunResult:
     device, data, toks, mcfg, model = _build(req, cfg, reporter, dist)
+    for n in req.notes:  # (after the data's checks: a bad command shows only its error)
+        reporter.note(n)
     params = count_parameters(model)
     out = req.out
     if dist.is_main and not req.resume:
@@ -287,6 +326,8 @@ def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: d
         if not trainer.load_last():
             reporter.note(f"{out} has no saved state yet (it stopped before its first save): "
                           "training it from step 0")
+        else:
+            reporter.note(f"resuming {out} at step {trainer.state.step:,}")
         if dist.is_main:
             ckpt.atomic_write_text(out / ckpt.TRAIN_CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
     seen = "streamed" if cfg.stream else f"{len(data.train):,}"
@@ -322,6 +363,9 @@ def _build(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist)
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg)
     if req.init_from is not None and not req.resume:  # (a resumed run's weights come from last/)
+        if req.adopt_init_preset:
+            reporter.note(f"preset {cfg.preset}, the one {req.init_from} was trained with (--preset "
+                          "chooses another)")
         reporter.note(init_weights(model, mcfg, req.init_from))
     return device, data, toks, mcfg, model
 

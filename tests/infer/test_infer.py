@@ -48,6 +48,17 @@ def test_show_attention_and_plot(runs, tmp_path):
     assert "Ho" in r.stderr and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("task, text", [("translate", "Ho fame."), ("summarize", "A short document.")])
+def test_plot_without_matplotlib_fails_before_any_work(runs, tmp_path, monkeypatch, task, text):
+    import sys
+
+    for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, name, None)  # import now raises ImportError
+    r = cli(task, "-m", runs / task, "--plot", tmp_path / "a.png", text)
+    one_line_error(r, "--plot needs matplotlib")
+    assert r.stdout == "" and "attn[plot]" in r.stderr and not (tmp_path / "a.png").exists()
+
+
 def test_summarize_jsonl_and_paragraphs(runs):
     m = runs / "summarize"
     docs = json.dumps({"document": "The team met on Monday. They chose a new logo."}) + "\n" + \
@@ -68,8 +79,9 @@ def test_sentiment_json_probabilities_and_explain(runs):
     rows = [json.loads(x) for x in r.stdout.splitlines()]
     assert len(rows) == 2
     for row in rows:
-        assert set(row["probs"]) == {"negative", "positive"}
-        assert abs(sum(row["probs"].values()) - 1) < 1e-3 and row["confidence"] == max(row["probs"].values())
+        assert set(row["probabilities"]) == {"negative", "positive"}  # the HTTP API's name
+        assert abs(sum(row["probabilities"].values()) - 1) < 1e-3
+        assert row["confidence"] == max(row["probabilities"].values())
     r = cli("sentiment", "-m", m, "--explain", "I loved it.")
     assert r.exit_code == 0 and r.stdout.strip() in ("negative", "positive")
     assert "most important:" in r.stderr

@@ -65,6 +65,7 @@ def test_health_models_docs_page(client):
     assert set(models) == {"it-en", "summ", "sst"}
     assert models["it-en"]["task"] == "translate" and models["it-en"]["languages"] == {"src": "it", "tgt": "en"}
     assert models["sst"]["labels"] == ["negative", "positive"]
+    assert "languages" not in models["summ"] and "languages" not in models["sst"]  # no {"src": null, ...}
     for m in models.values():
         assert m["engine"].startswith("torch") and m["parameters"] > 0
         assert m["best_validation"]["name"] in ("bleu", "rouge1", "accuracy")

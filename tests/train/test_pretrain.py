@@ -137,3 +137,16 @@ def test_objective_comes_from_config_and_a_resume_keeps_it(tmp_path):
     r = cli("pretrain", "sentiment", "--data", SENTIMENT, "--out", tmp_path / "e", "--resume", "--max-steps", 3)
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "e/train_config.json").read_text())["objective"] == "mlm-whole-word"
+
+
+def test_finetuning_without_preset_takes_the_pretraining_runs(runs, tmp_path):
+    """attn train --init-from a --preset tiny run, with no --preset: trained at tiny, not refused
+    for the default small's d_model; an explicit --preset that does not fit is the one-line error."""
+    r = cli("train", "sentiment", "--data", SENTIMENT, "--out", tmp_path / "clf", "--max-steps", 2,
+            "--max-tokens", 600, "--init-from", runs / "enc")
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "clf/config.json").read_text())
+    assert meta["preset"] == "tiny" and meta["model"]["d_model"] == 64
+    assert f"preset tiny, the one {runs / 'enc'} was trained with" in r.stderr
+    one_line_error(cli("train", "sentiment", "--data", SENTIMENT, "--out", tmp_path / "big", "--max-steps", 2,
+                       "--init-from", runs / "enc", "--preset", "small"), "its d_model is 64, this run's 256")

@@ -195,6 +195,7 @@ def test_cli_train_and_refuse_existing(tmp_path):
     assert r.exit_code == 2 and "exists and is not empty" in r.stderr and "--overwrite" in r.stderr
     r = cli(*args[:-6], "--resume", "--max-steps", 3)
     assert r.exit_code == 0, r.output
+    assert f"resuming {out} at step 2" in r.stderr
     assert json.loads((out / "last/state.json").read_text())["step"] == 3
     assert "SentencePiece" not in r.stderr  # resumed with the run's own tokenizer
     r = cli("train", "translate", "--data", IT_EN, "--src", "it", "--tgt", "en", "--out", tmp_path / "again",
@@ -307,6 +308,15 @@ def test_live_lock_refuses_second_writer_and_stale_lock_is_taken_over(tmp_path):
             "--resume", "--max-steps", 3)
     assert r.exit_code == 0, r.output
     assert not (out / ".lock").exists()
+
+
+def test_a_data_error_is_shown_alone(tmp_path):
+    """A short run's warmup note waits until the data is checked: a bad SPEC shows only its error."""
+    for task, data in (("translate", tmp_path / "missing.jsonl"), ("sentiment", IT_EN)):
+        r = cli("train", task, "--data", data, "--out", tmp_path / "r", "--max-steps", 10,
+                *(["--src", "it", "--tgt", "en"] if task == "translate" else []))
+        assert r.exit_code == 2 and r.stderr.startswith("Error: ") and r.stderr.count("\n") == 1, r.stderr
+        assert not (tmp_path / "r").exists()
 
 
 def test_failed_new_run_leaves_no_directory(tmp_path):
