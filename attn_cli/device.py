@@ -1,4 +1,4 @@
-"""Where the work runs: the device (auto, cpu, cuda, cuda:N) and the autocast precision.
+"""Where the work runs: the device (auto, cpu, cuda, cuda:N), the autocast precision and its context.
 
 Shared by training and inference; a GPU that is not there is an AttnError, not a torch traceback."""
 
@@ -32,3 +32,8 @@ def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def autocast(device: torch.device, amp_dtype: torch.dtype | None):
+    """The forward passes' autocast context for :func:`pick_precision`'s dtype (disabled for fp32)."""
+    return torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)

@@ -240,13 +240,14 @@ def info(run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_def
 
 
 def _training_rows(table: Table, st: dict, task: str, pretraining: bool = False, reused: bool = False) -> None:
+    from attn_cli.data.rundata import REUSED
     from attn_cli.eval.metrics import PRETRAIN_METRIC, PRIMARY_METRIC
 
     metric = (PRETRAIN_METRIC if pretraining else PRIMARY_METRIC)[task]
     table.add_row("training", f"{st['step']:,} steps, {st['train_seconds'] / 60:.1f} min")
     if st.get("best") is not None:
         table.add_row("best validation", f"{metric} {st['best']:.2f} (step {st['best_step']}"
-                      + ("; on reused training examples, not held out)" if reused else ")"))
+                      + (f"; on {REUSED})" if reused else ")"))
 
 
 def _export_row(run_dir: Path, meta: dict, toks) -> str:

@@ -343,6 +343,7 @@ def run_with_progress(req, cfg, command_name: str, unit: str):
 
 
 def _summary(result, cfg) -> None:
+    from attn_cli.data.rundata import REUSED
     from attn_cli.train.records import weak_hint
     from attn_cli.train.trainer import PRIMARY
 
@@ -355,7 +356,7 @@ def _summary(result, cfg) -> None:
     table.add_row(unit + "/s", f"{st['tokens'] / max(st['train_seconds'], 1e-9):,.0f}")
     best = "n/a" if st["best"] is None else f"{st['best']:.4g}"
     data = (read_json(result.run_dir / "config.json") or {}).get("data") or {}
-    reused = "; on reused training examples, not held out" if data.get("valid_reused") else ""
+    reused = f"; on {REUSED}" if data.get("valid_reused") else ""
     table.add_row(f"best validation {PRIMARY[cfg.task]}", f"{best} (step {st['best_step']}{reused})")
     base = getattr(result, "baseline", None)
     if base is not None:  # the same training and validation data (attn_cli.baselines)

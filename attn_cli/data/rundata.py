@@ -81,12 +81,15 @@ def valid_meta(data: RunData) -> dict:
     return meta
 
 
+REUSED = "reused training examples, not held out"  # the words for such validation, everywhere
+
+
 def describe_valid(data: dict) -> str:
     """config.json's "data" validation, in words: reused training examples are never called
     held out (a score on them is not a held-out score)."""
     n = f"{data.get('valid_examples', 0):,}"
     if data.get("valid_reused"):
-        return f"{n} reused training examples, not held out (--valid SPEC gives a held-out score)"
+        return f"{n} {REUSED} (--valid SPEC gives a held-out score)"
     if data.get("valid"):
         return f"{data['valid']} ({n})"
     return f"held out ({n})"

@@ -10,6 +10,7 @@ import torch
 
 from attn_cli.data.batching import collate_classify, make_batches
 from attn_cli.data.tokenizer import EOS_ID, PAD_ID
+from attn_cli.device import autocast
 from attn_cli.infer.decoding import DecodeConfig, decode
 
 
@@ -29,7 +30,7 @@ def generate(model: torch.nn.Module, device: torch.device, ids: list[list[int]],
     for batch in _batches([len(ids[i]) for i in todo], max(1, max_tokens // max(1, cfg.beam))):
         idx = [todo[j] for j in batch]
         src = collate_classify([(ids[i], 0) for i in idx], PAD_ID).src.to(device)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with autocast(device, amp_dtype):
             outs, scores = decode(model, src, cfg)
         for i, out, score in zip(idx, outs, scores.tolist(), strict=True):
             results[i] = (out, score)

@@ -32,7 +32,8 @@ from attn_cli.data.noising import NoiseConfig, denoise_rows, mlm_mask, sentence_
 from attn_cli.data.text import text_cost
 from attn_cli.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from attn_cli.eval.metrics import PRETRAIN_METRIC
-from attn_cli.train.units import TaskContext, TaskUnit, autocast
+from attn_cli.device import autocast
+from attn_cli.train.units import TaskContext, TaskUnit
 
 IGNORE = -100  # masked-LM labels of the positions not predicted
 VALID_SEED = 12345  # the fixed noise of validation batches

@@ -34,7 +34,7 @@ from attn_cli.config import ModelConfig, TrainConfig
 from attn_cli.data.batching import Batch, DataPosition
 from attn_cli.data.prefetch import PREFETCH_DEPTH, Prefetch, mark_last
 from attn_cli.data.tokenizer import Tokenizers
-from attn_cli.device import pick_precision
+from attn_cli.device import autocast, pick_precision
 from attn_cli.errors import AttnError, RunFailure
 from attn_cli.eval.metrics import PRIMARY_METRIC
 from attn_cli.train import distributed as dd
@@ -42,7 +42,7 @@ from attn_cli.train.feed import BatchFeed
 from attn_cli.train.optim import lr_factor, make_optimizer, step_seed
 from attn_cli.train.progress import Session, stop_reason
 from attn_cli.train.state import Resumable, TrainState, read_last, saved_step, write_last
-from attn_cli.train.units import TaskContext, TaskUnit, autocast, finetune_unit
+from attn_cli.train.units import TaskContext, TaskUnit, finetune_unit
 
 PRIMARY = PRIMARY_METRIC  # the validation metric (higher is better) that picks the best weights
 WARMUP_PROBE = 10  # steps timed before a --time-budget run's warmup is capped (warmup_share)

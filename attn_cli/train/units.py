@@ -38,7 +38,7 @@ from attn_cli.data.batching import (
     make_batches,
 )
 from attn_cli.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizers
-from attn_cli.device import pick_precision
+from attn_cli.device import autocast, pick_precision
 from attn_cli.eval.metrics import PRIMARY_METRIC, bleu_chrf, classification, rouge
 from attn_cli.infer.predict import classify, generate
 
@@ -69,11 +69,6 @@ class TaskContext:
     def amp_dtype(self) -> torch.dtype | None:
         """The autocast dtype (None: fp32), as the Trainer picks it."""
         return pick_precision(self.cfg.precision, self.device)
-
-
-def autocast(device: torch.device, amp_dtype: torch.dtype | None):
-    """The forward passes' autocast context (disabled for fp32)."""
-    return torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
 
 
 def finetune_unit(ctx: TaskContext) -> TaskUnit:
