@@ -185,6 +185,9 @@ OBJECTIVES: dict[str, tuple[str, ...]] = {
     "summarize": ("denoise", "denoise-permute"),
 }
 
+AUTO = "auto"  # the preset sized to the data and the budget (attn_cli.train.sizing)
+SCHEDULES = ("auto", "linear", "cosine", "inverse_sqrt")
+
 # Model sizes: dims only; the task, vocabulary and labels come from the data.
 PRESETS: dict[str, dict[str, int]] = {
     "tiny": dict(d_model=64, n_heads=4, n_enc_layers=2, n_dec_layers=2, d_ff=256),
@@ -222,7 +225,11 @@ class TrainConfig:
     """How to train: every `attn train` option (and key of a --config TOML file) is a field."""
 
     task: str  # "translate" | "summarize" | "sentiment"
-    preset: str = "small"  # model size: tiny, small, base or big
+    preset: str = "auto"  # model size: auto (sized to the data and budget), tiny, small, base or big
+    d_model: int | None = None  # width; None = the preset's (auto: chosen); given, it wins over both
+    n_layers: int | None = None  # encoder layers (and decoder layers for seq2seq); None = the preset's
+    n_heads: int | None = None  # attention heads; None = the preset's
+    d_ff: int | None = None  # feed-forward width; None = the preset's
     max_tokens: int = 4096  # padded tokens per batch, all processes together (split under DDP)
     accum: int = 1  # micro-batches accumulated per optimizer step
     lr: float = 7e-4  # peak learning rate, reached at the end of warmup
@@ -230,8 +237,10 @@ class TrainConfig:
     # > 0 (set when --warmup is not given, with --time-budget and no --max-steps): after the first
     # steps, cap warmup at this share of the steps the budget allows (attn_cli.train.trainer.WARMUP_PROBE)
     warmup_share: float = 0.0
-    schedule: str = "inverse_sqrt"  # "inverse_sqrt" or "cosine" (cosine needs --max-steps)
-    min_lr_ratio: float = 0.05  # cosine: the learning rate floor as a fraction of lr
+    # "auto": linear decay to zero at the end of --max-steps or --time-budget, else inverse_sqrt;
+    # "linear" and "cosine" need one of those budgets
+    schedule: str = "auto"
+    min_lr_ratio: float = 0.0  # cosine: the learning rate floor as a fraction of lr
     weight_decay: float = 0.01  # AdamW weight decay (matrices only)
     label_smoothing: float | None = None  # None = 0.1 for seq2seq, 0.0 for sentiment
     clip: float = 1.0  # gradient-norm clipping (0 = off)
@@ -240,7 +249,7 @@ class TrainConfig:
     epochs: int | None = None  # stop after this many epochs
     max_steps: int | None = None  # stop after this many optimizer steps
     time_budget: float | None = None  # stop after this many seconds of training
-    eval_every: int = 500  # evaluate (and save last/) every N optimizer steps
+    eval_every: int | None = None  # evaluate (and save last/) every N steps; None = by budget (train.progress)
     save_every: float = 600.0  # also save last/ after this many seconds without a save (0 = off)
     eval_samples: int = 500  # validation examples decoded for BLEU/ROUGE at each evaluation
     patience: int = 0  # stop after N evaluations without improvement (0 = never)
@@ -261,24 +270,25 @@ class TrainConfig:
         check_field_types(self)
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        for name in ("max_tokens", "accum", "eval_every", "eval_samples", "max_len", "log_every",
-                     "vocab_size", "shuffle_buffer"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("epochs", "max_steps", "time_budget"):
+        if self.preset not in (AUTO, *PRESETS):
+            raise ValueError(f"preset must be one of {AUTO}, {', '.join(PRESETS)}, got {self.preset!r}")
+        for name in ("epochs", "max_steps", "time_budget", "eval_every", "d_model", "n_layers", "n_heads",
+                     "d_ff"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
+        for name in ("max_tokens", "accum", "eval_samples", "max_len", "log_every",
+                     "vocab_size", "shuffle_buffer"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("lr", "clip", "weight_decay", "warmup", "patience", "save_every"):
             if getattr(self, name) < 0 or (name == "lr" and self.lr == 0):
                 raise ValueError(f"{name} must be {'positive' if name == 'lr' else '>= 0'}, "
                                  f"got {getattr(self, name)}")
-        if self.schedule not in ("inverse_sqrt", "cosine"):
-            raise ValueError(f"schedule must be inverse_sqrt or cosine, got {self.schedule!r}")
-        if self.schedule == "cosine" and self.max_steps is None:
-            raise ValueError("schedule cosine needs max_steps (the length of the decay)")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.schedule in ("linear", "cosine") and self.max_steps is None and self.time_budget is None:
+            raise ValueError(f"schedule {self.schedule} needs max_steps or time_budget (the length of the decay)")
         if self.objective is not None and self.objective not in OBJECTIVES[self.task]:
             raise ValueError(f"objective for {self.task} must be one of {', '.join(OBJECTIVES[self.task])}, "
                              f"got {self.objective!r}")
@@ -294,6 +304,22 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
+
+    @property
+    def decay(self) -> str:
+        """The schedule this run follows: ``schedule``, with "auto" resolved."""
+        if self.schedule != "auto":
+            return self.schedule
+        return "linear" if self.max_steps is not None or self.time_budget is not None else "inverse_sqrt"
+
+    def shape(self) -> dict[str, int]:
+        """The model dims given explicitly (d_model, n_heads, d_ff, layers), as ModelConfig fields."""
+        given = {k: getattr(self, k) for k in ("d_model", "n_heads", "d_ff") if getattr(self, k) is not None}
+        if self.n_layers is not None:
+            given["n_enc_layers"] = self.n_layers
+            if self.task != "sentiment":
+                given["n_dec_layers"] = self.n_layers
+        return given
 
     @property
     def smoothing(self) -> float:

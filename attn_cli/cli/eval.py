@@ -203,6 +203,11 @@ def info(run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_def
     table.add_row("task", meta["task"])
     table.add_row("preset", f"{meta.get('preset')}: d_model {m['d_model']}, heads {m['n_heads']}, "
                   f"layers {m['n_enc_layers']}+{m['n_dec_layers']}, ffn {m['d_ff']}, max_len {m['max_len']}")
+    if meta.get("auto"):
+        a = meta["auto"]
+        table.add_row("auto size", a["why"] + (f" (~{a['tokens'] / 1e6:.1f}M tokens, {a['steps']:,} steps"
+                                               + (f", {a['epochs']:g} epochs)" if a.get("epochs") else ")")
+                                               if a.get("steps") else ""))
     table.add_row("parameters", f"{meta.get('parameters', 0):,}")
     table.add_row("vocabulary", f"{toks.src.vocab_size:,} " + ("joint" if toks.joint else
                                                                f"/ {toks.tgt.vocab_size:,} separate"))

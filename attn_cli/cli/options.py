@@ -128,13 +128,26 @@ VocabSizeOpt = Annotated[int | None, typer.Option(
 LowercaseOpt = Annotated[bool | None, flag("--lowercase", rich_help_panel=RUN, show_default=False, help=(
         "Have the tokenizer trained when --tokenizer is not given fold case ('The' and 'the' "
         "become the same pieces; as attn tokenizer train --lowercase)."))]
-PRESET_HELP = ("Model size: tiny (0.75M params*), small (7.6M*), base (48M*), big (185M*). *joint 8k "
-               "vocabulary translation model.")
+PRESET_HELP = ("Model size: auto sizes it to the data and the budget (--time-budget, --max-steps or "
+               "--epochs; docs/sizing.md); or tiny (0.75M params*), small (7.6M*), base (48M*), big (185M*). "
+               "*joint 8k vocabulary translation model.")
 PresetOpt = Annotated[str | None, typer.Option(  # attn train: --init-from brings its run's
-    "--preset", rich_help_panel=MODEL, show_default=f"{TrainConfig.preset}; with --init-from, that run's",
+    "--preset", rich_help_panel=MODEL, show_default=f"{TrainConfig.preset}; with --init-from, that run's shape",
     help=PRESET_HELP)]
 PretrainPresetOpt = Annotated[str | None, typer.Option(
     "--preset", rich_help_panel=MODEL, show_default=TrainConfig.preset, help=PRESET_HELP)]
+DModelOpt = Annotated[int | None, typer.Option(
+    "--d-model", rich_help_panel=MODEL, show_default="the preset's",
+    help="Model width; wins over the preset's (and auto's).")]
+LayersOpt = Annotated[int | None, typer.Option(
+    "--layers", rich_help_panel=MODEL, show_default="the preset's",
+    help="Encoder layers (and as many decoder layers); wins over the preset's (and auto's).")]
+HeadsOpt = Annotated[int | None, typer.Option(
+    "--heads", rich_help_panel=MODEL, show_default="the preset's",
+    help="Attention heads (must divide --d-model); wins over the preset's (and auto's).")]
+DffOpt = Annotated[int | None, typer.Option(
+    "--d-ff", rich_help_panel=MODEL, show_default="the preset's",
+    help="Feed-forward width; wins over the preset's (and auto's).")]
 DropoutOpt = Annotated[float | None, typer.Option(
     "--dropout", rich_help_panel=MODEL, show_default=str(ModelConfig.dropout), help="Dropout.")]
 MaxLenOpt = Annotated[int | None, typer.Option(
@@ -156,13 +169,15 @@ SeedOpt = Annotated[int | None, typer.Option(
     "--seed", rich_help_panel=OPT, show_default=str(TrainConfig.seed),
     help="Seed for init, data order and dropout.")]
 TimeBudgetOpt = Annotated[str | None, typer.Option("--time-budget", rich_help_panel=STOP, help=(
-        "Stop after this much training time in this session: 90s, 15m, 1h30m."))]
+        "Stop after this much training time in all (a resumed run continues to it): 90s, 15m, "
+        "1h30m. The learning rate decays to zero as it ends."))]
 MaxStepsOpt = Annotated[int | None, typer.Option("--max-steps", rich_help_panel=STOP,
                                                   help="Stop after this many optimizer steps in all.")]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", rich_help_panel=STOP,
                                                help="Stop after this many epochs.")]
 EvalEveryOpt = Annotated[int | None, typer.Option(
-    "--eval-every", rich_help_panel=STOP, show_default=str(TrainConfig.eval_every),
+    "--eval-every", rich_help_panel=STOP,
+    show_default="about 10 times a --time-budget or --max-steps run (at least 50 steps apart), else 500",
     help="Evaluate and save last/ every N steps.")]
 SaveEveryOpt = Annotated[str | None, typer.Option(
     "--save-every", rich_help_panel=STOP, show_default=f"{TrainConfig.save_every / 60:g}m",

@@ -18,6 +18,10 @@ from attn_cli.cli.options import (
     ConfigOpt,
     DataCacheOpt,
     DataOpt,
+    DffOpt,
+    DModelOpt,
+    HeadsOpt,
+    LayersOpt,
     DropoutOpt,
     EpochsOpt,
     EvalEveryOpt,
@@ -73,7 +77,8 @@ def pretrain(
         "(BART text infilling: Poisson(3) spans over 30% of pieces) or denoise-permute (also "
         "shuffles sentences)."))] = None,
     valid: Annotated[str | None, typer.Option("--valid", rich_help_panel="Data",
-                                              show_default="the data's validation split, else 1% of it held out",
+                                              show_default=("the data's validation split, else a share "
+                                                            "of it held out (as attn train)"),
                                               help="Held-out text SPEC.")] = None,
     documents: Annotated[bool | None, typer.Option(
         "--documents/--lines", rich_help_panel="Data", show_default="detected", help=(
@@ -82,7 +87,8 @@ def pretrain(
     text_field: TextFieldOpt = None, subset: SubsetOpt = None, split: SplitOpt = "train",
     data_cache: DataCacheOpt = None, config: ConfigOpt = None, resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False, tokenizer: TokenizerOpt = None, vocab_size: VocabSizeOpt = None,
-    lowercase: LowercaseOpt = None, preset: PretrainPresetOpt = None, dropout: DropoutOpt = None,
+    lowercase: LowercaseOpt = None, preset: PretrainPresetOpt = None, d_model: DModelOpt = None,
+    layers: LayersOpt = None, heads: HeadsOpt = None, d_ff: DffOpt = None, dropout: DropoutOpt = None,
     max_len: MaxLenOpt = None, max_tokens: MaxTokensOpt = None, accum: AccumOpt = None, lr: LrOpt = None,
     warmup: WarmupOpt = None, seed: SeedOpt = None, time_budget: TimeBudgetOpt = None,
     max_steps: MaxStepsOpt = None, epochs: EpochsOpt = None, eval_every: EvalEveryOpt = None,
@@ -99,7 +105,8 @@ def pretrain(
 
     if task not in OBJECTIVES:
         raise AttnError(f"unknown task '{task}'", f"use one of {', '.join(OBJECTIVES)}")
-    options = dict(preset=preset, dropout=dropout, max_len=max_len, max_tokens=max_tokens, accum=accum,
+    options = dict(preset=preset, d_model=d_model, n_layers=layers, n_heads=heads, d_ff=d_ff, dropout=dropout,
+                   max_len=max_len, max_tokens=max_tokens, accum=accum,
                    lr=lr, warmup=warmup, seed=seed, time_budget=parse_duration(time_budget),
                    max_steps=max_steps, epochs=epochs, eval_every=eval_every,
                    save_every=parse_duration(save_every), device=device, precision=precision,

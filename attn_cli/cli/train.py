@@ -7,7 +7,6 @@ import json
 import re
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +17,7 @@ from rich.table import Table
 
 from attn_cli.cli import console as ui
 from attn_cli.cli.app import AttnCommand, app, command, flag
+from attn_cli.cli.reporter import RichReporter
 from attn_cli.cli.options import (
     HW,
     OPT,
@@ -27,6 +27,10 @@ from attn_cli.cli.options import (
     ConfigOpt,
     DataCacheOpt,
     DataOpt,
+    DffOpt,
+    DModelOpt,
+    HeadsOpt,
+    LayersOpt,
     DropoutOpt,
     EpochsOpt,
     EvalEveryOpt,
@@ -154,50 +158,6 @@ def short_run_warmup(cfg):
     return dataclasses.replace(cfg, warmup=capped), note
 
 
-class RichReporter:
-    """Progress bar and tables on stderr (the bar only on a terminal; log lines otherwise)."""
-
-    def __init__(self, progress, total: int | None, log_every: int, unit: str):
-        self.progress, self.log_every, self.unit = progress, log_every, unit
-        self.task = progress.add_task("training", total=total, info="")
-        self.tok_task, self.tok_started = None, 0.0
-
-    def step(self, s: dict) -> None:
-        best = f" best {s['best']:.4g}" if s["best"] is not None else ""
-        info = (f"epoch {s['epoch']:.2f} loss {s['loss']:.3f} lr {s['lr']:.2e} "
-                f"{s['tokens_per_s']:,.0f} {self.unit}/s pad {s['pad_fraction']:.1%}{best}")
-        self.progress.update(self.task, completed=s["step"], description=f"step {s['step']}", info=info)
-        if self.progress.disable and s["step"] % self.log_every == 0:
-            ui.err.print(f"step {s['step']} {info}", markup=False)
-
-    def evaluated(self, m: dict, is_best: bool) -> None:
-        table = Table(title=f"Validation at step {m['step']}" + (" (new best)" if is_best else ""),
-                      title_justify="left")
-        for k in m:
-            if k != "step":
-                table.add_column(k, justify="right")
-        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for k, v in m.items() if k != "step"))
-        (self.progress.console if not self.progress.disable else ui.err).print(table)
-
-    def note(self, message: str) -> None:
-        ui.note(message)
-
-    def tokenizing(self, done: int, total: int | None) -> None:
-        """Progress of tokenizing data into the cache, in examples/s (``total`` None: unknown
-        until the data is read; the last call has ``done == total``)."""
-        if self.tok_task is None:
-            self.tok_task = self.progress.add_task("tokenizing", total=total, info="", start=True)
-            self.tok_started = time.perf_counter()
-        rate = done / max(time.perf_counter() - self.tok_started, 1e-9)
-        self.progress.update(self.tok_task, completed=done, total=total, info=f"{rate:,.0f} examples/s")
-        if total is not None and done >= total:
-            self.progress.remove_task(self.tok_task)
-            self.tok_task = None
-            took = time.perf_counter() - self.tok_started
-            if took >= 1.0:  # (a rate over a few milliseconds says nothing)
-                ui.note(f"tokenized {total:,} examples in {took:.1f} s ({rate:,.0f} examples/s)")
-
-
 @app.command(cls=AttnCommand, epilog="Examples:  attn train translate --data data/translate.it-en.jsonl --src it "
              "--tgt en --out runs/it-en --preset tiny --max-steps 800  ·  attn train sentiment "
              "--data ../shared/data/sentiment/sst2 --out runs/sst2 --time-budget 15m  ·  "
@@ -209,8 +169,9 @@ def train(
     out: Annotated[Path, typer.Option("--out", "-o", rich_help_panel=RUN, show_default=False,
                                       help="Run directory to create (or resume).")],
     valid: Annotated[str | None, typer.Option("--valid", rich_help_panel="Data", show_default=(
-        "the data's validation split, else 1% of train held out (under 1,000 examples: 200 "
-        "training examples reused)"), help="Validation SPEC.")] = None,
+        "the data's validation split, else held out of train: sentiment 5%, at least 2,000 and at most "
+        "20%; translate/summarize 1%, at most 2,000 (under 1,000 examples: 200 training examples "
+        "reused)"), help="Validation SPEC.")] = None,
     src: SrcOpt = None, tgt: TgtOpt = None, src_field: SrcFieldOpt = None, tgt_field: TgtFieldOpt = None,
     text_field: TextFieldOpt = None, label_field: LabelFieldOpt = None, subset: SubsetOpt = None,
     num_labels: Annotated[int | None, typer.Option("--num-labels", rich_help_panel="Data", min=2, metavar="<int>",
@@ -237,12 +198,16 @@ def train(
     tokenizer: TokenizerOpt = None,
     init_from: Annotated[Path | None, typer.Option("--init-from", rich_help_panel=RUN, help=(
         "Start from the best weights of this earlier run directory (a warm start: fine-tune it "
-        "on this data) with its tokenizer and its --preset (unless --preset is given). A classifier head "
+        "on this data) with its tokenizer and its shape (unless a named --preset is given). A classifier head "
         "for a different number of labels starts fresh; a sentiment run may start from the encoder "
         "of a translate or summarize run."))] = None,
     vocab_size: VocabSizeOpt = None,
     lowercase: LowercaseOpt = None,
     preset: PresetOpt = None,
+    d_model: DModelOpt = None,
+    layers: LayersOpt = None,
+    heads: HeadsOpt = None,
+    d_ff: DffOpt = None,
     dropout: DropoutOpt = None,
     max_len: MaxLenOpt = None,
     max_tokens: MaxTokensOpt = None,
@@ -269,7 +234,8 @@ def train(
         "Launch N processes on this machine through torch.distributed.run (DDP)."))] = None,
     schedule: Annotated[str | None, typer.Option("--schedule", rich_help_panel=EXPERT,
                                                  show_default=TrainConfig.schedule, help=(
-        "inverse_sqrt or cosine (cosine needs --max-steps)."))] = None,
+        "auto = linear decay to zero at the end of --max-steps or --time-budget (inverse_sqrt "
+        "without one); linear, cosine (both need one of those) or inverse_sqrt."))] = None,
     label_smoothing: Annotated[float | None, typer.Option(
         "--label-smoothing", rich_help_panel=EXPERT, show_default="0.1 for translate/summarize, 0 for sentiment",
         help="Label smoothing of the loss.")] = None,
@@ -293,7 +259,8 @@ def train(
 
     if nproc is not None and nproc > 1:
         return launch(nproc)
-    options = dict(preset=preset, dropout=dropout, max_len=max_len, max_tokens=max_tokens, accum=accum,
+    options = dict(preset=preset, d_model=d_model, n_layers=layers, n_heads=heads, d_ff=d_ff, dropout=dropout,
+                   max_len=max_len, max_tokens=max_tokens, accum=accum,
                    lr=lr, warmup=warmup, schedule=schedule, label_smoothing=label_smoothing,
                    weight_decay=weight_decay, clip=clip, ema=ema, seed=seed, skip_nonfinite=skip_nonfinite,
                    time_budget=parse_duration(time_budget), max_steps=max_steps, epochs=epochs,

@@ -26,7 +26,7 @@ from attn_cli.data import cachebuild
 from attn_cli.data import store as store_mod
 from attn_cli.data.cachebuild import CHILD_MIN_BYTES, build_in_child
 from attn_cli.data.spec import Fields, Source, load_source, locate
-from attn_cli.data.tasks import HOLDOUT_FRACTION, HOLDOUT_MAX, label_note, normalize
+from attn_cli.data.tasks import holdout_size, label_note, normalize
 from attn_cli.data.stream import stream_rows
 from attn_cli.data.text import load_text_source, resolve_documents, text_cost, text_limit
 from attn_cli.data.tokenizer import Tokenizers
@@ -95,9 +95,9 @@ def describe_valid(data: dict) -> str:
     return f"held out ({n})"
 
 
-def holdout_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train rows, held-out rows) of n rows: 1% (at most 2,000, at least 1) drawn with ``seed``."""
-    k = max(1, min(HOLDOUT_MAX, round(n * HOLDOUT_FRACTION)))
+def holdout_rows(n: int, seed: int, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, held-out rows) of n rows: the task's share (tasks.holdout_size) drawn with ``seed``."""
+    k = holdout_size(n, task)
     held = np.zeros(n, dtype=bool)
     held[np.random.default_rng(seed).choice(n, size=k, replace=False)] = True
     dtype = np.int32 if n < (1 << 31) else np.int64  # 4 bytes a row on any corpus that fits
@@ -254,7 +254,7 @@ def load_run_data(req: DataRequest, toks: Tokenizers | None,
     if toks is None:
         ds, _ = train_dataset()
         held_out = valid_source is None and len(ds) >= SMALL_DATA
-        toks = train_tokenizer(ds.select(holdout_rows(len(ds), req.seed)[0]) if held_out else ds)
+        toks = train_tokenizer(ds.select(holdout_rows(len(ds), req.seed, task)[0]) if held_out else ds)
     full = cache.open(source, toks, "train", train_rows,
                       fingerprint=train_dataset()[0]._fingerprint if source.kind == "hub" else None)
     names = full.meta.get("label_names")
@@ -263,7 +263,7 @@ def load_run_data(req: DataRequest, toks: Tokenizers | None,
         valid_store = _open_valid(cache, valid_source, toks, names)
         refs = (valid_store.refs() or []) if task != "sentiment" and not req.text_only else []
     else:  # drawn from the training rows: references are their decoded targets
-        train, valid_store = _hold_out(full, req.seed, notes)
+        train, valid_store = _hold_out(full, req.seed, task, notes)
         refs = ([toks.tgt.decode(list(t)) for _, t in valid_store] if task != "sentiment" and not req.text_only
                 else [])
     valid = list(valid_store)
@@ -277,16 +277,16 @@ def load_run_data(req: DataRequest, toks: Tokenizers | None,
                    valid_reused=valid_source is None and full.size < SMALL_DATA), toks
 
 
-def _hold_out(full: store_mod.TokenStore, seed: int, notes: list[str]
+def _hold_out(full: store_mod.TokenStore, seed: int, task: str, notes: list[str]
               ) -> tuple[store_mod.TokenStore, store_mod.TokenStore]:
-    """(train, validation) drawn from the training rows with ``seed``: 1% held out (at most
-    2,000), or, below SMALL_DATA rows, REUSED_MAX of them reused (too few to spare any)."""
+    """(train, validation) drawn from the training rows with ``seed``: the task's share held out
+    (tasks.holdout_size), or, below SMALL_DATA rows, REUSED_MAX of them reused (too few to spare any)."""
     if full.size < SMALL_DATA:  # 1% would be a handful of examples: reuse some instead
         valid = full.subset(np.sort(np.random.default_rng(seed).permutation(full.size)[:REUSED_MAX]))
         notes.append(f"validation: {len(valid):,} of the {full.size:,} training examples, reused (not held "
                      "out: too few to spare a meaningful share); pass --valid for a held-out score")
         return full, valid
-    keep, held = holdout_rows(full.size, seed)
+    keep, held = holdout_rows(full.size, seed, task)
     notes.append(f"validation: held out {len(held):,} examples of train (seed {seed}); "
                  "pass --valid to choose")
     return full.subset(keep), full.subset(held)

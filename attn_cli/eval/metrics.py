@@ -13,6 +13,8 @@ Every metric here is "higher is better" (see :func:`higher_is_better`).
 
 from __future__ import annotations
 
+import math
+
 import re
 from collections.abc import Sequence
 
@@ -132,7 +134,9 @@ def confusion_matrix(preds: Sequence[int], golds: Sequence[int], num_labels: int
 
 
 def classification(preds: list[int], golds: list[int], num_labels: int) -> dict:
-    """Accuracy and macro-F1 (both x100) and the confusion matrix (rows gold, cols pred).
+    """Accuracy and macro-F1 (both x100), the standard error of the accuracy (x100,
+    sqrt(p(1-p)/n): how far a rerun on other examples of the same size may move it) and the
+    confusion matrix (rows gold, cols pred).
 
     Macro-F1 averages per-class F1 over the classes that occur in the gold labels or the
     predictions; a class with zero precision and recall denominators scores F1 = 0.
@@ -149,6 +153,7 @@ def classification(preds: list[int], golds: list[int], num_labels: int) -> dict:
         if gold_c == 0 and pred_c == 0:
             continue  # class absent from both: not part of the average
         f1s.append(2.0 * tp / (gold_c + pred_c))  # = 2PR / (P + R); 0 when tp = 0
-    return {"accuracy": 100.0 * correct / len(golds),
+    p = correct / len(golds)
+    return {"accuracy": 100.0 * p, "accuracy_se": 100.0 * math.sqrt(p * (1 - p) / len(golds)),
             "macro_f1": 100.0 * sum(f1s) / len(f1s),
             "confusion": matrix}

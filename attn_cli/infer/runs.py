@@ -22,12 +22,15 @@ META_KEYS = {"attn_version": str, "task": str, "preset": str, "parameters": int,
              "label_names": (list, type(None)), "languages": dict, "fields": dict, "data": dict,
              "init_from": str,  # only in runs started with --init-from
              "pretrained": dict,  # ... when that run was an attn pretrain run: what it saw
+             "auto": dict,  # only in --preset auto runs: the shape chosen and why (train.sizing)
              "pretrain": dict}  # only in attn pretrain runs (they initialise others, never infer)
 # Inside the dicts above: what each value may be. Nothing in config.json is ever opened as a path
 # (data.train/valid are shown by `attn info`, never read); every file comes from a fixed name.
 # A dict's "*" covers the keys it does not name; keys added later are optional, so older runs load.
 _STR = (str, type(None))
-META_VALUES = {"label_names": str, "languages": _STR, "fields": {"num_labels": int, "*": _STR}, "data": {
+_NUM = (int, float, type(None))
+META_VALUES = {"label_names": str, "languages": _STR, "fields": {"num_labels": int, "*": _STR},
+               "auto": {"why": str, "*": _NUM}, "data": {
     "train": _STR, "valid": _STR, "subset": _STR, "train_examples": int, "valid_examples": int,
     "valid_reused": bool, "valid_majority": (float, int)}}
 

@@ -1,5 +1,6 @@
-"""How the weights move: AdamW, the learning-rate schedule (linear warmup, then inverse square
-root or cosine), and the seed of each step's draws. Device and precision are in ``attn_cli.device``."""
+"""How the weights move: AdamW, the learning-rate schedule (linear warmup, then a decay to zero
+at the end of the budget, or inverse square root without one), and the seed of each step's
+draws. Device and precision are in ``attn_cli.device``."""
 
 from __future__ import annotations
 
@@ -12,14 +13,20 @@ from torch import nn
 from attn_cli.config import TrainConfig
 
 
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Multiplier of cfg.lr at ``step``: linear warmup, then 1/sqrt decay or cosine."""
+def lr_factor(step: int, cfg: TrainConfig, horizon: int | None = None) -> float:
+    """Multiplier of cfg.lr at ``step``: linear warmup, then (cfg.decay) a linear or cosine decay
+    that reaches zero (cosine: min_lr_ratio) at ``horizon`` steps (--max-steps, or the Trainer's
+    estimate of the steps a --time-budget allows), or 1/sqrt decay. Budgeted training: Li et
+    al., ICLR 2020 (a schedule that ends with the budget beats one that does not)."""
     warm = max(1, cfg.warmup)
     if step < warm:
         return (step + 1) / warm
-    if cfg.schedule == "inverse_sqrt":
+    total = horizon or cfg.max_steps
+    if cfg.decay == "inverse_sqrt" or total is None:
         return math.sqrt(warm / (step + 1))
-    progress = min(1.0, (step - warm) / max(1, cfg.max_steps - warm))
+    progress = min(1.0, (step - warm) / max(1, total - warm))
+    if cfg.decay == "linear":
+        return 1.0 - progress
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 

@@ -46,18 +46,43 @@ class Session:
     seconds_before: float  # TrainState.train_seconds of the earlier sessions
     last_eval_step: int  # the step of the last evaluation (or of the start)
     window: Window = field(default_factory=Window)  # reset in place after each train row
+    start_step: int = 0  # TrainState.step at the start
+    last_eval_seconds: float = 0.0  # TrainState.train_seconds at the last evaluation (or the start)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
 
-def stop_reason(cfg: TrainConfig, state: TrainState, started: float, epoch: int) -> str | None:
-    """Why training stops now (``epoch``: the epoch about to be trained), or None."""
+EVALS_PER_RUN = 10  # a budgeted run without --eval-every evaluates about this many times
+MIN_EVAL_STEPS = 50  # ... but never within fewer steps than this of the last evaluation
+EVAL_EVERY = 500  # steps between evaluations of a run without a budget
+
+
+def eval_due(cfg: TrainConfig, state: TrainState, session: Session) -> bool:
+    """Whether to evaluate after this step: every --eval-every steps, else about EVALS_PER_RUN
+    times a run, spaced by time for a --time-budget and by steps for --max-steps, so short runs
+    do not drown in evaluation and long GPU runs do not evaluate every few seconds."""
+    since = state.step - session.last_eval_step
+    if cfg.eval_every is not None:
+        return since >= cfg.eval_every
+    if since < MIN_EVAL_STEPS:
+        return False
+    if cfg.time_budget is not None:
+        return state.train_seconds - session.last_eval_seconds >= cfg.time_budget / EVALS_PER_RUN
+    if cfg.max_steps is not None:
+        return since >= cfg.max_steps / EVALS_PER_RUN
+    return since >= EVAL_EVERY
+
+
+def stop_reason(cfg: TrainConfig, state: TrainState, epoch: int) -> str | None:
+    """Why training stops now (``epoch``: the epoch about to be trained), or None. The time
+    budget counts the run's training time, every session's together (a resume continues it)."""
     if cfg.max_steps is not None and state.step >= cfg.max_steps:
         return f"reached --max-steps {cfg.max_steps}"
     if cfg.epochs is not None and epoch >= cfg.epochs:
         return f"finished {cfg.epochs} epoch(s)"
-    if cfg.time_budget is not None and time.perf_counter() - started >= cfg.time_budget:
+    if cfg.time_budget is not None and (state.train_seconds >= cfg.time_budget or
+                                        (state.horizon is not None and state.step >= state.horizon)):
         return f"time budget of {cfg.time_budget:.0f} s used"
     if cfg.patience and state.bad_evals >= cfg.patience:
         return f"no improvement in {cfg.patience} evaluations (--patience)"

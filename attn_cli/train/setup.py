@@ -19,7 +19,7 @@ import torch
 
 from attn_cli import __version__
 from attn_cli import rundir as ckpt
-from attn_cli.config import PRESETS, ModelConfig, TrainConfig, model_config_from_preset
+from attn_cli.config import AUTO, ModelConfig, TrainConfig, model_config_from_preset
 from attn_cli.data.rundata import DataRequest, RunData, load_run_data, load_stream_data, valid_meta
 from attn_cli.data.spec import Fields
 from attn_cli.data.tasks import texts_for_tokenizer
@@ -30,9 +30,11 @@ from attn_cli.eval.baselines import run_baseline
 from attn_cli.model.transformer import build_model, count_parameters
 from attn_cli.train import distributed as dd
 from attn_cli.train.pretrain import pretrain_meta, pretrain_unit
+from attn_cli.train.probe import resolve_shape
 from attn_cli.train.records import MetricsLog, pretrained_summary, write_card
 from attn_cli.train.trainer import Reporter, Trainer
 from attn_cli.train.units import TaskContext, TaskUnit, finetune_unit
+from attn_cli.train.warmstart import check_same_model, init_preset, init_weights, resumed_shape
 
 
 @dataclass
@@ -54,6 +56,7 @@ class RunRequest:
     data_cache: Path | None = None  # tokenized-data cache directory (None: $ATTN_CACHE or ~/.cache/attn)
     num_proc: int | None = None  # tokenizing processes (None: the machine's cores)
     documents: bool | None = None  # attn pretrain: a .txt holds blank-line-separated documents
+    auto: dict | None = None  # --preset auto's choice (set while the run is built; config.json keeps it)
 
 
 @dataclass
@@ -120,8 +123,9 @@ def build_model_config(cfg: TrainConfig, toks: Tokenizers, data: RunData) -> Mod
         raise AttnError("pretraining needs a joint tokenizer (one vocabulary for both sides)",
                         "leave out --tokenizer (one is trained), or pass one made without --separate-vocab")
     tgt_vocab = None if toks.joint or cfg.task == "sentiment" else toks.tgt.vocab_size
-    return model_config_from_preset(cfg.preset, cfg.task, toks.src.vocab_size, tgt_vocab, labels,
-                                    **overrides)
+    overrides.update(cfg.shape())  # explicit dims (and auto's choice) win over the preset's
+    return model_config_from_preset("tiny" if cfg.preset == AUTO else cfg.preset, cfg.task, toks.src.vocab_size,
+                                    tgt_vocab, labels, **overrides)
 
 
 def run_meta(req: RunRequest, cfg: TrainConfig, mcfg: ModelConfig, data: RunData, params: int) -> dict:
@@ -133,6 +137,7 @@ def run_meta(req: RunRequest, cfg: TrainConfig, mcfg: ModelConfig, data: RunData
             "data": {"train": req.data, "valid": req.valid, "subset": req.subset,
                      "train_examples": 0 if cfg.stream else len(data.train),
                      "valid_examples": len(data.valid), **valid_meta(data)},
+            **({"auto": req.auto} if req.auto is not None else {}),
             **({"init_from": str(req.init_from)} if req.init_from is not None else {}),
             **({"pretrained": seen} if req.init_from is not None and (seen := pretrained_summary(req.init_from))
                else {}),
@@ -200,7 +205,7 @@ def train_run(req: RunRequest, cfg: TrainConfig, reporter: Reporter) -> RunResul
     dist = dd.from_env()
     if dist.is_main:  # the other ranks would see rank 0's fresh directory and lock
         check_run_dir(req)
-    cfg = init_preset(req, cfg)
+    cfg = init_preset(req.init_from, req.resume, req.adopt_init_preset, cfg)
     out, created = req.out, not req.out.exists()
     lock = ckpt.RunLock(out)
     if dist.is_main:
@@ -217,101 +222,13 @@ def train_run(req: RunRequest, cfg: TrainConfig, reporter: Reporter) -> RunResul
         lock.release()
 
 
-PRESET_SHAPE = ("d_model", "n_heads", "n_enc_layers", "d_ff")  # what a preset sets (and decoder layers)
-
-
-def init_preset(req: RunRequest, cfg: TrainConfig) -> TrainConfig:
-    """--init-from on a new run. Without --preset (``req.adopt_init_preset``): the preset of the
-    run it starts from, so that its weights fit (the one in its config.json, else the one with its
-    dimensions). With a preset given, one that does not fit is refused now, before the data is
-    read (init_weights checks the model built)."""
-    if req.init_from is None or req.resume:
-        return cfg
-    path = req.init_from / ckpt.CONFIG_FILE
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-        model, preset = meta["model"], meta.get("preset")
-        if preset not in PRESETS:  # (a run of an older attn)
-            preset = next((n for n, p in PRESETS.items() if all(p[k] == model[k] for k in PRESET_SHAPE)), None)
-        shape = {k: model[k] for k in PRESET_SHAPE}
-        if model.get("n_dec_layers") and cfg.task != "sentiment":
-            shape["n_dec_layers"] = model["n_dec_layers"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise AttnError(f"--init-from {req.init_from}: {path} is damaged ({e})",
-                        "pass the --out directory of an earlier attn train") from None
-    if req.adopt_init_preset:
-        return dataclasses.replace(cfg, preset=preset) if preset is not None else cfg
-    for name, old in shape.items():
-        if old != PRESETS[cfg.preset][name]:
-            raise init_misfit(req.init_from, name, old, PRESETS[cfg.preset][name], preset)
-    return cfg
-
-
-def init_misfit(run_dir: Path, name: str, old, new, preset: str | None) -> AttnError:
-    return AttnError(f"cannot initialise from {run_dir}: its {name} is {old!r}, this run's {new!r}",
-                     f"leave out --preset: its own, {preset}, is used" if preset else
-                     "leave out --preset, or pass the one it was trained with: attn info shows it")
-
-
-TRAINING_ONLY = ("dropout",)  # model fields that may change on --resume
-# --init-from: fields that shape the shared weights; max_len and num_labels may differ
-INIT_SAME = ("vocab_size", "tgt_vocab_size", "d_model", "n_heads", "n_enc_layers", "n_dec_layers",
-             "d_ff", "tie_embeddings")
-ENCODER_SAME = ("vocab_size", "d_model", "n_heads", "n_enc_layers", "d_ff")  # seq2seq -> classifier
-
-
-def check_same_model(out: Path, mcfg: ModelConfig) -> None:
-    """--resume must rebuild the model the run was trained as: an option that changes the
-    architecture (--preset, --max-len, ...) would otherwise load the weights into a
-    different model and leave config.json describing the old one."""
-    try:
-        saved = ModelConfig.from_dict(json.loads((out / ckpt.CONFIG_FILE).read_text())["model"])
-    except (ValueError, TypeError, KeyError, OSError) as e:
-        raise AttnError(f"{out / ckpt.CONFIG_FILE} is damaged ({e})", "restore it, or start a new run") from None
-    for name, old in saved.to_dict().items():
-        new = getattr(mcfg, name)
-        if name not in TRAINING_ONLY and new != old:
-            raise AttnError(f"cannot resume {out} as a different model: {name} was {old!r}, now {new!r}",
-                            f"resume without the option that sets {name}, or start a new run")
-
-
-def init_weights(model: torch.nn.Module, mcfg: ModelConfig, run_dir: Path) -> str:
-    """--init-from: copy the best weights of another run into ``model`` (a warm start: optimizer,
-    schedule and step begin afresh). Tensors of the same name and shape are copied; the rest
-    (a classifier head for other labels) keep their fresh values.
-    A classifier may start from an encoder-decoder: its source embedding and encoder are copied.
-    Returns a one-line note of what was copied."""
-    from attn_cli.infer.runs import load_run
-
-    source = load_run(run_dir, device="cpu", allow_pretrain=True)
-    old = source.model_cfg
-    given = source.model.state_dict()
-    encoder_only = old.is_seq2seq and not mcfg.is_seq2seq
-    if encoder_only:  # Seq2Seq's source embedding and encoder, under Classifier's names
-        given = {("embed.weight" if n == "src_embed.weight" else n): t for n, t in given.items()
-                 if n == "src_embed.weight" or n.startswith("encoder.")}
-    elif old.is_seq2seq != mcfg.is_seq2seq:
-        raise AttnError(f"cannot initialise a {mcfg.task} model from {run_dir}, a {old.task} model "
-                        "(it has no decoder)", "pass a translate or summarize run, or leave out --init-from")
-    for name in ENCODER_SAME if encoder_only else INIT_SAME:
-        if getattr(old, name) != getattr(mcfg, name):
-            raise init_misfit(run_dir, name, getattr(old, name), getattr(mcfg, name), source.meta.get("preset"))
-    state = model.state_dict()
-    copied = {n: given[n] for n, t in state.items() if n in given and given[n].shape == t.shape}
-    model.load_state_dict({**state, **copied})
-    fresh = [n for n in state if n not in copied]
-    return (f"initialised {len(copied)} of {len(state)} weight tensors from {run_dir}"
-            + (f" ({old.task} encoder)" if encoder_only else "")
-            + (f"; new: {', '.join(fresh)}" if fresh else ""))
-
-
 def task_unit(ctx: TaskContext) -> TaskUnit:
     """The run's task unit: its pretraining objective's (attn pretrain) or its task's."""
     return pretrain_unit(ctx) if ctx.cfg.objective is not None else finetune_unit(ctx)
 
 
 def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist) -> RunResult:
-    device, data, toks, mcfg, model = _build(req, cfg, reporter, dist)
+    cfg, device, data, toks, mcfg, model = _build(req, cfg, reporter, dist)
     for n in req.notes:  # (after the data's checks: a bad command shows only its error)
         reporter.note(n)
     params = count_parameters(model)
@@ -357,17 +274,31 @@ def _build(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    cfg = resumed_shape(req.out, cfg) if req.resume else _auto_shape(req, cfg, toks, data, device, reporter, dist)
     mcfg = build_model_config(cfg, toks, data)
     if req.resume:
         check_same_model(req.out, mcfg)
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg)
     if req.init_from is not None and not req.resume:  # (a resumed run's weights come from last/)
-        if req.adopt_init_preset:
-            reporter.note(f"preset {cfg.preset}, the one {req.init_from} was trained with (--preset "
-                          "chooses another)")
+        if req.adopt_init_preset or cfg.preset == AUTO:
+            reporter.note(f"the shape of {req.init_from} ({cfg.preset}: d={mcfg.d_model}, {mcfg.n_enc_layers} "
+                          "layers), whose weights start this run (--preset chooses another)")
         reporter.note(init_weights(model, mcfg, req.init_from))
-    return device, data, toks, mcfg, model
+    return cfg, device, data, toks, mcfg, model
+
+
+def _auto_shape(req: RunRequest, cfg: TrainConfig, toks: Tokenizers, data: RunData, device: torch.device,
+                reporter: Reporter, dist: dd.Dist) -> TrainConfig:
+    """--preset auto on a new run: rank 0 sizes the model (attn_cli.train.probe), every rank
+    builds that shape; the choice goes into config.json (``req.auto``)."""
+    if cfg.preset != AUTO or len(cfg.shape()) >= 4:
+        return cfg
+    if dist.is_main:
+        cfg, req.auto = resolve_shape(cfg, build_model_config(cfg, toks, data), data.train, device, task_unit,
+                                      reporter.note, toks)
+    dims = [dd.broadcast_int(getattr(cfg, k) or 0, dist, device) for k in ("d_model", "n_layers", "n_heads", "d_ff")]
+    return dataclasses.replace(cfg, **dict(zip(("d_model", "n_layers", "n_heads", "d_ff"), dims, strict=True)))
 
 
 def _write_new_run(req: RunRequest, cfg: TrainConfig, mcfg: ModelConfig, data: RunData, toks: Tokenizers,

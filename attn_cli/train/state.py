@@ -36,6 +36,7 @@ class TrainState:
     train_seconds: float = 0.0  # wall time spent training, all sessions together
     tokens: int = 0  # target tokens (examples for sentiment) trained on
     skipped: int = 0  # non-finite batches skipped (--skip-nonfinite)
+    horizon: int | None = None  # --time-budget: the steps the budget allows (the schedule's end), estimated
 
     def to_dict(self) -> dict:
         return {**self.__dict__, "data": self.data.to_dict()}

@@ -15,7 +15,6 @@ same update as one. The batches come from ``attn_cli.train.feed``, last/ is writ
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import shutil
@@ -40,7 +39,7 @@ from attn_cli.eval.metrics import PRIMARY_METRIC
 from attn_cli.train import distributed as dd
 from attn_cli.train.feed import BatchFeed
 from attn_cli.train.optim import lr_factor, make_optimizer, step_seed
-from attn_cli.train.progress import Session, stop_reason
+from attn_cli.train.progress import Session, eval_due, stop_reason
 from attn_cli.train.state import Resumable, TrainState, read_last, saved_step, write_last
 from attn_cli.train.units import TaskContext, TaskUnit, finetune_unit
 
@@ -77,8 +76,9 @@ class Trainer:
         self.amp_dtype = pick_precision(cfg.precision, device)
         self.raw_model = model.to(device)
         self.optimizer = make_optimizer(self.raw_model, cfg, device)
+        self.state = TrainState()  # (the schedule reads its horizon)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, functools.partial(lr_factor, cfg=cfg))
+            self.optimizer, lambda step: lr_factor(step, cfg, self.state.horizon))
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         # --ema: a moving average of the weights (every rank keeps an identical copy); it is
         # what evaluation scores and what model.safetensors holds
@@ -90,7 +90,6 @@ class Trainer:
                 self.raw_model, device_ids=[device.index] if device.type == "cuda" else None)
         if cfg.compile:
             self.model = torch.compile(self.model, dynamic=True)
-        self.state = TrainState()
         self.stop_requested = False
         self.saved_at = time.perf_counter()  # when last/ was last written (--save-every)
 
@@ -208,10 +207,11 @@ class Trainer:
     def run(self, log) -> str:
         """Train until a stop condition; returns why it stopped. ``log(dict)`` appends to metrics."""
         st = self.state
-        session = Session(started=time.perf_counter(), seconds_before=st.train_seconds, last_eval_step=st.step)
+        session = Session(started=time.perf_counter(), seconds_before=st.train_seconds, last_eval_step=st.step,
+                          start_step=st.step, last_eval_seconds=st.train_seconds)
         self.saved_at = session.started
         self.raw_model.train()
-        reason = stop_reason(self.cfg, st, session.started, st.data.epoch)  # e.g. resumed at --max-steps
+        reason = stop_reason(self.cfg, st, st.data.epoch)  # e.g. resumed at --max-steps
         previous = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
         try:
             while reason is None:
@@ -246,13 +246,13 @@ class Trainer:
                 micro = []
                 st.data = after
                 self._after_step(session, log, epoch + fraction)
-                reason = self._shared_stop(stop_reason(self.cfg, st, session.started, epoch))
+                reason = self._shared_stop(stop_reason(self.cfg, st, epoch))
                 if reason:
                     return reason
         finally:
             ahead.close()
         st.data = DataPosition(epoch + 1, 0)
-        return self._shared_stop(stop_reason(self.cfg, st, session.started, epoch + 1))
+        return self._shared_stop(stop_reason(self.cfg, st, epoch + 1))
 
     def _optimizer_step(self, micro: list[tuple[Batch, float]], session: Session, log) -> None:
         """One step and its counts; a non-finite loss stops the run, or is skipped and counted
@@ -281,14 +281,26 @@ class Trainer:
         (or a --save-every save)."""
         st, cfg = self.state, self.cfg
         st.train_seconds = session.seconds_before + time.perf_counter() - session.started
-        if cfg.warmup_share and st.step == WARMUP_PROBE:
+        done = st.step - session.start_step
+        if cfg.warmup_share and done == WARMUP_PROBE:
             self._cap_warmup(session.elapsed(), log)
+        if cfg.time_budget is not None and done >= WARMUP_PROBE and done % min(cfg.log_every, WARMUP_PROBE * 5) == 0:
+            self._estimate_horizon(session, done)
         self._report_step(session, log, epoch)
-        if st.step - session.last_eval_step >= cfg.eval_every:
+        if eval_due(cfg, st, session):
             self._evaluate_and_save(log)
-            session.last_eval_step = st.step
+            session.last_eval_step, session.last_eval_seconds = st.step, st.train_seconds
         elif cfg.save_every and time.perf_counter() - self.saved_at >= cfg.save_every:
             self.save_last()  # bounded loss between evaluations (--save-every)
+
+    def _estimate_horizon(self, session: Session, done: int) -> None:
+        """A --time-budget run: the step at which the budget will be used, at this session's
+        speed so far (evaluations included; rank 0's for every rank). The schedule decays to
+        zero there; re-estimated as the run goes and kept in last/ (a resume continues it)."""
+        left = self.cfg.time_budget - self.state.train_seconds
+        per_step = session.elapsed() / max(done, 1)
+        horizon = self.state.step + max(1, int(left / max(per_step, 1e-9)))
+        self.state.horizon = dd.broadcast_int(horizon, self.dist, self.device)
 
     def _cap_warmup(self, seconds: float, log) -> None:
         """A --time-budget run without --warmup: cap warmup at warmup_share of the steps the

@@ -52,7 +52,7 @@ def test_defaults_that_were_wrong_or_doubled():
     assert "translate, summarize or sentiment. [default: inferred from the options and columns]" in task
     train = flat(help80("train").output)
     assert "[default: the first of document, article, dialogue, text]" in train
-    assert "[default: small; with --init-from, that run's]" in train
+    assert "[default: auto; with --init-from, that run's shape]" in train
     assert "[default: 4096]" in train and "[default: $ATTN_CACHE, else ~/.cache/attn]" in train
 
 

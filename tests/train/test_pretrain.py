@@ -147,6 +147,6 @@ def test_finetuning_without_preset_takes_the_pretraining_runs(runs, tmp_path):
     assert r.exit_code == 0, r.output
     meta = json.loads((tmp_path / "clf/config.json").read_text())
     assert meta["preset"] == "tiny" and meta["model"]["d_model"] == 64
-    assert f"preset tiny, the one {runs / 'enc'} was trained with" in r.stderr
+    assert f"the shape of {runs / 'enc'} (tiny: d=64, 2 layers), whose weights start this run" in r.stderr
     one_line_error(cli("train", "sentiment", "--data", SENTIMENT, "--out", tmp_path / "big", "--max-steps", 2,
                        "--init-from", runs / "enc", "--preset", "small"), "its d_model is 64, this run's 256")

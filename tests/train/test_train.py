@@ -60,10 +60,12 @@ def test_run_directory_layout_and_card(tmp_path):
 
 
 def test_stop_and_resume_equals_uninterrupted(tmp_path):
+    """Resumed with a larger --max-steps; inverse_sqrt, whose steps do not depend on it (a
+    decaying schedule follows --max-steps: test_interrupted_auto_run_resumes_to_the_same_weights)."""
     k = 6
-    train(tmp_path / "full", max_steps=2 * k)
-    train(tmp_path / "half", max_steps=k)
-    train(tmp_path / "half", resume=True, max_steps=2 * k)
+    train(tmp_path / "full", max_steps=2 * k, schedule="inverse_sqrt")
+    train(tmp_path / "half", max_steps=k, schedule="inverse_sqrt")
+    train(tmp_path / "half", resume=True, max_steps=2 * k, schedule="inverse_sqrt")
     a, b = weights(tmp_path / "full/last/model.safetensors"), weights(tmp_path / "half/last/model.safetensors")
     assert a.keys() == b.keys()
     for name in a:
@@ -73,8 +75,40 @@ def test_stop_and_resume_equals_uninterrupted(tmp_path):
     assert loss[0] == pytest.approx(loss[1], abs=1e-6)
 
 
+class StopAt(Quiet):
+    """A reporter that presses Ctrl-C after step ``k`` (the Trainer saves last/ and stops)."""
+
+    def __init__(self, k):
+        self.k = k
+
+    def step(self, stats):
+        if stats["step"] == self.k:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_interrupted_auto_run_resumes_to_the_same_weights(tmp_path):
+    """--preset auto sized by --max-steps, its schedule decaying to zero there: killed at step
+    5 and resumed, it ends with the uninterrupted run's shape, weights and last learning rate 0."""
+    from attn_cli.train.trainer import Interrupted
+
+    kw = dict(preset="auto", max_steps=12, warmup=2)
+    train(tmp_path / "full", **kw)
+    cfg = TrainConfig(**{**BASE, **kw})
+    with pytest.raises(Interrupted):
+        train_run(RunRequest(data=IT_EN, out=tmp_path / "half", fields=FIELDS), cfg, StopAt(5))
+    assert json.loads((tmp_path / "half/last/state.json").read_text())["step"] == 5
+    train(tmp_path / "half", resume=True, **kw)
+    a, b = weights(tmp_path / "full/last/model.safetensors"), weights(tmp_path / "half/last/model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+    metas = [json.loads((tmp_path / d / "config.json").read_text()) for d in ("full", "half")]
+    assert metas[0]["model"] == metas[1]["model"] and metas[0]["auto"]["steps"] == 12
+    rows = [json.loads(x) for x in (tmp_path / "half/metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in rows if r["event"] == "train"][-1] == 0.0
+
+
 def test_resume_crosses_epochs_and_accumulation(tmp_path):
-    kw = dict(accum=2, max_tokens=300)
+    kw = dict(accum=2, max_tokens=300, schedule="inverse_sqrt")
     train(tmp_path / "full", max_steps=14, **kw)
     train(tmp_path / "half", max_steps=7, **kw)
     train(tmp_path / "half", resume=True, max_steps=14, **kw)
@@ -363,7 +397,8 @@ def test_compile_on_cpu_trains_like_eager_and_saves_plain_weights(tmp_path):
         out = tmp_path / name
         r = subprocess.run([sys.executable, "-m", "attn_cli", "train", "sentiment", "--data",
                             f"{DATA_DIR}/sentiment.jsonl", "--out", str(out), "--preset", "tiny",
-                            "--max-steps", "6", "--eval-every", "3", "--device", "cpu", *extra],
+                            "--max-steps", "6", "--eval-every", "3", "--device", "cpu", "--schedule",
+                            "inverse_sqrt", *extra],
                            capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-2000:]
         rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
