@@ -321,7 +321,7 @@ def _summary(result, cfg) -> None:
     table.add_row("time", f"{st['train_seconds'] / 60:.1f} min")
     unit = "examples" if cfg.task == "sentiment" else "target tokens"
     table.add_row(unit + "/s", f"{st['tokens'] / max(st['train_seconds'], 1e-9):,.0f}")
-    best = "n/a" if st["best"] is None else f"{st['best']:.4g}"
+    best = "n/a" if st["best"] is None else f"{st['best']:.4g}" + _standard_error(result.run_dir, st["best_step"])
     data = (read_json(result.run_dir / "config.json") or {}).get("data") or {}
     reused = f"; on {REUSED}" if data.get("valid_reused") else ""
     table.add_row(f"best validation {PRIMARY[cfg.task]}", f"{best} (step {st['best_step']}{reused})")
@@ -341,6 +341,17 @@ def _summary(result, cfg) -> None:
     hint = not cfg.objective and weak_hint(cfg.task, st["best"], data.get("valid_majority"))
     if hint:
         ui.err.print(hint, markup=False)
+
+
+def _standard_error(run_dir: Path, step: int) -> str:
+    """' ± SE' of the best evaluation's accuracy (metrics.jsonl), or '' (other tasks, no record)."""
+    try:
+        rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    except (OSError, ValueError):
+        return ""
+    se = next((r.get("accuracy_se") for r in reversed(rows) if r.get("event") == "eval" and r.get("step") == step),
+              None)
+    return f" ± {se:.2g}" if se is not None else ""
 
 
 def launch(nproc: int) -> None:

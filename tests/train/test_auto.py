@@ -24,6 +24,9 @@ def test_auto_sizes_by_max_steps_says_so_and_records_it(tmp_path):
     assert f"d={meta['model']['d_model']}, {meta['model']['n_enc_layers']} layer" in line
     saved = json.loads((tmp_path / "a/train_config.json").read_text())  # a resume rebuilds this shape
     assert saved["d_model"] == meta["model"]["d_model"] and saved["n_layers"] == meta["model"]["n_enc_layers"]
+    evals = [json.loads(x) for x in (tmp_path / "a/metrics.jsonl").read_text().splitlines()]
+    se = [e["accuracy_se"] for e in evals if e["event"] == "eval"][-1]
+    assert f"± {se:.2g}" in r.stderr  # beside the best validation accuracy
     info = cli("info", tmp_path / "a")
     assert info.exit_code == 0 and "auto size" in info.stdout
 
