@@ -261,6 +261,8 @@ class TrainConfig:
     stream: bool = False  # read, tokenize and batch the training data on the fly (no cache)
     shuffle_buffer: int = 100_000  # --stream: rows shuffled and length-bucketed together
     log_every: int = 50  # optimizer steps between log lines in metrics.jsonl
+    tensorboard: bool = False  # also write metrics.jsonl's rows as TensorBoard scalars
+    tensorboard_dir: str | None = None  # where (None = RUN_DIR/tensorboard)
     skip_nonfinite: bool = False  # skip batches whose loss is NaN/inf instead of stopping
     vocab_size: int = 8000  # tokenizer size when attn trains one (lowered to what the data allows)
     lowercase: bool = False  # the tokenizer attn trains folds case (SentencePiece's nmt_nfkc_cf)

@@ -82,6 +82,20 @@ def schedule_info(run_dir: Path) -> dict:
             "epochs": round(epochs, 2), "evaluations": evals}
 
 
+def final_lr_share(run_dir: Path) -> float | None:
+    """The learning rate after the last step over the peak, from the run's own state: the
+    linear schedule's factor at the step it stopped (last/state.json's horizon for a time budget)."""
+    try:
+        state = json.loads((run_dir / "last" / "state.json").read_text())
+        cfg = json.loads((run_dir / "train_config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    end, warm = state.get("horizon") or cfg.get("max_steps"), max(1, cfg["warmup"])
+    if not end:
+        return None
+    return max(0.0, 1 - (state["step"] - warm) / max(1, end - warm))
+
+
 def one_run(task: Task, args: argparse.Namespace, budget: str, preset: str, seed: int) -> dict:
     """Train and evaluate one combination; the row for --results."""
     run_dir = args.runs_dir / f"{task.name}-{budget}-{preset}-s{seed}"
@@ -99,7 +113,7 @@ def one_run(task: Task, args: argparse.Namespace, budget: str, preset: str, seed
     meta = json.loads((run_dir / "config.json").read_text())
     m = meta["model"]
     row.update(shape=f"d={m['d_model']} L={m['n_enc_layers']} ff={m['d_ff']}", auto=meta.get("auto"),
-               **run_info(run_dir), **schedule_info(run_dir))
+               **run_info(run_dir), **schedule_info(run_dir), final_lr_share=final_lr_share(run_dir))
     code, _, out = run_logged(eval_command(task, args, run_dir), log)
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     if code != 0 or not lines:
@@ -134,6 +148,10 @@ def run_study(args: argparse.Namespace) -> None:
                     print(json.dumps(row), flush=True)
 
 
+def _num(value) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
 def cell(row: dict, key: str) -> str:
     value = (row.get("test") or {}).get(key)
     return "—" if value is None else f"{value:.2f}"
@@ -147,17 +165,16 @@ def report(rows: list[dict]) -> str:
         keys = (task.metric, *SECONDARY[task.task])
         out += [f"### {task.dataset} ({task.evals[0].split})", "",
                 "| budget | preset | seed | " + " | ".join(keys) + " | baseline | shape | params | steps | "
-                "epochs | best valid | last lr / peak | load | date |", "|" + "---|" * (len(keys) + 12)]
+                "epochs | best valid | final lr / peak | load | date |", "|" + "---|" * (len(keys) + 12)]
         for r in sorted((r for r in rows if r["task"] == name and "error" not in r),
                         key=lambda r: (r["budget"], r["seed"], r["preset"])):
             base = r.get("baseline") or {}
-            ratio = (f"{r['last_lr'] / r['peak_lr']:.1%}" if r.get("last_lr") is not None and r.get("peak_lr")
-                     else "—")
+            ratio = f"{r['final_lr_share']:.1%}" if r.get("final_lr_share") is not None else "—"
             value = base.get(task.metric)
             base_cell = f"{value:.2f} ({base.get('name', '')})" if isinstance(value, (int, float)) else "—"
             out.append(f"| {r['budget']} | {r['preset']} | {r['seed']} | " + " | ".join(cell(r, k) for k in keys)
                        + f" | {base_cell} | {r.get('shape')} | {(r.get('params') or 0) / 1e6:.2f}M | "
-                       f"{r.get('steps')} | {r.get('epochs')} | {r.get('best_valid')} | {ratio} | "
+                       f"{r.get('steps')} | {r.get('epochs')} | {_num(r.get('best_valid'))} | {ratio} | "
                        f"{r['load_before']}/{r['load_after']} | {r['date']} |")
         out.append("")
     return "\n".join(out)

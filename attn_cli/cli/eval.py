@@ -14,6 +14,7 @@ from rich.table import Table
 
 from attn_cli.cli import console as ui
 from attn_cli.cli.app import AttnCommand, app, command, flag
+from attn_cli.cli.infer import check_plot_dependency
 from attn_cli.cli.io import check_max_tokens, check_output, open_engine, write_outputs
 from attn_cli.cli.options import (
     DEC,
@@ -187,15 +188,22 @@ def _metrics_table(metrics: dict, title: str, baseline: dict | None = None,
         ui.out.print(f"sacreBLEU: {metrics['bleu_signature']}", markup=False)
 
 
-@app.command(cls=AttnCommand, epilog="Example:  attn info runs/it-en")
+@app.command(cls=AttnCommand, epilog="Examples:  attn info runs/it-en  ·  "
+             "attn info runs/it-en --plot runs/it-en/curves.png")
 @command
-def info(run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_default=False)]) -> None:
+def info(run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_default=False)],
+         plot: Annotated[Path | None, typer.Option("--plot", help=(
+             "Also draw the training loss and the validation metric against steps and time (with the "
+             "baseline) into this PNG (needs the plot extra); as RUN_DIR/curves.png the model card "
+             "links it."))] = None) -> None:
     """Show what a run directory holds: task, size, vocabulary, data, training, best metric."""
     from attn_cli.data.rundata import describe_valid
     from attn_cli.data.tokenizer import Tokenizers
     from attn_cli.infer.runs import read_meta
     from attn_cli.rundir import LAST_DIR, find_dir
 
+    if plot is not None:
+        check_plot_dependency()
     meta = read_meta(run_dir)
     m = meta["model"]
     toks = Tokenizers.load(run_dir)
@@ -242,6 +250,19 @@ def info(run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_def
         except (ValueError, KeyError, TypeError, OSError):
             table.add_row("training", "last/state.json is unreadable")
     ui.out.print(table)
+    if plot is not None:
+        _plot_curves(run_dir, meta, plot)
+
+
+def _plot_curves(run_dir: Path, meta: dict, plot: Path) -> None:
+    """attn info --plot: the curves PNG, linked from the card when it is RUN_DIR/curves.png."""
+    from attn_cli.train.curves import CURVES_FILE, plot_curves, read_curves
+    from attn_cli.train.records import link_curves
+
+    curves = read_curves(run_dir, meta["task"], bool(meta.get("pretrain")))
+    plot_curves(curves, plot, f"{run_dir} ({meta['task']}, {meta.get('parameters', 0):,} parameters)")
+    linked = plot.resolve() == (run_dir / CURVES_FILE).resolve() and link_curves(run_dir)
+    ui.note(f"training curves saved to {plot}" + (" (linked from the model card)" if linked else ""))
 
 
 def _training_rows(table: Table, st: dict, task: str, pretraining: bool = False, reused: bool = False) -> None:

@@ -36,21 +36,22 @@ from attn_cli.infer.engine import DEFAULT_THREADS
 TR, SU = DECODE_DEFAULTS["translate"], DECODE_DEFAULTS["summarize"]
 
 def _generate(task, model, texts, input_file, output, as_json, dcfg, eng_opts, max_tokens, show, plot):
-    from attn_cli.infer.runs import encode_inputs
+    from attn_cli.infer.api import Model
 
     check_max_tokens(max_tokens)
     check_output(output)
     if plot is not None:
         check_plot_dependency()
     run = open_engine(model, task, *eng_opts)
+    api = Model(run)  # the Python API's model: the same batching and engine calls as attn_cli.load
     inputs = read_inputs(texts, input_file, paragraphs=task == "summarize")
-    ids, cut = encode_inputs(run, inputs)
+    ids, cut = api.encode(inputs)
     if cut:
         ui.warn(f"{cut} input(s) longer than the model's {run.model_cfg.max_len} positions were truncated")
     with ui.progress() as bar:
         job = bar.add_task(f"{task} ({'beam ' + str(dcfg.beam) if dcfg.beam > 1 else 'greedy'})",
                            total=len(inputs), info="")
-        results = run.generate(ids, dcfg, max_tokens, on_batch=lambda n: bar.advance(job, n))
+        results = api.generate_ids(ids, dcfg, max_tokens, on_batch=lambda n: bar.advance(job, n))
     outs = [run.toks.tgt.decode(o) for o, _ in results]
     if as_json:
         lines = [json.dumps({"input": i, "output": o, "score": round(s, 5), "engine": run.name},
@@ -179,19 +180,20 @@ def sentiment(
     engine: EngineOpt = "auto", compute_type: ComputeOpt = "auto", threads: ThreadsOpt = DEFAULT_THREADS,
 ) -> None:
     """Classify the sentiment of text with a trained sentiment model."""
-    from attn_cli.infer.runs import encode_inputs
+    from attn_cli.infer.api import Model
 
     check_max_tokens(max_tokens)
     check_output(output)
     run = open_engine(model, "sentiment", engine, compute_type, threads, device)
+    api = Model(run)  # the Python API's model: the same batching and engine calls as attn_cli.load
     inputs = read_inputs(texts, input_file)
-    ids, cut = encode_inputs(run, inputs)
+    ids, cut = api.encode(inputs)
     if cut:
         ui.warn(f"{cut} input(s) longer than the model's {run.model_cfg.max_len} positions were truncated")
     names = run.meta["label_names"]
     with ui.progress() as bar:
         job = bar.add_task("sentiment", total=len(inputs), info="")
-        probs = run.classify(ids, max_tokens, on_batch=lambda n: bar.advance(job, n))
+        probs = api.classify_ids(ids, max_tokens, on_batch=lambda n: bar.advance(job, n))
     best = [max(range(len(p)), key=p.__getitem__) for p in probs]
     if as_json:
         lines = [json.dumps({"input": t, "label": names[b], "confidence": round(p[b], 5),

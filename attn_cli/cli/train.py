@@ -249,6 +249,12 @@ def train(
     eval_samples: Annotated[int | None, typer.Option("--eval-samples", rich_help_panel=EXPERT,
                                                      show_default=str(TrainConfig.eval_samples), help=(
         "Validation examples decoded for BLEU/ROUGE per evaluation."))] = None,
+    tensorboard: Annotated[bool | None, flag("--tensorboard", rich_help_panel=RUN, show_default=False, help=(
+        "Also write the training and validation curves as TensorBoard events (needs the tensorboard "
+        "extra: pip install 'attn\\[tensorboard]'); view them with tensorboard --logdir RUN_DIR."))] = None,
+    tensorboard_dir: Annotated[str | None, typer.Option("--tensorboard-dir", rich_help_panel=RUN,
+                                                        show_default="RUN_DIR/tensorboard", help=(
+        "Where --tensorboard writes (implies --tensorboard)."))] = None,
     log_every: Annotated[int | None, typer.Option("--log-every", rich_help_panel=EXPERT,
                                                   show_default=str(TrainConfig.log_every), help=(
         "Steps between lines in metrics.jsonl."))] = None,
@@ -267,6 +273,7 @@ def train(
                    patience=patience, eval_every=eval_every, eval_samples=eval_samples,
                    save_every=parse_duration(save_every),
                    log_every=log_every, device=device, precision=precision, compile=compile,
+                   tensorboard=True if tensorboard or tensorboard_dir else None, tensorboard_dir=tensorboard_dir,
                    vocab_size=vocab_size, lowercase=lowercase, stream=stream, shuffle_buffer=shuffle_buffer)
     saved, fields = None, make_fields(src, tgt, src_field, tgt_field, text_field, label_field)
     if num_labels is not None:

@@ -3,11 +3,13 @@
 ``create_app(models, cfg)`` takes the engines by name (``runner.open_models``) and returns an
 ASGI app whose workers are already running; they stop at the app's shutdown (or ``app.state.close()``).
 
-Routes: ``POST /v1/translate``, ``/v1/summarize``, ``/v1/sentiment``; ``GET /v1/models``,
+Routes: ``POST /v1/translate``, ``/v1/summarize``, ``/v1/sentiment``; LibreTranslate's ``POST
+/translate`` and ``GET /languages`` (``attn_cli.serve.libre``); ``GET /v1/models``,
 ``/health``, ``/metrics``, ``/docs`` (OpenAPI, Swagger UI from the fastapi-offline package's
 files under ``/docs-static``, so it works without internet), and the page at ``/`` with its
 files under ``/static``. Every refusal is JSON ``{"error": ...}`` (plus ``"limit"`` when a limit was broken)
-with a 4xx status: 400 malformed JSON or body, 401 key, 404 unknown route or model, 405 method,
+with a 4xx status: 400 malformed JSON or body, 401 key (403 on the LibreTranslate routes), 404
+unknown route or model, 405 method, 415 a LibreTranslate body neither JSON nor a form,
 413 body size, 422 types, values and limits, 429 queue full (with Retry-After), 503 shutting
 down, 504 over --timeout. A 500 means a bug, never bad input.
 """
@@ -30,6 +32,7 @@ from starlette.exceptions import HTTPException
 from attn_cli import __version__
 from attn_cli.serve.batcher import Closed, QueueFull
 from attn_cli.serve.config import ServeConfig
+from attn_cli.serve.libre import LIBRE_ROUTES, libre_routes
 from attn_cli.serve.middleware import ApiKey, Body, Observe
 from attn_cli.serve.runner import ModelRunner, Payload
 from attn_cli.serve.schemas import (
@@ -51,7 +54,7 @@ if TYPE_CHECKING:
 STATIC = Path(__file__).parent / "static"
 DOCS_STATIC = "/docs-static"  # Swagger UI's script, style and icon
 ROUTES = {"/", "/health", "/metrics", "/docs", "/openapi.json", "/v1/models", "/v1/translate",
-          "/v1/summarize", "/v1/sentiment"}
+          "/v1/summarize", "/v1/sentiment"} | LIBRE_ROUTES
 ERRORS = {s: {"model": ErrorBody} for s in (400, 401, 404, 413, 422, 429, 503, 504)}
 
 
@@ -80,12 +83,13 @@ def create_app(models: dict[str, Engine], cfg: ServeConfig,
     app.state.runners, app.state.metrics, app.state.close, app.state.cfg = runners, metrics, close, cfg
     _errors(app)
     _inference_routes(app, runners, cfg)
+    libre_routes(app, runners, cfg, lambda task, req: _run(runners, cfg, task, req))
     _service_routes(app, runners, metrics)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # Middleware: the last added runs first (outermost): observe, CORS, key, body.
     app.add_middleware(Body, max_body=cfg.max_body)
     if cfg.api_key:
-        app.add_middleware(ApiKey, key=cfg.api_key, exempt={"/", "/health", "/favicon.ico"},
+        app.add_middleware(ApiKey, key=cfg.api_key, exempt={"/", "/health", "/favicon.ico"} | LIBRE_ROUTES,
                            exempt_prefixes=("/static/", f"{DOCS_STATIC}/"))
     if cfg.cors:
         from fastapi.middleware.cors import CORSMiddleware
@@ -160,6 +164,12 @@ def _pick(runners: dict[str, ModelRunner], task: str, name: str | None) -> Model
 
 
 async def _infer(runners: dict[str, ModelRunner], cfg: ServeConfig, task: str, req) -> JSONResponse:
+    """One /v1 inference request: ``{"model", "outputs"}``."""
+    runner, outputs = await _run(runners, cfg, task, req)
+    return JSONResponse({"model": runner.name, "outputs": outputs})
+
+
+async def _run(runners: dict[str, ModelRunner], cfg: ServeConfig, task: str, req) -> tuple[ModelRunner, list]:
     """One inference request: checked, queued on its model's batcher, answered within --timeout."""
     runner = _pick(runners, task, req.model)
     texts = check_texts(req.text, cfg)
@@ -179,7 +189,7 @@ async def _infer(runners: dict[str, ModelRunner], cfg: ServeConfig, task: str, r
         raise ApiError(504, f"the request took over {cfg.timeout:g} s", ("--timeout", cfg.timeout)) from None
     except Closed:
         raise ApiError(503, "the server is shutting down") from None
-    return JSONResponse({"model": runner.name, "outputs": outputs})
+    return runner, outputs
 
 
 def _inference_routes(app: FastAPI, runners: dict[str, ModelRunner], cfg: ServeConfig) -> None:

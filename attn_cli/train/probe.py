@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from attn_cli.config import AUTO, ModelConfig, TrainConfig
+from attn_cli.data.batching import plan_batches
 from attn_cli.device import autocast, pick_precision
 from attn_cli.model.transformer import build_model
 from attn_cli.train import sizing
@@ -23,11 +24,14 @@ PROBE_STEPS = 4  # timed steps per shape, after one untimed
 
 
 def data_size(cfg: TrainConfig, mcfg: ModelConfig, lengths: np.ndarray) -> sizing.DataSize:
-    """The training data as the rule sees it (``lengths``: each row's padded cost)."""
+    """The training data as the rule sees it (``lengths``: each row's padded cost), with the
+    number of batches an epoch's plan makes of it."""
     tgt_vocab = mcfg.tgt_vocab_size if mcfg.is_seq2seq else None
+    steps = len(plan_batches(lengths, cfg.max_tokens, seed=cfg.seed, epoch=0)) if len(lengths) else None
     return sizing.DataSize(task=mcfg.task, epoch_tokens=int(lengths.sum(dtype=np.int64)),
                            length=float(np.median(lengths)) if len(lengths) else 1.0,
-                           vocab=mcfg.vocab_size, tgt_vocab=tgt_vocab)
+                           vocab=mcfg.vocab_size, tgt_vocab=tgt_vocab,
+                           epoch_steps=max(1, steps // cfg.accum) if steps else None)
 
 
 def typical_rows(train, lengths: np.ndarray, max_tokens: int) -> list:
@@ -92,7 +96,7 @@ def resolve_shape(cfg: TrainConfig, mcfg: ModelConfig, train, device: torch.devi
     if cfg.preset != AUTO or len(given) >= 4:
         return cfg, None
     lengths = getattr(train, "lengths", None)
-    budget = sizing.Budget(cfg.max_tokens, cfg.time_budget, cfg.max_steps, cfg.epochs)
+    budget = sizing.Budget(cfg.max_tokens * cfg.accum, cfg.time_budget, cfg.max_steps, cfg.epochs)
     if lengths is None or (budget.seconds is None and budget.steps is None and budget.epochs is None):
         shape = sizing.LADDER[6]  # the small preset's shape
         why = ("no --time-budget, --max-steps or --epochs to size it by" if lengths is not None

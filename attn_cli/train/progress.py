@@ -48,6 +48,9 @@ class Session:
     window: Window = field(default_factory=Window)  # reset in place after each train row
     start_step: int = 0  # TrainState.step at the start
     last_eval_seconds: float = 0.0  # TrainState.train_seconds at the last evaluation (or the start)
+    eval_seconds: float = 0.0  # wall time the budget-spaced evaluations took (this session)
+    evals: int = 0  # how many there were
+    epoch: float = 0.0  # the epoch (with its fraction) of the last step reported
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

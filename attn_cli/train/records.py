@@ -19,6 +19,7 @@ from attn_cli.data.rundata import RunData, describe_valid
 from attn_cli.errors import RunFailure
 from attn_cli.eval.baselines import card_section
 from attn_cli.eval.metrics import PRETRAIN_METRIC, PRIMARY_METRIC
+from attn_cli.train.curves import CURVES_FILE
 
 
 def pretrained_summary(run_dir: Path) -> dict | None:
@@ -41,8 +42,9 @@ def pretrained_summary(run_dir: Path) -> dict | None:
 class MetricsLog:
     """metrics.jsonl, one JSON object per line; on resume, lines after the resumed step go."""
 
-    def __init__(self, path: Path, resume_step: int, enabled: bool):
-        self.fh = None
+    def __init__(self, path: Path, resume_step: int, enabled: bool, tensorboard=None):
+        """``tensorboard``: a TensorBoardLog that gets every row too (--tensorboard)."""
+        self.fh, self.tb = None, tensorboard
         if not enabled:
             return
         if path.exists():
@@ -59,10 +61,14 @@ class MetricsLog:
             except OSError as e:
                 raise RunFailure(f"could not write {self.fh.name}: {e.strerror or e}",
                                  "check free disk space; last/ holds the last saved state") from None
+        if self.tb is not None:
+            self.tb.write(row)
 
     def close(self) -> None:
         if self.fh:
             self.fh.close()
+        if self.tb is not None:
+            self.tb.close()
 
 
 def _step_of(line: str) -> int:
@@ -112,7 +118,24 @@ def write_card(out: Path, cfg: TrainConfig, data: RunData, params: int, state: d
     baselines = [r for r in rows if r.get("event") == "baseline"]
     if baselines:  # the last one: a resumed run appends its own
         text += "\n" + card_section(cfg.task, baselines[-1], best)
+    if (out / CURVES_FILE).is_file():
+        text += CURVES_LINK
     ckpt.atomic_write_text(out / ckpt.CARD_FILE, text)
+
+
+CURVES_LINK = f"\n## Training curves\n\n![training loss and validation metric]({CURVES_FILE})\n"
+
+
+def link_curves(out: Path) -> bool:
+    """Add the curves picture to an existing model card (attn info --plot RUN/curves.png);
+    False when the run has no card."""
+    card = out / ckpt.CARD_FILE
+    if not card.is_file():
+        return False
+    text = card.read_text(encoding="utf-8")
+    if CURVES_LINK not in text:
+        ckpt.atomic_write_text(card, text + CURVES_LINK)
+    return True
 
 
 WEAK_BELOW = {"translate": 10.0, "summarize": 15.0}  # BLEU, ROUGE-1: still weak under these

@@ -29,6 +29,7 @@ from attn_cli.errors import AttnError
 from attn_cli.eval.baselines import run_baseline
 from attn_cli.model.transformer import build_model, count_parameters
 from attn_cli.train import distributed as dd
+from attn_cli.train import tensorboard
 from attn_cli.train.pretrain import pretrain_meta, pretrain_unit
 from attn_cli.train.probe import resolve_shape
 from attn_cli.train.records import MetricsLog, pretrained_summary, write_card
@@ -202,6 +203,8 @@ def train_run(req: RunRequest, cfg: TrainConfig, reporter: Reporter) -> RunResul
     A new run directory that fails before its first file is written is removed again.
     """
     req = resume_or_start(req, reporter)
+    if cfg.tensorboard:
+        tensorboard.require()
     dist = dd.from_env()
     if dist.is_main:  # the other ranks would see rank 0's fresh directory and lock
         check_run_dir(req)
@@ -251,7 +254,9 @@ def _train_locked(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: d
     reporter.note(f"{cfg.task}: {params:,} parameters ({cfg.preset}), {seen} training and "
                   f"{len(data.valid):,} validation examples, device {device}"
                   + (f" x {dist.world_size} processes" if dist.enabled else ""))
-    metrics_log = MetricsLog(out / ckpt.METRICS_FILE, trainer.state.step, dist.is_main)
+    board = (tensorboard.TensorBoardLog(tensorboard.log_dir(out, cfg.tensorboard_dir), trainer.state.step)
+             if cfg.tensorboard and dist.is_main else None)
+    metrics_log = MetricsLog(out / ckpt.METRICS_FILE, trainer.state.step, dist.is_main, board)
     try:
         reason = trainer.run(metrics_log.write)
         baseline = run_baseline(cfg, data, toks, reporter.note) if dist.is_main else None

@@ -19,6 +19,7 @@ little next to size, Kaplan et al. 2020); it runs from a 1-layer d=64 model to t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from attn_cli.errors import AttnError
@@ -26,8 +27,12 @@ from attn_cli.errors import AttnError
 TOKENS_PER_PARAM = 20.0  # compute-optimal training tokens per parameter (Hoffmann et al. 2022)
 EPOCH_CAP = 4.0  # epochs worth repeating (Muennighoff et al. 2023); beyond, grow the model
 MAX_PARAMS_PER_TOKEN = 10.0  # at most this many parameters per training token (tiny data)
-FILL = 0.85  # real tokens per padded slot of a length-bucketed batch (metrics.jsonl: pad 5-15%)
+FILL = 0.85  # real tokens per padded slot when the epoch's batch plan is unknown
 EVAL_SHARE = 0.05  # share of a time budget assumed spent in the ~10 evaluations
+# A training step costs more than the probe's bare step (the batches collated in a thread beside
+# it on the same cores, clipping, logging): measured at 1.22x (IMDB) and 1.35x (SST-2) on the
+# 2-core CPU (benchmarks/budget.py, docs/sizing.md)
+LOOP_OVERHEAD = 1.25
 MIN_STEPS = 50  # a time budget that buys fewer optimizer steps than this is refused
 
 
@@ -67,6 +72,7 @@ class DataSize:
     length: float  # typical (median) example cost in tokens, per side
     vocab: int  # source (or joint) vocabulary
     tgt_vocab: int | None = None  # a separate target vocabulary
+    epoch_steps: int | None = None  # optimizer steps of one epoch (the batch plan's length); None = from FILL
 
     @property
     def sides(self) -> int:
@@ -75,13 +81,14 @@ class DataSize:
 
 @dataclass(frozen=True)
 class Speed:
-    """Seconds per optimizer step as a + b x FLOPs (fitted on two probed shapes)."""
+    """Seconds per training step as (a + b x FLOPs) x LOOP_OVERHEAD (a, b fitted on two probed
+    shapes)."""
 
     overhead_s: float  # a: seconds a step costs whatever its size
     s_per_flop: float  # b
 
     def step_seconds(self, flops: float) -> float:
-        return self.overhead_s + self.s_per_flop * flops
+        return (self.overhead_s + self.s_per_flop * flops) * LOOP_OVERHEAD
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,8 @@ def step_flops(shape: Shape, size: DataSize, max_tokens: int) -> float:
 def options(size: DataSize, budget: Budget, speed: Speed | None) -> list[Option]:
     """Every rung of the ladder with the steps, tokens and epochs the budget buys it."""
     per_step = budget.max_tokens * FILL
+    if size.epoch_steps and size.epoch_tokens:
+        per_step = size.epoch_tokens / size.epoch_steps
     out = []
     for shape in LADDER:
         if budget.steps is not None:
@@ -171,9 +180,10 @@ def choose(size: DataSize, budget: Budget, speed: Speed | None = None) -> Choice
     opts = options(size, budget, speed)
     if budget.steps is None and budget.seconds is not None and opts[0].steps < MIN_STEPS:
         need = minimum_seconds(size, budget, speed)
+        need = math.ceil(need)
         raise AttnError(f"--time-budget {budget.seconds:g}s is too short for even the smallest model on this "
-                        f"machine ({opts[0].steps} steps; it needs about {need:.0f} s for {MIN_STEPS})",
-                        f"give at least --time-budget {max(need, 1):.0f}s, or --preset tiny with --max-steps")
+                        f"machine ({opts[0].steps} steps; it needs about {need} s for {MIN_STEPS})",
+                        f"give at least --time-budget {need}s, or --preset tiny with --max-steps")
     if size.epoch_tokens is not None and opts[0].params > MAX_PARAMS_PER_TOKEN * size.epoch_tokens:
         return Choice(opts[0], f"the data is very small ({size.epoch_tokens:,} tokens): the smallest model")
     fits = [o for o in opts if size.epoch_tokens is None or o.params <= MAX_PARAMS_PER_TOKEN * size.epoch_tokens]

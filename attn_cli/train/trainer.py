@@ -39,7 +39,7 @@ from attn_cli.eval.metrics import PRIMARY_METRIC
 from attn_cli.train import distributed as dd
 from attn_cli.train.feed import BatchFeed
 from attn_cli.train.optim import lr_factor, make_optimizer, step_seed
-from attn_cli.train.progress import Session, eval_due, stop_reason
+from attn_cli.train.progress import EVALS_PER_RUN, Session, eval_due, stop_reason
 from attn_cli.train.state import Resumable, TrainState, read_last, saved_step, write_last
 from attn_cli.train.units import TaskContext, TaskUnit, finetune_unit
 
@@ -222,6 +222,7 @@ class Trainer:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+        self._report_step(session, log, session.epoch, final=True)  # the last steps' row (their lr)
         if st.step != session.last_eval_step or st.best is None:
             self._evaluate_and_save(log)
         else:
@@ -284,22 +285,28 @@ class Trainer:
         done = st.step - session.start_step
         if cfg.warmup_share and done == WARMUP_PROBE:
             self._cap_warmup(session.elapsed(), log)
-        if cfg.time_budget is not None and done >= WARMUP_PROBE and done % min(cfg.log_every, WARMUP_PROBE * 5) == 0:
+        if cfg.time_budget is not None and done >= WARMUP_PROBE and done % WARMUP_PROBE == 0:
             self._estimate_horizon(session, done)
         self._report_step(session, log, epoch)
         if eval_due(cfg, st, session):
+            started = time.perf_counter()
             self._evaluate_and_save(log)
+            session.eval_seconds += time.perf_counter() - started
+            session.evals += 1
             session.last_eval_step, session.last_eval_seconds = st.step, st.train_seconds
         elif cfg.save_every and time.perf_counter() - self.saved_at >= cfg.save_every:
             self.save_last()  # bounded loss between evaluations (--save-every)
 
     def _estimate_horizon(self, session: Session, done: int) -> None:
         """A --time-budget run: the step at which the budget will be used, at this session's
-        speed so far (evaluations included; rank 0's for every rank). The schedule decays to
-        zero there; re-estimated as the run goes and kept in last/ (a resume continues it)."""
+        training speed so far, less the time the evaluations still due will take at their
+        measured cost (rank 0's estimate for every rank). The schedule decays to zero there;
+        re-estimated every 10 steps and kept in last/ (a resume continues it)."""
         left = self.cfg.time_budget - self.state.train_seconds
-        per_step = session.elapsed() / max(done, 1)
-        horizon = self.state.step + max(1, int(left / max(per_step, 1e-9)))
+        per_step = max(session.elapsed() - session.eval_seconds, 1e-9) / max(done, 1)  # training only
+        each = session.eval_seconds / session.evals if session.evals else 0.0
+        evals_left = int(left / (self.cfg.time_budget / EVALS_PER_RUN)) if self.cfg.eval_every is None else 0
+        horizon = self.state.step + max(1, int((left - evals_left * each) / per_step))
         self.state.horizon = dd.broadcast_int(horizon, self.dist, self.device)
 
     def _cap_warmup(self, seconds: float, log) -> None:
@@ -333,12 +340,16 @@ class Trainer:
             raise KeyboardInterrupt
         self.stop_requested = True
 
-    def _report_step(self, session: Session, log, epoch: float) -> None:
+    def _report_step(self, session: Session, log, epoch: float, final: bool = False) -> None:
+        """The progress report of a step; a metrics.jsonl row every --log-every steps, and
+        (``final``) one for the steps since the last row when training ends."""
         window = session.window
         now = time.perf_counter()
+        session.epoch = epoch
         stats = window.stats(self.state, self.scheduler.get_last_lr()[0], epoch, now)
-        self.reporter.step(stats)
-        if self.state.step % self.cfg.log_every == 0 and window.n:
+        if not final:
+            self.reporter.step(stats)
+        if (final or self.state.step % self.cfg.log_every == 0) and window.n:
             log({"event": "train", **stats})
             window.reset(now)
 

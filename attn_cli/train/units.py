@@ -156,10 +156,14 @@ class ClassifyUnit:
         return F.cross_entropy(logits.float(), batch.labels, label_smoothing=smoothing, reduction="sum")
 
     def validate(self, model: nn.Module, examples: list, refs: list) -> dict:
-        """valid_loss and the classification metrics (the confusion matrix left out)."""
+        """valid_loss and the classification metrics (the confusion matrix left out), from one
+        forward pass over the examples."""
         ctx = self.ctx
-        metrics = {"valid_loss": validation_loss(self, ctx, model, examples)}
-        probs = classify(model, ctx.device, [x for x, _ in examples], ctx.cfg.max_tokens)
+        with autocast(ctx.device, ctx.amp_dtype):
+            probs = classify(model, ctx.device, [x for x, _ in examples], ctx.cfg.max_tokens)
+        # the loss from the same forward pass (one pass per evaluation, not two)
+        metrics = {"valid_loss": -sum(math.log(max(p[y], 1e-12)) for p, (_, y) in zip(probs, examples, strict=True))
+                   / max(len(examples), 1)}
         preds = [max(range(len(p)), key=p.__getitem__) for p in probs]
         metrics.update(classification(preds, [y for _, y in examples], ctx.model_cfg.num_labels))
         metrics.pop("confusion", None)

@@ -96,3 +96,26 @@ def test_quality_pretrain_runs_the_recipes_pipeline(capsys):
     with pytest.raises(SystemExit):
         quality.main(["--tasks", "multi30k", "--pretrain", "0.5", "--dry-run"])  # no recipe
     assert "no pretraining recipe for multi30k" in capsys.readouterr().err
+
+
+def test_budget_study_commands_and_report(tmp_path):
+    import budget
+
+    args = budget.parse_args(["--data-root", "/d"])
+    task = budget.TASKS["dialogsum"]
+    auto = budget.train_command(task, args, tmp_path / "r", "10m", "auto", 2)
+    assert "--preset" not in auto and "--max-len" not in auto  # all options default: auto by default
+    assert auto[auto.index("--time-budget") + 1] == "10m" and auto[auto.index("--seed") + 1] == "2"
+    assert budget.train_command(task, args, tmp_path / "r", "10m", "small", 1)[-2:] == ["--preset", "small"]
+    run = tmp_path / "run"
+    (run / "last").mkdir(parents=True)
+    (run / "last/state.json").write_text(json.dumps({"step": 90, "horizon": 100}))
+    (run / "train_config.json").write_text(json.dumps({"warmup": 10, "max_steps": None}))
+    assert budget.final_lr_share(run) == pytest.approx(1 - 80 / 90)
+    row = {"task": "sst2", "budget": "10m", "preset": "auto", "seed": 1, "test": {"accuracy": 81.27, "macro_f1": 81.2},
+           "baseline": {"name": "TF-IDF", "accuracy": 83.09}, "shape": "d=192 L=3 ff=768", "params": 2.9e6,
+           "steps": 913, "epochs": 4.71, "best_valid": 80.62, "final_lr_share": 0.0, "load_before": 0.5,
+           "load_after": 1.9, "date": "2026-12-07"}
+    table = budget.report([row, {**row, "preset": "tiny", "error": "attn train exited 1"}])
+    assert "| 10m | auto | 1 | 81.27 | 81.20 | 83.09 (TF-IDF) | d=192 L=3 ff=768 | 2.90M | 913 |" in table
+    assert "tiny" not in table  # failed runs are left out

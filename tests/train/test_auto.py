@@ -66,3 +66,27 @@ def test_validation_reports_the_standard_error_of_the_accuracy():
 
     m = classification([1] * 80 + [0] * 20, [1] * 100, 2)
     assert m["accuracy"] == 80.0 and abs(m["accuracy_se"] - 4.0) < 1e-9  # sqrt(.8 * .2 / 100)
+
+
+def test_ten_examples_with_a_time_budget_get_the_smallest_model_and_a_note(tmp_path):
+    rows = [json.loads(x) for x in open(SENTIMENT, encoding="utf-8")][:10]
+    data = tmp_path / "ten.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    r = cli("train", "sentiment", "--data", data, "--out", tmp_path / "a", "--time-budget", "3s",
+            "--max-tokens", 600, "--vocab-size", 300)
+    assert r.exit_code == 0, r.output
+    assert "the data is very small" in r.stderr and "the smallest model" in r.stderr
+    assert run_meta(tmp_path / "a")["model"]["d_model"] == 64
+
+
+def test_a_time_budget_run_ends_with_its_learning_rate_near_zero(tmp_path):
+    """The schedule decays to zero at the estimated end of the budget, re-estimated every 10
+    steps with the evaluations still due (at most 10% of the peak left here: a short run on a
+    shared machine; the 10-minute study runs end under 1%: docs/benchmarks-budget.md)."""
+    r = cli("train", "sentiment", "--data", SENTIMENT, "--out", tmp_path / "a", "--time-budget", "10s",
+            "--log-every", 1, *COMMON)
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in (tmp_path / "a/metrics.jsonl").read_text().splitlines()]
+    lrs = [x["lr"] for x in rows if x["event"] == "train"]
+    assert len(lrs) > 30 and lrs[-1] <= 0.1 * max(lrs), (lrs[-1], max(lrs))
+    assert sum(x["event"] == "eval" for x in rows) <= 11  # about 10 evaluations, not one per 500 steps

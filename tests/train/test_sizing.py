@@ -64,6 +64,12 @@ def test_ten_examples_get_the_smallest_model_with_a_note():
     assert "very small" in choice.why
 
 
+def test_the_epochs_plan_sets_the_tokens_of_a_step():
+    data = sizing.DataSize(task="sentiment", epoch_tokens=1_000_000, length=20, vocab=8000, epoch_steps=250)
+    opt = sizing.options(data, sizing.Budget(4096, steps=1000), None)[0]
+    assert opt.epochs == pytest.approx(4.0) and opt.tokens == pytest.approx(4_000_000)
+
+
 def test_max_steps_sizes_without_a_speed():
     few = sizing.choose(size(10**10), sizing.Budget(4096, steps=100))
     many = sizing.choose(size(10**10), sizing.Budget(4096, steps=100_000))
@@ -76,8 +82,9 @@ def test_a_budget_too_short_for_the_smallest_model_names_the_minimum():
     with pytest.raises(AttnError) as e:
         sizing.choose(size(10**8), sizing.Budget(4096, seconds=10), slow)
     need = sizing.minimum_seconds(size(10**8), sizing.Budget(4096, seconds=10), slow)
-    assert f"about {need:.0f} s" in e.value.message and "too short" in e.value.message
-    assert need == pytest.approx(sizing.MIN_STEPS / (1 - sizing.EVAL_SHARE))
+    assert f"about {math.ceil(need)} s" in e.value.message and "too short" in e.value.message
+    assert f"--time-budget {math.ceil(need)}s" in e.value.hint
+    assert need == pytest.approx(sizing.MIN_STEPS * sizing.LOOP_OVERHEAD / (1 - sizing.EVAL_SHARE))
 
 
 def test_the_choice_line_says_what_and_why():
