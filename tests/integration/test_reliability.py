@@ -50,10 +50,12 @@ def cli(*args, input=None):
 
 
 def train_args(out, *extra):
-    """`attn train translate` on the sample data with a tiny model (CLI arguments, no program)."""
+    """`attn train translate` on the sample data with a tiny model (CLI arguments, no program).
+    inverse_sqrt: these runs are resumed with another --max-steps, which a decaying schedule
+    would follow (test_train.py tests the resume of the budget's schedule)."""
     return ["train", "translate", "--data", IT_EN, "--src", "it", "--tgt", "en", "--out", str(out),
             "--preset", "tiny", "--vocab-size", "500", "--max-tokens", "600", "--warmup", "5",
-            "--eval-samples", "2", *map(str, extra)]
+            "--eval-samples", "2", "--schedule", "inverse_sqrt", *map(str, extra)]
 
 
 def attn_process(out, *extra, stderr):
@@ -184,7 +186,7 @@ def test_sigkill_at_random_moments_then_resume_loses_nothing(tmp_path):
         assert r.exit_code == 0, r.output
         ref = tmp_path / "uninterrupted"
         cfg = TrainConfig(task="translate", preset="tiny", max_tokens=600, warmup=5, vocab_size=500,
-                          eval_every=1000, eval_samples=2, max_steps=saved + 2)
+                          eval_every=1000, eval_samples=2, max_steps=saved + 2, schedule="inverse_sqrt")
         train_run(RunRequest(data=IT_EN, out=ref, fields=Fields(src_lang="it", tgt_lang="en"),
                              tokenizer=out), cfg, Quiet())
     finally:
