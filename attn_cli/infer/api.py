@@ -15,6 +15,7 @@ serialized by a lock (the engines keep per-call state); run one Model per worker
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from dataclasses import dataclass
@@ -57,9 +58,11 @@ class Sentiment:
 class Model:
     """A trained run, ready to translate, summarize or classify (see :func:`load`)."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, concurrent: bool = False):
+        """``concurrent``: let calls run side by side (the server, whose worker threads share
+        one engine and bound the parallelism themselves); by default they take turns."""
         self._engine = engine
-        self._lock = threading.Lock()
+        self._lock = contextlib.nullcontext() if concurrent else threading.Lock()
 
     @property
     def task(self) -> str:

@@ -92,7 +92,10 @@ class ModelRunner:
 
     def __init__(self, name: str, engine: Engine, cfg: ServeConfig,
                  metrics: ServeMetrics | None = None) -> None:
+        from attn_cli.infer.api import Model
+
         self.name, self.engine, self.cfg, self.metrics = name, engine, cfg, metrics
+        self.model = Model(engine, concurrent=True)  # the Python API's calls, its workers side by side
         self.task = engine.task
         self._torch_run = None
         self._torch_lock = threading.Lock()
@@ -118,9 +121,7 @@ class ModelRunner:
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Token ids per text; a text over the model's positions or the batch budget is a 422."""
-        from attn_cli.infer.runs import encode_inputs
-
-        ids, cut = encode_inputs(self.engine, texts)
+        ids, cut = self.model.encode(texts)
         limit = self.engine.model_cfg.max_len
         if cut:
             full = self.engine.toks.src.encode_batch(texts)
@@ -161,14 +162,14 @@ class ModelRunner:
         return out
 
     def _generate(self, ids: list[list[int]], cfg: DecodeConfig) -> list[dict]:
-        results = self.engine.generate(ids, cfg, self.cfg.max_batch_tokens)
+        results = self.model.generate_ids(ids, cfg, self.cfg.max_batch_tokens)
         if self.metrics:
             self.metrics.output_tokens(self.name, sum(len(o) for o, _ in results))
         tgt = self.engine.toks.tgt
         return [{"text": tgt.decode(o), "score": round(float(s), ROUND), "_ids": o} for o, s in results]
 
     def _classify(self, ids: list[list[int]]) -> list[dict]:
-        probs = self.engine.classify(ids, self.cfg.max_batch_tokens)
+        probs = self.model.classify_ids(ids, self.cfg.max_batch_tokens)
         names = self.engine.meta["label_names"]
         out = []
         for p in probs:
