@@ -37,8 +37,7 @@ def init_preset(init_from: Path | None, resume: bool, adopt: bool, cfg: TrainCon
         raise AttnError(f"--init-from {init_from}: {path} is damaged ({e})",
                         "pass the --out directory of an earlier attn train") from None
     if adopt or cfg.preset == AUTO:
-        return dataclasses.replace(cfg, preset=preset or AUTO, d_model=shape["d_model"], n_heads=shape["n_heads"],
-                                   n_layers=shape["n_enc_layers"], d_ff=shape["d_ff"])
+        return dataclasses.replace(cfg, preset=preset or AUTO, **train_shape(model))
     for name, old in shape.items():
         if old != PRESETS[cfg.preset][name]:
             raise init_misfit(init_from, name, old, PRESETS[cfg.preset][name], preset)
@@ -103,15 +102,19 @@ def init_weights(model: torch.nn.Module, mcfg: ModelConfig, run_dir: Path) -> st
             + (f"; new: {', '.join(fresh)}" if fresh else ""))
 
 
+def train_shape(model: dict) -> dict:
+    """A saved model's dims (config.json's ``model``) as TrainConfig's dimension fields."""
+    return {"d_model": model["d_model"], "n_heads": model["n_heads"], "n_layers": model["n_enc_layers"],
+            "d_ff": model["d_ff"]}
+
+
 def resumed_shape(out: Path, cfg: TrainConfig) -> TrainConfig:
     """--resume of a --preset auto run whose config does not carry its dims (a library caller's
     fresh TrainConfig): the shape in the run's config.json, never a new probe's."""
     if cfg.preset != AUTO or len(cfg.shape()) >= 4:
         return cfg
     try:
-        model = json.loads((out / ckpt.CONFIG_FILE).read_text(encoding="utf-8"))["model"]
-        saved = {"d_model": model["d_model"], "n_heads": model["n_heads"], "n_layers": model["n_enc_layers"],
-                 "d_ff": model["d_ff"]}
+        saved = train_shape(json.loads((out / ckpt.CONFIG_FILE).read_text(encoding="utf-8"))["model"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise AttnError(f"{out / ckpt.CONFIG_FILE} is damaged ({e})", "restore it, or start a new run") from None
     return dataclasses.replace(cfg, **{k: v if getattr(cfg, k) is None else getattr(cfg, k) for k, v in saved.items()})
