@@ -1,36 +1,48 @@
 #!/usr/bin/env bash
-# One prepared run on a GPU machine, under 10 minutes in all (each part has its own time limit,
-# and no part starts past the deadline):
-#   tests    the CUDA tests (pytest -m gpu): bf16 autocast, fused AdamW, flash SDPA, torch.compile,
-#            and attn train/translate/eval end to end on cuda;
-#   quality  the GPU-budget quality suite: a short bf16 training of each dataset (base preset,
-#            25-60 s each), its test score and tokens/s (baselines are CPU numbers, not rerun);
-#   speed    the speed comparison with Hugging Face transformers on CUDA (bf16);
-#   data     (not in the default STAGES) `base` on Tatoeba x10 from the tokenized-data cache in
-#            bf16 at --max-tokens 16k/32k/64k, 45 s each: tokens/s, MFU, data-loader wait
+# One prepared check on a lent GPU machine, meant to fit 5 minutes of device time: each part has
+# its own time limit and no part starts past DEADLINE (default 280 s from the start). The times
+# below are estimates (from earlier H200 runs of the quality suite and from step times reckoned
+# for `base`/`big`); the new `step` stage has not yet been timed on a GPU.
+#   step     (default) benchmarks/gpu_step.py: the real Trainer's train_step on synthetic
+#            translate batches of 16k/32k/64k padded tokens, `base` and `big`, eager and
+#            torch.compile'd: target tokens/s, FLOPs counted by FlopCounterMode, achieved
+#            TFLOP/s, MFU against the GPU's dense bf16 peak, GPU busy share (torch.profiler),
+#            peak memory, compile seconds (OOM rows go on); limit 190 s, no row starts past its 145th s
+#            (estimate: ~10 s base eager, ~60 s base compiled, ~25 s big eager, ~80 s big
+#            compiled, plus ~10 s start-up)
+#   quality  (default) the GPU-budget quality suite: a short bf16 training of each dataset in
+#            TASKS (base preset), its test score and tokens/s (baselines are CPU numbers, not
+#            rerun); SST-2 ~55 s on an H200
+#   tests    (not default) the CUDA tests (pytest -m gpu): bf16 autocast, fused AdamW, flash SDPA,
+#            torch.compile, attn train/translate/eval end to end on cuda (up to ~285 s on an H200)
+#   speed    (not default) the speed comparison with Hugging Face transformers on CUDA (bf16, ~130 s)
+#   data     (not default) `base` on Tatoeba x10 from the tokenized-data cache in bf16 at
+#            --max-tokens 16k/32k/64k, 45 s each: tokens/s, MFU, data-loader wait
 #            (benchmarks/data_scale.py --gpu; ~4 min with the corpus build), then the loss's peak
-#            memory at 64k tokens (benchmarks/loss_memory.py, ~20 s): STAGES=data
+#            memory at 64k tokens (benchmarks/loss_memory.py, ~20 s)
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]          (default $OUT, else /tmp/attn-gpu)
-#   STAGES="tests speed quality"   which parts to run (in this order)
-#   TASKS="sst2"                   quality datasets, in order. On an H200 the 9 CUDA tests take
-#                                  up to ~285 s (the compiled CLI test alone ~100 s), speed ~130 s
-#                                  and SST-2 ~55 s: the default fits 540 s. Run the other datasets
-#                                  as a second call: TASKS="multi30k dialogsum" STAGES=quality (~215 s),
-#                                  TASKS="imdb tatoeba" STAGES=quality (~240 s)
+#   STAGES="step quality"          which parts to run (in this order); the others need their own
+#                                  call with a larger DEADLINE, e.g. STAGES=tests DEADLINE=330
+#   TASKS="sst2"                   quality datasets, in order; more as a separate call:
+#                                  TASKS="multi30k dialogsum" STAGES=quality DEADLINE=240 (~215 s)
+#   STEP_ARGS=""                   extra gpu_step.py options, e.g. STEP_ARGS="--presets base --modes eager"
 #   SPEED_COMPILE=off              speed.py --compile: off, on or both (each compiled worker adds ~30 s)
-#   DEADLINE=540                   seconds from the start after which no part starts
+#   DEADLINE=280                   seconds from the start after which no part starts
 #   DATA_ROOT=../shared/data       the datasets; when absent, .gpudata/shared-data.tar.xz (made
 #                                  by `benchmarks/gpu_wheels.sh --data`, git-ignored) is unpacked
-# Results: OUT_DIR/summary.txt (everything printed), quality-gpu.md/.json, speed-cuda.json and
-# logs.tar.gz (training logs, metrics.jsonl, hypotheses). Weights stay in /tmp/attn-gpu-runs.
+#                                  (the step stage needs no data)
+# Results: OUT_DIR/summary.txt (everything printed), gpu-step.md/.json, quality-gpu.md/.json,
+# speed-cuda.json and logs.tar.gz (training logs, metrics.jsonl, hypotheses). Weights stay in
+# /tmp/attn-gpu-runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 START=$SECONDS
 OUT_DIR=${1:-${OUT:-/tmp/attn-gpu}}
-STAGES=${STAGES:-tests speed quality}
+STAGES=${STAGES:-step quality}
 TASKS=${TASKS:-sst2}
 SPEED_COMPILE=${SPEED_COMPILE:-off}
-DEADLINE=${DEADLINE:-540}
+DEADLINE=${DEADLINE:-280}
+STEP_ARGS=${STEP_ARGS:-}
 DATA_ROOT=${DATA_ROOT:-../shared/data}
 PY=${PYTHON:-python3}  # the GPU image has python3 (with torch), not always python
 RUNS=/tmp/attn-gpu-runs
@@ -65,6 +77,21 @@ fi
 
 for stage in $STAGES; do
   case $stage in
+  step)
+    late step && continue
+    say "== one training step: base/big, 16k/32k/64k tokens, eager and compiled (gpu_step.py)"
+    lim=$(left 190)
+    # shellcheck disable=SC2086  # STEP_ARGS is a list of options
+    timeout "$lim" "$PY" benchmarks/gpu_step.py --deadline $((lim > 45 ? lim - 45 : 1)) \
+      --json "$OUT_DIR/gpu-step.json" $STEP_ARGS > "$OUT_DIR/gpu-step.md" 2> "$RUNS/gpu-step.log"
+    rc=$?
+    say "rc=$rc"
+    tee -a "$SUMMARY" < "$OUT_DIR/gpu-step.md"
+    if [ $rc -ne 0 ]; then  # the rows done before a timeout or an error are in the log
+      grep -E "^\| " "$RUNS/gpu-step.log" | tee -a "$SUMMARY"
+      grep -iE "error|Traceback" "$RUNS/gpu-step.log" | tail -5 | tee -a "$SUMMARY"
+    fi
+    ;;
   tests)
     late tests && continue
     say "== CUDA tests"
@@ -109,7 +136,7 @@ for stage in $STAGES; do
     timeout "$(left 90)" "$PY" benchmarks/loss_memory.py --device cuda --preset base --tokens 65536 \
       --batch 2048 --vocab 32000 2>&1 | tail -3 | tee -a "$SUMMARY"
     ;;
-  *) say "unknown stage $stage (choose from: tests quality speed data)" ;;
+  *) say "unknown stage $stage (choose from: step quality tests speed data)" ;;
   esac
 done
 (cd "$RUNS" && tar -czf "$OUT_DIR/logs.tar.gz" --exclude='*.safetensors' --exclude='*.pt' --exclude='_flores' \
