@@ -53,6 +53,7 @@ class Batch:
     n_tokens: int  # loss-bearing tokens: non-pad tgt_out (seq2seq) or non-pad src (classify)
     n_real: int  # non-pad slots over src and tgt_out (tgt_in has the same count)
     n_slots: int  # all slots over src and tgt_out: B*S + B*T (or B*S)
+    src_padded: bool = True  # src holds padding (known on the host: no device read to decide the mask)
 
     @property
     def pad_fraction(self) -> float:
@@ -265,6 +266,14 @@ def _check_rank(rank: int, world_size: int) -> None:
 # Collation
 
 
+def padded_width(longest: int, multiple: int = 1, limit: int | None = None) -> int:
+    """The width of a batch whose longest row is ``longest``: rounded up to a ``multiple`` (so
+    batch shapes repeat, which keeps a compiled model from recompiling and suits tensor cores),
+    but never past ``limit`` (the model's positions) when ``longest`` is within it."""
+    width = -(-longest // multiple) * multiple
+    return min(width, max(longest, limit)) if limit is not None else width
+
+
 def _pad(seqs: Sequence[Sequence[int]], width: int, pad_id: int) -> tuple[Tensor, Tensor]:
     """Right-pad ``seqs`` into a (B, width) long tensor; also return lengths (B,)."""
     lens = torch.tensor([len(s) for s in seqs], dtype=torch.long)  # (B,)
@@ -276,14 +285,17 @@ def _pad(seqs: Sequence[Sequence[int]], width: int, pad_id: int) -> tuple[Tensor
 
 
 def collate_seq2seq(
-    examples: Sequence[Seq2SeqExample], pad_id: int, bos_id: int, eos_id: int
+    examples: Sequence[Seq2SeqExample], pad_id: int, bos_id: int, eos_id: int,
+    multiple: int = 1, limit: int | None = None,
 ) -> Batch:
-    """Pad (src, tgt) pairs: ``tgt_in`` = BOS + tgt and ``tgt_out`` = tgt + EOS, same width T."""
+    """Pad (src, tgt) pairs: ``tgt_in`` = BOS + tgt and ``tgt_out`` = tgt + EOS, same width T;
+    widths rounded up to ``multiple`` within ``limit`` (:func:`padded_width`)."""
     srcs = [src for src, _ in examples]
     tgts = [tgt for _, tgt in examples]
     n = len(examples)
-    s_width = max((len(s) for s in srcs), default=0) or 1
-    t_width = max((len(t) for t in tgts), default=0) + 1
+    s_longest = max((len(s) for s in srcs), default=0) or 1
+    s_width = padded_width(s_longest, multiple, limit)
+    t_width = padded_width(max((len(t) for t in tgts), default=0) + 1, multiple, limit)
     src, src_lens = _pad(srcs, s_width, pad_id)  # (B, S)
     body, tgt_lens = _pad(tgts, t_width - 1, pad_id)  # (B, T-1)
     tgt_in = torch.full((n, t_width), pad_id, dtype=torch.long)  # (B, T)
@@ -302,13 +314,16 @@ def collate_seq2seq(
         n_tokens=n_tgt,
         n_real=int(src_lens.sum()) + n_tgt,
         n_slots=n * (s_width + t_width),
+        src_padded=any(len(x) != s_width for x in srcs),
     )
 
 
-def collate_classify(examples: Sequence[ClassifyExample], pad_id: int) -> Batch:
-    """Pad (ids, label) pairs into ``src`` (B, S) and ``labels`` (B,)."""
+def collate_classify(examples: Sequence[ClassifyExample], pad_id: int, multiple: int = 1,
+                     limit: int | None = None) -> Batch:
+    """Pad (ids, label) pairs into ``src`` (B, S) and ``labels`` (B,); the width rounded up to
+    ``multiple`` within ``limit`` (:func:`padded_width`)."""
     seqs = [ids for ids, _ in examples]
-    width = max((len(s) for s in seqs), default=0) or 1
+    width = padded_width(max((len(s) for s in seqs), default=0) or 1, multiple, limit)
     src, lens = _pad(seqs, width, pad_id)  # (B, S)
     labels = torch.tensor([int(label) for _, label in examples], dtype=torch.long)  # (B,)
     n_real = int(lens.sum())
@@ -320,6 +335,7 @@ def collate_classify(examples: Sequence[ClassifyExample], pad_id: int) -> Batch:
         n_tokens=n_real,
         n_real=n_real,
         n_slots=len(examples) * width,
+        src_padded=any(len(x) != width for x in seqs),
     )
 
 

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from attn_cli.config import DecodeConfig, ModelConfig  # DecodeConfig lives in config (no torch)
+from attn_cli.model.layers import sdpa_mask
 from attn_cli.model.transformer import Seq2Seq
 
 NEG_INF = float("-inf")
@@ -103,13 +104,14 @@ def _incremental_decode(model: Seq2Seq, src_ids: Tensor, max_lens: Tensor, min_l
     cfg = model.cfg
     b, device = src_ids.size(0), src_ids.device
     memory, src_mask = model.encode(src_ids)  # (B, S, D), (B, 1, 1, S)
+    src_mask = sdpa_mask(src_mask)  # decided once (None without padding), not at every step
     cache = model.new_cache()
     inp = torch.full((b, 1), cfg.bos_id, dtype=torch.long, device=device)  # (B, 1)
     scores = torch.zeros(b, dtype=torch.float32, device=device)  # (B,)
     finished = torch.zeros(b, dtype=torch.bool, device=device)  # (B,)
     out: list[Tensor] = []
     for step in range(int(max_lens.max())):
-        logits = model.decode(inp, memory, src_mask, cache)[:, -1]  # (B, V)
+        logits = model.decode(inp, memory, src_mask, cache, padded=src_mask is not None)[:, -1]  # (B, V)
         logp = next_token_logprobs(logits, model, block_eos=step < min_len)  # (B, V)
         if no_repeat_ngram and out:
             logp = ban_repeated_ngrams(logp, torch.stack(out, dim=1), no_repeat_ngram)
@@ -305,19 +307,21 @@ def run_beam_search(step_fn: StepFn, max_lens: Tensor, cfg: DecodeConfig, bos_id
 class _CachedStep:
     """A Seq2Seq step function over B*K rows with the decoder's KV cache."""
 
-    def __init__(self, model: Seq2Seq, memory: Tensor, src_mask: Tensor) -> None:
+    def __init__(self, model: Seq2Seq, memory: Tensor, src_mask: Tensor | None) -> None:
         self.model, self.memory, self.src_mask = model, memory, src_mask
         self.cache = model.new_cache()
 
     def __call__(self, tokens: Tensor, index: Tensor) -> Tensor:
         if index.numel() != self.memory.size(0):  # sentences left: drop their rows everywhere
             self.memory = self.memory.index_select(0, index)  # (N, S, D)
-            self.src_mask = self.src_mask.index_select(0, index)  # (N, 1, 1, S)
+            if self.src_mask is not None:
+                self.src_mask = self.src_mask.index_select(0, index)  # (N, 1, 1, S)
             self.cache.reorder(index)
         else:  # a parent is in its child's sentence, whose cross-attention rows are all equal
             for c in self.cache.self_attn:
                 c.reorder(index)
-        logits = self.model.decode(tokens[:, -1:], self.memory, self.src_mask, self.cache)
+        logits = self.model.decode(tokens[:, -1:], self.memory, self.src_mask, self.cache,
+                                   padded=self.src_mask is not None)
         return next_token_logprobs(logits[:, -1], self.model, block_eos=False)  # (N, V)
 
 
@@ -331,7 +335,9 @@ def beam_search(model: Seq2Seq, src_ids: Tensor,
     """
     memory, src_mask = model.encode(src_ids)  # (B, S, D), (B, 1, 1, S)
     memory = memory.repeat_interleave(cfg.beam, dim=0)  # (B*K, S, D)
-    src_mask = src_mask.repeat_interleave(cfg.beam, dim=0)  # (B*K, 1, 1, S)
+    src_mask = sdpa_mask(src_mask)  # decided once (None without padding), not at every step
+    if src_mask is not None:
+        src_mask = src_mask.repeat_interleave(cfg.beam, dim=0)  # (B*K, 1, 1, S)
     step_fn = _CachedStep(model, memory, src_mask)
     max_lens = max_lengths(src_ids, cfg, model.cfg)  # (B,)
     return run_beam_search(step_fn, max_lens, cfg, model.cfg.bos_id, model.cfg.eos_id)

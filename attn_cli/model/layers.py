@@ -36,15 +36,18 @@ def padding_mask(ids: Tensor, pad_id: int) -> Tensor:
     return (ids != pad_id)[:, None, None, :]  # (B, 1, 1, S)
 
 
-def sdpa_mask(mask: Tensor | None) -> Tensor | None:
+def sdpa_mask(mask: Tensor | None, padded: bool | None = None) -> Tensor | None:
     """The padding mask to hand to attention: ``None`` when it keeps every position.
 
     A batch without padding needs no mask, and only a call without one may use SDPA's flash
-    kernel on CUDA (a masked call falls back to the memory-efficient kernel). Costs one
-    device-to-host sync per call; under ``torch.compile`` the mask is kept (no data-dependent
-    branch in the graph).
+    kernel on CUDA (a masked call falls back to the memory-efficient kernel). ``padded``: what
+    the caller knows on the host (a training batch's collate does: no device read); None looks
+    at the mask, which costs one device-to-host sync; under ``torch.compile`` the mask is then
+    kept (no data-dependent branch in the graph).
     """
-    if mask is None or torch.compiler.is_compiling() or not bool(mask.all()):
+    if mask is None or padded is False:
+        return None
+    if padded or torch.compiler.is_compiling() or not bool(mask.all()):
         return mask
     return None
 
@@ -344,11 +347,12 @@ class Encoder(nn.Module):
         )
         self.ln_out = nn.LayerNorm(d_model)
 
-    def forward(self, x: Tensor, mask: Tensor | None,
-                need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
-        """x (B, S, D) -> (B, S, D) and, if need_weights, L tensors (B, H, S, S)."""
+    def forward(self, x: Tensor, mask: Tensor | None, need_weights: bool = False,
+                padded: bool | None = None) -> tuple[Tensor, list[Tensor]]:
+        """x (B, S, D) -> (B, S, D) and, if need_weights, L tensors (B, H, S, S).
+        ``padded``: whether ``mask`` masks anything, when known (:func:`sdpa_mask`)."""
         maps = []
-        mask = sdpa_mask(mask)  # None without padding: lets SDPA use flash
+        mask = sdpa_mask(mask, padded)  # None without padding: lets SDPA use flash
         for layer in self.layers:
             x, w = layer(x, mask, need_weights)
             if w is not None:
@@ -374,11 +378,12 @@ class Decoder(nn.Module):
         src_mask: Tensor | None,
         cache: DecoderCache | None = None,
         need_weights: bool = False,
+        padded: bool | None = None,
     ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """x (B, T, D) -> (B, T, D) and, if need_weights, L self maps (B, H, T, K) and
-        L cross maps (B, H, T, S)."""
+        L cross maps (B, H, T, S). ``padded``: whether ``src_mask`` masks anything, when known."""
         self_maps, cross_maps = [], []
-        src_mask = sdpa_mask(src_mask)  # None without source padding: lets SDPA use flash
+        src_mask = sdpa_mask(src_mask, padded)  # None without source padding: lets SDPA use flash
         for i, layer in enumerate(self.layers):
             sc = cache.self_attn[i] if cache is not None else None
             cc = cache.cross_attn[i] if cache is not None else None

@@ -75,6 +75,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return grad_h * grad_out.to(grad_h.dtype), grad_w * grad_out.to(grad_w.dtype), None, None, None, None
 
 
+@torch.compiler.disable  # a Python loop over a data-dependent number of chunks: left out of the graph
 def linear_cross_entropy(h: Tensor, weight: Tensor, target: Tensor, *, ignore_index: int = -100,
                          smoothing: float = 0.0, chunk: int | None = None) -> Tensor:
     """Summed cross-entropy of ``h @ weight.T`` against ``target``, in chunks of ``chunk`` rows.

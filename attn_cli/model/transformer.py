@@ -88,39 +88,42 @@ class Seq2Seq(nn.Module):
         """An empty KV cache for incremental ``decode`` calls."""
         return DecoderCache.empty(self.cfg.n_dec_layers)
 
-    def encode(self, src_ids: Tensor) -> tuple[Tensor, Tensor]:
-        """src_ids (B, S) -> (memory (B, S, D), src_mask (B, 1, 1, S) bool, True = token)."""
+    def encode(self, src_ids: Tensor, padded: bool | None = None) -> tuple[Tensor, Tensor]:
+        """src_ids (B, S) -> (memory (B, S, D), src_mask (B, 1, 1, S) bool, True = token).
+        ``padded``: whether src_ids holds padding, when the caller knows (no device read)."""
         src_mask = padding_mask(src_ids, self.cfg.pad_id)  # (B, 1, 1, S)
-        memory, _ = self.encoder(self._embed(self.src_embed, src_ids), src_mask)  # (B, S, D)
+        memory, _ = self.encoder(self._embed(self.src_embed, src_ids), src_mask, padded=padded)  # (B, S, D)
         return memory, src_mask
 
-    def decode(self, tgt_in_ids: Tensor, memory: Tensor, src_mask: Tensor,
-               cache: DecoderCache | None = None) -> Tensor:
+    def decode(self, tgt_in_ids: Tensor, memory: Tensor, src_mask: Tensor | None,
+               cache: DecoderCache | None = None, padded: bool | None = None) -> Tensor:
         """Next-token logits (B, T, V) for decoder inputs tgt_in_ids (B, T).
 
         Without a cache, tgt_in_ids is the whole (right-padded) prefix starting with BOS. With a
         cache, it holds only the new positions; their positions start at ``cache.length``, and
         the cache is extended in place.
         """
-        return F.linear(self._decoded(tgt_in_ids, memory, src_mask, cache), self.output_weight)  # (B, T, V)
+        return F.linear(self._decoded(tgt_in_ids, memory, src_mask, cache, padded),
+                        self.output_weight)  # (B, T, V)
 
     def _decoded(self, tgt_in_ids: Tensor, memory: Tensor, src_mask: Tensor,
-                 cache: DecoderCache | None = None) -> Tensor:
+                 cache: DecoderCache | None = None, padded: bool | None = None) -> Tensor:
         """The decoder's output states (B, T, D), before the output projection."""
         offset = cache.length if cache is not None else 0
         x = self._embed(self.tgt_embedding, tgt_in_ids, offset)  # (B, T, D)
-        h, _, _ = self.decoder(x, memory, src_mask, cache)  # (B, T, D)
+        h, _, _ = self.decoder(x, memory, src_mask, cache, padded=padded)  # (B, T, D)
         return h
 
     def forward(self, src_ids: Tensor, tgt_in_ids: Tensor, target: Tensor | None = None,
-                smoothing: float = 0.0) -> Tensor:
+                smoothing: float = 0.0, padded: bool | None = None) -> Tensor:
         """Teacher-forced logits (B, T, V) for src (B, S) and decoder inputs (B, T); with
         ``target`` (B, T), the summed cross-entropy instead (pads ignored), computed without
-        the whole logits matrix (:func:`losses.linear_cross_entropy`)."""
-        memory, src_mask = self.encode(src_ids)
+        the whole logits matrix (:func:`losses.linear_cross_entropy`). ``padded``: whether
+        src_ids holds padding, when the caller knows (a training batch: no device read)."""
+        memory, src_mask = self.encode(src_ids, padded)
         if target is None:
-            return self.decode(tgt_in_ids, memory, src_mask)
-        h = self._decoded(tgt_in_ids, memory, src_mask)  # (B, T, D)
+            return F.linear(self._decoded(tgt_in_ids, memory, src_mask, padded=padded), self.output_weight)
+        h = self._decoded(tgt_in_ids, memory, src_mask, padded=padded)  # (B, T, D)
         return linear_cross_entropy(h.flatten(0, 1), self.output_weight, target.flatten(),
                                     ignore_index=self.cfg.pad_id, smoothing=smoothing)
 
@@ -154,13 +157,14 @@ class TextEncoder(nn.Module):
         self.encoder = Encoder(cfg.n_enc_layers, d, cfg.n_heads, cfg.d_ff, cfg.dropout)
         self.embed_scale = math.sqrt(d)
 
-    def encode(self, ids: Tensor, need_weights: bool = False
+    def encode(self, ids: Tensor, need_weights: bool = False, padded: bool | None = None
                ) -> tuple[Tensor, Tensor, list[Tensor]]:
         """ids (B, S) -> (encoder outputs (B, S, D), mask (B, 1, 1, S) True = token, and with
-        need_weights L self-attention maps (B, H, S, S))."""
+        need_weights L self-attention maps (B, H, S, S)). ``padded``: whether ids holds padding,
+        when the caller knows."""
         mask = padding_mask(ids, self.cfg.pad_id)  # (B, 1, 1, S)
         x = self.drop(self.pos(self.embed(ids) * self.embed_scale))  # (B, S, D)
-        h, maps = self.encoder(x, mask, need_weights)  # (B, S, D)
+        h, maps = self.encoder(x, mask, need_weights, padded=padded)  # (B, S, D)
         return h, mask, maps
 
     def attention_maps(self, ids: Tensor) -> Tensor:
@@ -182,16 +186,16 @@ class Classifier(TextEncoder):
         )
         _init_weights(self, d)
 
-    def pooled(self, ids: Tensor) -> Tensor:
+    def pooled(self, ids: Tensor, padded: bool | None = None) -> Tensor:
         """ids (B, S) -> the mean of the encoder outputs of the non-pad tokens (B, D); an
         all-pad row pools to zeros."""
-        h, mask, _ = self.encode(ids)
+        h, mask, _ = self.encode(ids, padded=padded)
         w = mask[:, 0, 0, :, None].to(h.dtype)  # (B, S, 1)
         return (h * w).sum(1) / w.sum(1).clamp(min=1.0)  # (B, D)
 
-    def forward(self, ids: Tensor) -> Tensor:
-        """ids (B, S) -> class logits (B, C)."""
-        return self.head(self.pooled(ids))  # (B, C)
+    def forward(self, ids: Tensor, padded: bool | None = None) -> Tensor:
+        """ids (B, S) -> class logits (B, C); ``padded`` as in :meth:`encode`."""
+        return self.head(self.pooled(ids, padded))  # (B, C)
 
 
 class MaskedLM(TextEncoder):
@@ -202,10 +206,11 @@ class MaskedLM(TextEncoder):
         super().__init__(cfg)
         _init_weights(self, cfg.d_model)
 
-    def forward(self, ids: Tensor, at: Tensor, target: Tensor | None = None) -> Tensor:
+    def forward(self, ids: Tensor, at: Tensor, target: Tensor | None = None,
+                padded: bool | None = None) -> Tensor:
         """ids (B, S) with masked pieces, at (B, S) bool -> logits (N, V) at the N True places;
         with ``target`` (N,), their summed cross-entropy instead (:func:`losses.linear_cross_entropy`)."""
-        h, _, _ = self.encode(ids)  # (B, S, D)
+        h, _, _ = self.encode(ids, padded=padded)  # (B, S, D)
         if target is not None:
             return linear_cross_entropy(h[at], self.embed.weight, target)
         return h[at] @ self.embed.weight.t()  # (N, V)

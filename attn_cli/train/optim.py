@@ -31,12 +31,13 @@ def lr_factor(step: int, cfg: TrainConfig, horizon: int | None = None) -> float:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW (0.9, 0.98); weight decay on matrices only; fused on CUDA."""
+    """AdamW (0.9, 0.98); weight decay on matrices only; fused on CUDA and CPU (its ``found_inf``
+    skips a non-finite step on the device: ``attn_cli.train.stepping``)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-9,
-                             fused=device.type == "cuda")
+                             fused=device.type in ("cuda", "cpu"))
 
 
 def step_seed(seed: int, rank: int, draw: int) -> int:

@@ -109,7 +109,7 @@ class MaskedLMUnit(_PretrainUnit):
 
     def collate(self, rows: list, draw: int) -> Batch:
         """Id-list rows -> a Batch of whole texts (``draw`` unused: masks come in ``prepare``)."""
-        return collate_classify([(r or [EOS_ID], 0) for r in rows], PAD_ID)
+        return collate_classify([(r or [EOS_ID], 0) for r in rows], PAD_ID, **self.ctx.pad)
 
     def mask(self, batch: Batch, generator: torch.Generator | None = None) -> tuple[Batch, float]:
         """Inputs with hidden pieces; ``labels`` (B, S) hold the originals there and IGNORE
@@ -125,7 +125,7 @@ class MaskedLMUnit(_PretrainUnit):
     def loss_sum(self, model: nn.Module, batch: Batch, smoothing: float) -> torch.Tensor:
         """Summed cross-entropy of the predicted pieces (no smoothing)."""
         at = batch.labels.ne(IGNORE)  # (B, S)
-        return model(batch.src, at, target=batch.labels[at])
+        return model(batch.src, at, target=batch.labels[at], padded=batch.src_padded)
 
     def valid_batch(self, rows: list, k: int) -> Batch:
         """Validation batch ``k`` with its fixed masks."""
@@ -150,16 +150,16 @@ class DenoisingUnit(_PretrainUnit):
 
     def collate(self, rows: list, draw: int) -> Batch:
         rng = np.random.default_rng([self.ctx.cfg.seed % 2**63, self.ctx.rank, draw])
-        return self._noised(rows, rng)
+        return self._noised(rows, rng, self.ctx.pad)
 
-    def _noised(self, rows: list, rng: np.random.Generator) -> Batch:
-        return collate_seq2seq(denoise_rows(rows, rng, self.noise, self.ends), PAD_ID, BOS_ID, EOS_ID)
+    def _noised(self, rows: list, rng: np.random.Generator, pad: dict | None = None) -> Batch:
+        return collate_seq2seq(denoise_rows(rows, rng, self.noise, self.ends), PAD_ID, BOS_ID, EOS_ID, **(pad or {}))
 
     def prepare(self, batch: Batch) -> tuple[Batch, float]:
         return batch, float(batch.n_tokens)
 
     def loss_sum(self, model: nn.Module, batch: Batch, smoothing: float) -> torch.Tensor:
-        return model(batch.src, batch.tgt_in, target=batch.tgt_out, smoothing=smoothing)
+        return model(batch.src, batch.tgt_in, target=batch.tgt_out, smoothing=smoothing, padded=batch.src_padded)
 
     def valid_batch(self, rows: list, k: int) -> Batch:
         """Validation batch ``k`` with its fixed noise."""

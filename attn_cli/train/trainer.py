@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import shutil
 import signal
 import threading
@@ -26,7 +25,7 @@ from typing import Protocol
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from attn_cli import rundir as ckpt
 from attn_cli.config import ModelConfig, TrainConfig
@@ -39,8 +38,10 @@ from attn_cli.eval.metrics import PRIMARY_METRIC
 from attn_cli.train import distributed as dd
 from attn_cli.train.feed import BatchFeed
 from attn_cli.train.optim import lr_factor, make_optimizer, step_seed
-from attn_cli.train.progress import EVALS_PER_RUN, Session, eval_due, stop_reason
+from attn_cli.train import progress
+from attn_cli.train.progress import Session, Window, stop_reason
 from attn_cli.train.state import Resumable, TrainState, read_last, saved_step, write_last
+from attn_cli.train.stepping import READ_EVERY, StepTotals, apply_update, host_scalar, rewind, update_ema
 from attn_cli.train.units import TaskContext, TaskUnit, finetune_unit
 
 PRIMARY = PRIMARY_METRIC  # the validation metric (higher is better) that picks the best weights
@@ -82,21 +83,20 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         # --ema: a moving average of the weights (every rank keeps an identical copy); it is
         # what evaluation scores and what model.safetensors holds
-        self.ema = (AveragedModel(self.raw_model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema))
-                    if cfg.ema > 0 else None)
+        self.ema = AveragedModel(self.raw_model) if cfg.ema > 0 else None
+        self.ema_fresh = True  # the average has not been taken yet (its first update copies)
+        self.params = [p for p in self.raw_model.parameters() if p.requires_grad]
         self.model = self.raw_model
-        if dist.enabled:
+        if dist.enabled:  # the position table is a constant buffer: nothing to broadcast
             self.model = nn.parallel.DistributedDataParallel(
-                self.raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+                self.raw_model, device_ids=[device.index] if device.type == "cuda" else None,
+                broadcast_buffers=False, gradient_as_bucket_view=True)
         if cfg.compile:
             self.model = torch.compile(self.model, dynamic=True)
+        self.totals = StepTotals(device)  # the steps' loss, skips and tokens, read every READ_EVERY
+        self.window = Window()  # the statistics since the last train row (run() sets its session's)
         self.stop_requested = False
         self.saved_at = time.perf_counter()  # when last/ was last written (--save-every)
-
-    @property
-    def primary(self) -> str:
-        """The validation metric that picks the best weights (the unit's)."""
-        return self.unit.primary
 
     @property
     def eval_model(self) -> nn.Module:
@@ -127,6 +127,7 @@ class Trainer:
         if last is None:
             return False
         self.state = read_last(last, self._resumable())
+        self.ema_fresh = self.ema is None or int(self.ema.n_averaged) == 0
         return True
 
     # ------------------------------------------------------------------ one optimizer step
@@ -150,31 +151,55 @@ class Trainer:
             total += loss.detach()
         return total
 
-    def train_step(self, micro: list[tuple[Batch, float]]) -> tuple[float, int]:
-        """One optimizer step over weighted ``micro`` batches; returns (mean loss, global count of
-        what the unit's batches count: target tokens, examples or pieces read)."""
+    def train_step(self, micro: list[tuple[Batch, float]]) -> None:
+        """One optimizer step over weighted ``micro`` batches. Nothing is read back from the
+        device: the step's mean loss, whether it was skipped (non-finite gradients) and its count
+        of what the unit's batches count (target tokens, examples or pieces read) go into
+        ``self.totals``, which :meth:`read_totals` reads."""
         torch.manual_seed(step_seed(self.cfg.seed, self.dist.rank, self.state.step + self.state.skipped))
         # every micro-batch is prepared (masked LM: masked) before any forward pass
         prepared = [(*self.unit.prepare(batch.to(self.device)), weight) for batch, weight in micro]
         seen = sum(w * self.unit.seen(b) for b, w in micro)
-        counts = torch.tensor([sum(w * n for _, n, w in prepared), float(seen)], device=self.device)
-        global_count, global_seen = dd.all_reduce_sum(counts, self.dist).tolist()
-        scale = self.dist.world_size / max(global_count, 1.0)
-        total = self._backward(prepared, scale)
-        loss_value = dd.all_reduce_sum(total, self.dist).item() / max(global_count, 1.0)
-        if not math.isfinite(loss_value):
-            self.optimizer.zero_grad(set_to_none=True)
-            return loss_value, int(global_seen)
-        self.scaler.unscale_(self.optimizer)
-        if self.cfg.clip > 0:
-            nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.cfg.clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        count = sum(w * n for _, n, w in prepared)  # known on the host (masked LM: read from the masks)
+        if self.dist.enabled:  # the whole step's count: the loss is divided by it on every rank
+            count = dd.all_reduce_sum(host_scalar(count, self.device), self.dist).clamp(min=1.0)
+        else:
+            count = max(count, 1.0)
+        total = self._backward(prepared, self.dist.world_size / count)
+        bad = apply_update(self.optimizer, self.scaler, self.params, total, self.cfg.clip)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
-            self.ema.update_parameters(self.raw_model)
-        return loss_value, int(global_seen)
+            update_ema(self.ema, self.raw_model, self.cfg.ema, self.ema_fresh)
+            self.ema_fresh = False
+        self.totals.add(total / count, bad, seen)
+
+    def read_totals(self, log) -> None:
+        """Read what the steps since the last read add up to (one host read): their loss and
+        tokens go into the statistics window and the state; steps found non-finite stop the run
+        (their updates were skipped on the device, so last/ and the weights are intact), or with
+        --skip-nonfinite are taken back from the step count and the schedule and counted."""
+        if not self.totals.steps:
+            return
+        loss, bad, seen, steps = self.totals.read(self.dist)
+        st, window = self.state, self.window
+        st.tokens += seen
+        window.tokens += seen
+        window.loss += loss
+        window.n += steps - bad
+        if not bad:
+            return
+        if not self.cfg.skip_nonfinite:
+            where = f"at step {st.step}" if steps == 1 else f"in {bad} of steps {st.step - steps + 1}-{st.step}"
+            raise RunFailure(
+                f"the loss became non-finite {where}; training stopped and last/ holds step "
+                f"{saved_step(self.run_dir)}",
+                "lower --lr, raise --warmup, or pass --skip-nonfinite")
+        st.step -= bad
+        rewind(self.scheduler, bad)
+        for _ in range(bad):
+            st.skipped += 1
+            log({"event": "skipped_nonfinite", "step": st.step + 1, "skipped": st.skipped})
 
     # ------------------------------------------------------------------ evaluation
 
@@ -188,9 +213,10 @@ class Trainer:
         return metrics
 
     def _evaluate_and_save(self, log) -> None:
+        self.read_totals(log)  # the state saved is exact
         if self.dist.is_main:
             metrics = self.evaluate()
-            value = metrics[self.primary]
+            value = metrics[self.unit.primary]
             is_best = self.state.best is None or value > self.state.best
             if is_best:
                 self.state.best, self.state.best_step, self.state.bad_evals = value, self.state.step, 0
@@ -210,6 +236,7 @@ class Trainer:
         session = Session(started=time.perf_counter(), seconds_before=st.train_seconds, last_eval_step=st.step,
                           start_step=st.step, last_eval_seconds=st.train_seconds)
         self.saved_at = session.started
+        self.window = session.window
         self.raw_model.train()
         reason = stop_reason(self.cfg, st, st.data.epoch)  # e.g. resumed at --max-steps
         previous = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
@@ -217,11 +244,13 @@ class Trainer:
             while reason is None:
                 reason = self._run_epoch(session, log)
         except Interrupted:
+            self.read_totals(log)
             self.save_last()
             raise
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+        self.read_totals(log)
         self._report_step(session, log, session.epoch, final=True)  # the last steps' row (their lr)
         if st.step != session.last_eval_step or st.best is None:
             self._evaluate_and_save(log)
@@ -246,77 +275,87 @@ class Trainer:
                 self._optimizer_step(micro, session, log)
                 micro = []
                 st.data = after
-                self._after_step(session, log, epoch + fraction)
-                reason = self._shared_stop(stop_reason(self.cfg, st, epoch))
+                evaluated = self._after_step(session, log, epoch + fraction)
+                reason = self._stop(log, epoch, shared=evaluated or st.step % READ_EVERY == 0)
                 if reason:
                     return reason
         finally:
             ahead.close()
         st.data = DataPosition(epoch + 1, 0)
-        return self._shared_stop(stop_reason(self.cfg, st, epoch + 1))
+        return self._stop(log, epoch + 1, shared=True)
+
+    def _stop(self, log, epoch: int, shared: bool) -> str | None:
+        """Why training stops after this step, or None. --max-steps and --epochs are the same
+        on every process; the clock, --patience and Ctrl-C are rank 0's decision, shared only
+        when ``shared`` (every READ_EVERY steps, after an evaluation, at an epoch's end) under
+        DDP, so a step waits on no collective otherwise."""
+        st = self.state
+        if self.totals.steps and self.cfg.max_steps is not None and st.step >= self.cfg.max_steps:
+            self.read_totals(log)  # a skipped step found now does not count towards --max-steps
+        reason = progress.fixed_stop(self.cfg, st, epoch)
+        if reason or (self.dist.enabled and not shared):
+            return reason
+        return self._shared_stop(stop_reason(self.cfg, st, epoch))
 
     def _optimizer_step(self, micro: list[tuple[Batch, float]], session: Session, log) -> None:
-        """One step and its counts; a non-finite loss stops the run, or is skipped and counted
-        with --skip-nonfinite."""
-        st, window = self.state, session.window
-        loss, count = self.train_step(micro)
-        window.real += sum(b.n_real for b, _ in micro)
-        window.slots += sum(b.n_slots for b, _ in micro)
-        if not math.isfinite(loss):
-            if not self.cfg.skip_nonfinite:
-                raise RunFailure(
-                    f"the loss became {loss} at step {st.step + 1}; training stopped and "
-                    f"last/ holds step {saved_step(self.run_dir)}",
-                    "lower --lr, raise --warmup, or pass --skip-nonfinite")
-            st.skipped += 1
-            log({"event": "skipped_nonfinite", "step": st.step + 1, "skipped": st.skipped})
-            return
-        st.step += 1
-        st.tokens += count
-        window.tokens += count
-        window.loss += loss
-        window.n += 1
+        """One step and its host-side counts (the device-side ones: :meth:`read_totals`)."""
+        self.train_step(micro)
+        self.state.step += 1  # taken back if read_totals finds the step skipped
+        session.window.real += sum(b.n_real for b, _ in micro)
+        session.window.slots += sum(b.n_slots for b, _ in micro)
 
-    def _after_step(self, session: Session, log, epoch: float) -> None:
-        """After each step: the clock, the warmup cap, the report, then an evaluation when due
-        (or a --save-every save)."""
+    def _after_step(self, session: Session, log, epoch: float) -> bool:
+        """After each step: the clock, the totals (every READ_EVERY or --log-every steps), the
+        warmup cap, the report, then an evaluation when due (or a --save-every save). Returns
+        whether it evaluated."""
         st, cfg = self.state, self.cfg
         st.train_seconds = session.seconds_before + time.perf_counter() - session.started
+        if st.step % READ_EVERY == 0 or st.step % cfg.log_every == 0:
+            self.read_totals(log)
         done = st.step - session.start_step
         if cfg.warmup_share and done == WARMUP_PROBE:
             self._cap_warmup(session.elapsed(), log)
         if cfg.time_budget is not None and done >= WARMUP_PROBE and done % WARMUP_PROBE == 0:
             self._estimate_horizon(session, done)
         self._report_step(session, log, epoch)
-        if eval_due(cfg, st, session):
+        if self._eval_now(session):
             started = time.perf_counter()
             self._evaluate_and_save(log)
             session.eval_seconds += time.perf_counter() - started
             session.evals += 1
-            session.last_eval_step, session.last_eval_seconds = st.step, st.train_seconds
-        elif cfg.save_every and time.perf_counter() - self.saved_at >= cfg.save_every:
+            session.last_eval_step = st.step
+            session.last_eval_seconds = session.seconds_before + session.elapsed()  # (after it)
+            return True
+        late = cfg.save_every and time.perf_counter() - self.saved_at >= cfg.save_every
+        if late and (not self.dist.enabled or st.step % READ_EVERY == 0):  # (DDP: totals just read)
+            self.read_totals(log)
             self.save_last()  # bounded loss between evaluations (--save-every)
+        return False
+
+    def _eval_now(self, session: Session) -> bool:
+        """Whether to evaluate after this step (progress.eval_due; by time on a GPU). Under DDP a
+        decision by the clock is rank 0's, shared every READ_EVERY steps."""
+        by_time = self.device.type == "cuda"
+        due = progress.eval_due(self.cfg, self.state, session, by_time)
+        if not self.dist.enabled or not progress.clock_spaced(self.cfg, by_time):
+            return due
+        if self.state.step % READ_EVERY:
+            return False
+        return bool(dd.broadcast_int(int(due), self.dist, self.device))
 
     def _estimate_horizon(self, session: Session, done: int) -> None:
-        """A --time-budget run: the step at which the budget will be used, at this session's
-        training speed so far, less the time the evaluations still due will take at their
-        measured cost (rank 0's estimate for every rank). The schedule decays to zero there;
+        """A --time-budget run: the schedule's end (progress.horizon), rank 0's for every rank;
         re-estimated every 10 steps and kept in last/ (a resume continues it)."""
-        left = self.cfg.time_budget - self.state.train_seconds
-        per_step = max(session.elapsed() - session.eval_seconds, 1e-9) / max(done, 1)  # training only
-        each = session.eval_seconds / session.evals if session.evals else 0.0
-        evals_left = int(left / (self.cfg.time_budget / EVALS_PER_RUN)) if self.cfg.eval_every is None else 0
-        horizon = self.state.step + max(1, int((left - evals_left * each) / per_step))
+        horizon = progress.budget_horizon(self.cfg, self.state, session, done)
         self.state.horizon = dd.broadcast_int(horizon, self.dist, self.device)
 
     def _cap_warmup(self, seconds: float, log) -> None:
-        """A --time-budget run without --warmup: cap warmup at warmup_share of the steps the
-        budget allows at the speed of the first WARMUP_PROBE steps (rank 0's estimate for every
-        rank), never below twice those steps (the schedule stays continuous). The capped value
+        """A --time-budget run without --warmup: the warmup capped after the first WARMUP_PROBE
+        steps took ``seconds`` (progress.warmup_cap; rank 0's for every rank). The capped value
         goes into train_config.json, so a resume keeps it."""
         cfg = self.cfg
-        allowed = cfg.time_budget / max(seconds / WARMUP_PROBE, 1e-9)
-        cap = dd.broadcast_int(max(2 * WARMUP_PROBE, int(allowed * cfg.warmup_share)), self.dist, self.device)
+        cap, allowed = progress.warmup_cap(cfg, seconds / WARMUP_PROBE, WARMUP_PROBE)
+        cap = dd.broadcast_int(cap, self.dist, self.device)
         cfg.warmup_share = 0.0
         if cap >= cfg.warmup:
             return

@@ -55,6 +55,9 @@ class TaskUnit(Protocol):
     def validate(self, model: nn.Module, examples: list, refs: list) -> dict: ...
 
 
+PAD_MULTIPLE = 8  # training batch widths are rounded up to this under --compile or on a GPU
+
+
 @dataclass(frozen=True)
 class TaskContext:
     """What a unit needs besides its batches: the run's settings, tokenizers and place."""
@@ -69,6 +72,15 @@ class TaskContext:
     def amp_dtype(self) -> torch.dtype | None:
         """The autocast dtype (None: fp32), as the Trainer picks it."""
         return pick_precision(self.cfg.precision, self.device)
+
+    @property
+    def pad(self) -> dict:
+        """How training batches are padded (collate's ``multiple`` and ``limit``): widths rounded
+        up to multiples of PAD_MULTIPLE under --compile or on a GPU, so batch shapes repeat (a
+        compiled model does not recompile for every width) and suit tensor cores; exact widths
+        in eager CPU runs, where padding is only extra work."""
+        multiple = PAD_MULTIPLE if self.cfg.compile or self.device.type == "cuda" else 1
+        return {"multiple": multiple, "limit": self.model_cfg.max_len}
 
 
 def finetune_unit(ctx: TaskContext) -> TaskUnit:
@@ -99,7 +111,7 @@ class Seq2SeqUnit:
 
     def collate(self, rows: list, draw: int) -> Batch:
         """(src, tgt) rows -> a seq2seq Batch (``draw`` unused: nothing random here)."""
-        return collate_seq2seq(rows, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID)
+        return collate_seq2seq(rows, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, **self.ctx.pad)
 
     def prepare(self, batch: Batch) -> tuple[Batch, float]:
         return batch, float(batch.n_tokens)
@@ -110,7 +122,7 @@ class Seq2SeqUnit:
     def loss_sum(self, model: nn.Module, batch: Batch, smoothing: float) -> torch.Tensor:
         """Summed cross-entropy over the target tokens; the model computes it, so no (B, T, V)
         logits are kept in memory (``attn_cli.model.losses``)."""
-        return model(batch.src, batch.tgt_in, target=batch.tgt_out, smoothing=smoothing)
+        return model(batch.src, batch.tgt_in, target=batch.tgt_out, smoothing=smoothing, padded=batch.src_padded)
 
     def validate(self, model: nn.Module, examples: list, refs: list) -> dict:
         """valid_loss, valid_ppl and the task's decoding metrics on the first eval_samples."""
@@ -142,7 +154,7 @@ class ClassifyUnit:
 
     def collate(self, rows: list, draw: int) -> Batch:
         """(ids, label) rows -> a classification Batch (``draw`` unused)."""
-        return collate_classify(rows, pad_id=PAD_ID)
+        return collate_classify(rows, pad_id=PAD_ID, **self.ctx.pad)
 
     def prepare(self, batch: Batch) -> tuple[Batch, float]:
         return batch, float(batch.n_examples)
@@ -152,7 +164,7 @@ class ClassifyUnit:
 
     def loss_sum(self, model: nn.Module, batch: Batch, smoothing: float) -> torch.Tensor:
         """Summed cross-entropy over the examples, from float32 logits."""
-        logits = model(batch.src)  # (B, C)
+        logits = model(batch.src, padded=batch.src_padded)  # (B, C)
         return F.cross_entropy(logits.float(), batch.labels, label_smoothing=smoothing, reduction="sum")
 
     def validate(self, model: nn.Module, examples: list, refs: list) -> dict:

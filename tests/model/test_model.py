@@ -224,9 +224,9 @@ class EosAt(Seq2Seq):
 
     eos_from: torch.Tensor
 
-    def decode(self, tgt_in_ids, memory, src_mask, cache=None):
+    def decode(self, tgt_in_ids, memory, src_mask, cache=None, padded=None):
         offset = cache.length if cache is not None else 0
-        logits = super().decode(tgt_in_ids, memory, src_mask, cache)
+        logits = super().decode(tgt_in_ids, memory, src_mask, cache, padded)
         pos = offset + torch.arange(tgt_in_ids.size(1))  # (T,)
         boost = (pos[None, :] >= self.eos_from[:, None]).to(logits.dtype) * 1e3  # (B, T)
         logits[..., self.cfg.eos_id] += boost

@@ -191,7 +191,7 @@ def test_nan_loss_stops_and_keeps_last_good(tmp_path, monkeypatch):
         return loss * float("nan") if self.state.step >= 4 and model is None else loss
 
     monkeypatch.setattr(T.Trainer, "_loss_sum", poisoned)
-    with pytest.raises(RunFailure, match="loss became nan at step 5.*last/ holds step 3"):
+    with pytest.raises(RunFailure, match="loss became non-finite at step 5.*last/ holds step 3"):
         train(tmp_path / "r", resume=True, max_steps=8)
     after = weights(tmp_path / "r/last/model.safetensors")
     for name in good:
@@ -390,7 +390,8 @@ def test_shipped_recipes_resolve_to_valid_train_configs():
 def test_compile_on_cpu_trains_like_eager_and_saves_plain_weights(tmp_path):
     """--compile (inductor on CPU, ~1 min) tracks the eager run and writes the same weight names.
 
-    Dropout draws differ between inductor and eager, so the losses agree closely, not exactly.
+    Dropout draws differ between inductor and eager, and the compiled run pads batch widths to
+    multiples of 8 (other shapes, other draws), so the losses agree closely, not exactly.
     """
     losses, keys = {}, {}
     for name, extra in (("eager", []), ("compiled", ["--compile"])):
@@ -407,7 +408,7 @@ def test_compile_on_cpu_trains_like_eager_and_saves_plain_weights(tmp_path):
     assert keys["compiled"] == keys["eager"]
     assert len(losses["compiled"]) == len(losses["eager"]) == 2
     for a, b in zip(losses["compiled"], losses["eager"], strict=True):
-        assert abs(a - b) < 5e-3
+        assert abs(a - b) < 2e-2
 
 
 def test_resume_refuses_options_that_change_the_model(tmp_path):

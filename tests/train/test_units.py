@@ -73,7 +73,7 @@ def test_classify_unit_counts_examples_and_sums_cross_entropy():
     assert batch.labels.tolist() == [1, 0, 1] and batch.src.tolist()[1] == [8, 9, PAD_ID]
     assert unit.seen(batch) == 3 and unit.prepare(batch) == (batch, 3.0)
     logits = torch.tensor([[0.1, 2.0], [1.0, -1.0], [0.3, 0.2]])
-    model = lambda src: logits  # noqa: E731 - a classifier's (B, C) logits
+    model = lambda src, padded=None: logits  # noqa: E731 - a classifier's (B, C) logits
     want = F.cross_entropy(logits, batch.labels, label_smoothing=0.1, reduction="sum")
     torch.testing.assert_close(unit.loss_sum(model, batch, 0.1), want)
 
