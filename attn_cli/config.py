@@ -230,7 +230,9 @@ class TrainConfig:
     n_layers: int | None = None  # encoder layers (and decoder layers for seq2seq); None = the preset's
     n_heads: int | None = None  # attention heads; None = the preset's
     d_ff: int | None = None  # feed-forward width; None = the preset's
-    max_tokens: int = 4096  # padded tokens per batch, all processes together (split under DDP)
+    # padded tokens per batch, all processes together (split under DDP); None = the device's
+    # default (attn_cli.device.default_max_tokens: 4,096 on a CPU, the GPU's memory on a GPU)
+    max_tokens: int | None = None
     accum: int = 1  # micro-batches accumulated per optimizer step
     lr: float = 7e-4  # peak learning rate, reached at the end of warmup
     warmup: int = 800  # linear warmup steps
@@ -281,7 +283,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {value}")
         for name in ("max_tokens", "accum", "eval_samples", "max_len", "log_every",
                      "vocab_size", "shuffle_buffer"):
-            if getattr(self, name) <= 0:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("lr", "clip", "weight_decay", "warmup", "patience", "save_every"):
             if getattr(self, name) < 0 or (name == "lr" and self.lr == 0):

@@ -4,6 +4,8 @@ Shared by training and inference; a GPU that is not there is an AttnError, not a
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from attn_cli.errors import AttnError
@@ -37,3 +39,23 @@ def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
 def autocast(device: torch.device, amp_dtype: torch.dtype | None):
     """The forward passes' autocast context for :func:`pick_precision`'s dtype (disabled for fp32)."""
     return torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
+
+
+CPU_MAX_TOKENS = 4096  # --max-tokens on a CPU: padded tokens per batch, all processes together
+GPU_TOKENS_PER_GIB = 1024  # ... on a GPU: per GiB of its memory, for each process
+GPU_MAX_TOKENS = (4096, 65536)  # ... within these bounds, a power of two
+
+
+def default_max_tokens(device: torch.device, world_size: int = 1) -> int:
+    """--max-tokens when it is not given. A CPU: 4,096 for all processes together. A GPU: enough
+    work per step to keep it busy (a 4k-token batch leaves an H100 idle most of the step),
+    about 1,024 tokens per GiB of its memory as a power of two from 4,096 to 65,536 (80 GB:
+    65,536; 40 GB: 32,768; 24 GB: 16,384), for each process: N GPUs take N times as many
+    tokens a step, split among them. The activations of ``base`` at 65,536 tokens take about
+    a third of an 80 GB card."""
+    if device.type != "cuda":
+        return CPU_MAX_TOKENS
+    gib = torch.cuda.get_device_properties(device).total_memory / 2**30
+    low, high = GPU_MAX_TOKENS
+    per_gpu = 2 ** int(math.log2(max(gib * GPU_TOKENS_PER_GIB, low)))
+    return min(per_gpu, high) * world_size

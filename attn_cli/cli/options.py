@@ -154,8 +154,10 @@ MaxLenOpt = Annotated[int | None, typer.Option(
     "--max-len", rich_help_panel=MODEL, show_default=str(TrainConfig.max_len),
     help="Positions per side; longer inputs are truncated.")]
 MaxTokensOpt = Annotated[int | None, typer.Option(
-    "--max-tokens", rich_help_panel=OPT, show_default=str(TrainConfig.max_tokens),
-    help="Padded tokens per batch (all processes together).")]
+    "--max-tokens", rich_help_panel=OPT, show_default="4096 on a CPU; on a GPU ~1024 per GiB of memory, x processes",
+    help="Padded tokens per batch, all processes together: N processes split each batch and train "
+         "exactly as one process with the same value. Not given: 4,096 on a CPU; on a GPU about "
+         "1,024 per GiB of its memory (65,536 on an 80 GB card) for each process.")]
 AccumOpt = Annotated[int | None, typer.Option(
     "--accum", rich_help_panel=OPT, show_default=str(TrainConfig.accum),
     help="Batches accumulated per optimizer step.")]

@@ -24,7 +24,7 @@ from attn_cli.data.rundata import DataRequest, RunData, load_run_data, load_stre
 from attn_cli.data.spec import Fields
 from attn_cli.data.tasks import texts_for_tokenizer
 from attn_cli.data.tokenizer import TokenizerConfig, Tokenizers, VocabTooLarge, train_tokenizers
-from attn_cli.device import pick_device
+from attn_cli.device import default_max_tokens, pick_device
 from attn_cli.errors import AttnError
 from attn_cli.eval.baselines import run_baseline
 from attn_cli.model.transformer import build_model, count_parameters
@@ -152,6 +152,8 @@ def prepare(req: RunRequest, cfg: TrainConfig, reporter: Reporter, dist: dd.Dist
                          ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and dist.enabled:
         device = torch.device("cuda", dist.local_rank)
+    if cfg.max_tokens is None:  # (then written to train_config.json: a resume keeps it)
+        cfg.max_tokens = default_max_tokens(device, dist.world_size)
     if device.type == "cpu" and cfg.precision in ("bf16", "fp16"):
         reporter.note(f"{cfg.precision} on this CPU is far slower than fp32 (use --precision auto)")
     dreq = DataRequest(spec=req.data, task=cfg.task, fields=req.fields, valid_spec=req.valid,

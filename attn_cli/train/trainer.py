@@ -32,7 +32,7 @@ from attn_cli.config import ModelConfig, TrainConfig
 from attn_cli.data.batching import Batch, DataPosition
 from attn_cli.data.prefetch import PREFETCH_DEPTH, Prefetch, mark_last
 from attn_cli.data.tokenizer import Tokenizers
-from attn_cli.device import autocast, pick_precision
+from attn_cli.device import autocast, default_max_tokens, pick_precision
 from attn_cli.errors import AttnError, RunFailure
 from attn_cli.eval.metrics import PRIMARY_METRIC
 from attn_cli.train import distributed as dd
@@ -69,6 +69,8 @@ class Trainer:
         """``train``: a TokenStore (the cache's files), a StreamSource (--stream) or a list of
         examples; ``valid``: a list. ``unit``: the task's (None: `attn train`'s for the model's
         task, :func:`~attn_cli.train.units.finetune_unit`)."""
+        if cfg.max_tokens is None:
+            cfg.max_tokens = default_max_tokens(device, dist.world_size)
         self.cfg, self.model_cfg, self.toks = cfg, model_cfg, toks
         self.valid_ex, self.valid_refs = valid, valid_refs
         self.run_dir, self.reporter, self.dist, self.device = run_dir, reporter, dist, device

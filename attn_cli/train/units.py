@@ -79,7 +79,7 @@ class TaskContext:
         up to multiples of PAD_MULTIPLE under --compile or on a GPU, so batch shapes repeat (a
         compiled model does not recompile for every width) and suit tensor cores; exact widths
         in eager CPU runs, where padding is only extra work."""
-        multiple = PAD_MULTIPLE if self.cfg.compile or self.device.type == "cuda" else 1
+        multiple = PAD_MULTIPLE if self.device.type == "cuda" else 1
         return {"multiple": multiple, "limit": self.model_cfg.max_len}
 
 

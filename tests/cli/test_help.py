@@ -53,7 +53,8 @@ def test_defaults_that_were_wrong_or_doubled():
     train = flat(help80("train").output)
     assert "[default: the first of document, article, dialogue, text]" in train
     assert "[default: auto; with --init-from, that run's shape]" in train
-    assert "[default: 4096]" in train and "[default: $ATTN_CACHE, else ~/.cache/attn]" in train
+    assert "[default: 4096 on a CPU; on a GPU ~1024 per GiB of memory, x processes]" in train
+    assert "[default: $ATTN_CACHE, else ~/.cache/attn]" in train
 
 
 @pytest.mark.parametrize("command", ["train", "pretrain"])

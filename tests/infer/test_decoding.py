@@ -213,9 +213,9 @@ class EosRamp(Seq2Seq):
 
     ramp: float = 0.0
 
-    def decode(self, tgt_in_ids, memory, src_mask, cache=None):
+    def decode(self, tgt_in_ids, memory, src_mask, cache=None, padded=None):
         offset = cache.length if cache is not None else 0
-        logits = super().decode(tgt_in_ids, memory, src_mask, cache)  # (B, T, V)
+        logits = super().decode(tgt_in_ids, memory, src_mask, cache, padded)  # (B, T, V)
         pos = offset + torch.arange(tgt_in_ids.size(1), device=logits.device)  # (T,)
         logits[..., self.cfg.eos_id] += self.ramp * pos.to(logits.dtype)
         return logits
