@@ -131,3 +131,21 @@ def test_evaluations_are_spaced_by_a_tenth_of_the_budget():
     assert not eval_due(steps, TrainState(step=499), session()) and eval_due(steps, TrainState(step=500), session())
     given = TrainConfig(task="sentiment", max_steps=5000, eval_every=7)
     assert eval_due(given, TrainState(step=7), session())
+
+
+def test_a_gpu_without_a_budget_evaluates_by_time_and_never_more_than_it_trains():
+    from attn_cli.train.progress import EVAL_SECONDS, clock_spaced
+
+    cfg = TrainConfig(task="sentiment")  # no budget, no --eval-every
+    many = TrainState(step=5000, train_seconds=EVAL_SECONDS - 1)
+    assert eval_due(cfg, many, session()) and not eval_due(cfg, many, session(), by_time=True)  # CPU: steps
+    assert eval_due(cfg, TrainState(step=5000, train_seconds=EVAL_SECONDS), session(), by_time=True)
+    assert clock_spaced(cfg, True) and not clock_spaced(cfg, False)
+    assert not clock_spaced(TrainConfig(task="sentiment", eval_every=100), True)
+    # the last evaluations took 400 s each: the next waits for 400 s of training, not 300
+    slow = Session(started=0.0, seconds_before=0.0, last_eval_step=0, last_eval_seconds=0.0, eval_seconds=800.0,
+                   evals=2)
+    assert not eval_due(cfg, TrainState(step=5000, train_seconds=399.0), slow, by_time=True)
+    assert eval_due(cfg, TrainState(step=5000, train_seconds=401.0), slow, by_time=True)
+    budget = TrainConfig(task="sentiment", time_budget=600.0)  # a tenth of the budget is 60 s ...
+    assert not eval_due(budget, TrainState(step=400, train_seconds=70.0), slow)  # ... but evaluating takes 400
