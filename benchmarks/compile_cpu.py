@@ -69,7 +69,8 @@ def one_run(side: str, args: argparse.Namespace, work: Path, tokenizer: Path | N
     return {"side": side, "steps": train[-1]["step"], "wall_s": round(wall, 1),
             "recompiles": proc.stderr.count("Recompiling function"),
             "steady_tokens_per_s": round(statistics.mean(r["tokens_per_s"] for r in steady)),
-            "final_loss": train[-1]["loss"], "pad_fraction": round(statistics.mean(r["pad_fraction"] for r in train), 4),
+            "final_loss": train[-1]["loss"],
+            "pad_fraction": round(statistics.mean(r["pad_fraction"] for r in train), 4),
             "run_dir": str(out)}
 
 
@@ -104,6 +105,7 @@ def main() -> None:
             order = sides if rnd % 2 == 0 else sides[::-1]
             for side in order:
                 row = {"round": rnd, **one_run(side, args, work, tokenizer), "load1": os.getloadavg()[0]}
+                row.pop("run_dir")  # (a temporary directory)
                 rows.append(row)
                 with args.out.open("a") as f:
                     f.write(json.dumps(row) + "\n")
