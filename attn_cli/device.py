@@ -47,12 +47,11 @@ GPU_MAX_TOKENS = (4096, 65536)  # ... within these bounds, a power of two
 
 
 def default_max_tokens(device: torch.device, world_size: int = 1) -> int:
-    """--max-tokens when it is not given. A CPU: 4,096 for all processes together. A GPU: enough
-    work per step to keep it busy (a 4k-token batch leaves an H100 idle most of the step),
-    about 1,024 tokens per GiB of its memory as a power of two from 4,096 to 65,536 (80 GB:
-    65,536; 40 GB: 32,768; 24 GB: 16,384), for each process: N GPUs take N times as many
-    tokens a step, split among them. The activations of ``base`` at 65,536 tokens take about
-    a third of an 80 GB card."""
+    """--max-tokens when it is not given. A CPU: 4,096 for all processes together. A GPU: more
+    work per step than a CPU-sized batch, about 1,024 tokens per GiB of its memory as a power of
+    two from 4,096 to 65,536 (80 GB: 65,536; 40 GB: 32,768; 24 GB: 16,384), for each process:
+    N GPUs take N times as many tokens a step, split among them. (A rule of thumb, not yet
+    measured on a GPU: benchmarks/gpu_check.sh reports the memory each size takes.)"""
     if device.type != "cuda":
         return CPU_MAX_TOKENS
     gib = torch.cuda.get_device_properties(device).total_memory / 2**30

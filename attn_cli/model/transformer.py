@@ -122,7 +122,7 @@ class Seq2Seq(nn.Module):
         src_ids holds padding, when the caller knows (a training batch: no device read)."""
         memory, src_mask = self.encode(src_ids, padded)
         if target is None:
-            return F.linear(self._decoded(tgt_in_ids, memory, src_mask, padded=padded), self.output_weight)
+            return self.decode(tgt_in_ids, memory, src_mask, padded=padded)
         h = self._decoded(tgt_in_ids, memory, src_mask, padded=padded)  # (B, T, D)
         return linear_cross_entropy(h.flatten(0, 1), self.output_weight, target.flatten(),
                                     ignore_index=self.cfg.pad_id, smoothing=smoothing)

@@ -36,10 +36,10 @@ class StepTotals:
     def add(self, mean_loss: Tensor, bad: Tensor, seen: float) -> None:
         """One step: ``mean_loss`` () this process's part of the step's mean loss, ``bad`` ()
         bool, True when the step was skipped, ``seen`` this process's count (host number)."""
-        zero = torch.zeros((), dtype=self.sums.dtype, device=self.sums.device)
-        step = torch.stack([torch.where(bad, zero, mean_loss.to(self.sums.dtype)), bad.to(self.sums.dtype),
-                            torch.where(bad, zero, zero + seen)])  # (3,)
-        self.sums += step
+        dtype, keep = self.sums.dtype, ~bad
+        # (where, not a product: a skipped step's loss may be NaN)
+        self.sums += torch.stack([torch.where(keep, mean_loss.to(dtype), 0.0), bad.to(dtype),
+                                  keep.to(dtype) * seen])  # (3,)
         self.steps += 1
 
     def read(self, dist: dd.Dist) -> tuple[float, int, int, int]:

@@ -55,7 +55,7 @@ class TaskUnit(Protocol):
     def validate(self, model: nn.Module, examples: list, refs: list) -> dict: ...
 
 
-PAD_MULTIPLE = 8  # training batch widths are rounded up to this under --compile or on a GPU
+PAD_MULTIPLE = 8  # training batch widths are rounded up to this on a GPU
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,10 @@ class TaskContext:
     @property
     def pad(self) -> dict:
         """How training batches are padded (collate's ``multiple`` and ``limit``): widths rounded
-        up to multiples of PAD_MULTIPLE under --compile or on a GPU, so batch shapes repeat (a
-        compiled model does not recompile for every width) and suit tensor cores; exact widths
-        in eager CPU runs, where padding is only extra work."""
+        up to multiples of PAD_MULTIPLE on a GPU, so batch shapes repeat (fewer shapes for a
+        compiled model) and suit tensor cores; exact widths on a CPU, where the rounding raised
+        Multi30k's padding from 8% to 22-29% and slowed compiled training
+        (docs/benchmarks-speed.md)."""
         multiple = PAD_MULTIPLE if self.device.type == "cuda" else 1
         return {"multiple": multiple, "limit": self.model_cfg.max_len}
 
