@@ -187,6 +187,9 @@ OBJECTIVES: dict[str, tuple[str, ...]] = {
 
 AUTO = "auto"  # the preset sized to the data and the budget (attn_cli.train.sizing)
 SCHEDULES = ("auto", "linear", "cosine", "inverse_sqrt")
+# --concat by task (attn_cli.data.joining): translate as measured on Tatoeba (docs/benchmarks-quality.md);
+# summarize keeps whole dialogues (not measured); sentiment has no pairs to join
+CONCAT_DEFAULTS = {"translate": 0.5, "summarize": 0.0, "sentiment": 0.0}
 
 # Model sizes: dims only; the task, vocabulary and labels come from the data.
 PRESETS: dict[str, dict[str, int]] = {
@@ -197,14 +200,8 @@ PRESETS: dict[str, dict[str, int]] = {
 }
 
 
-def model_config_from_preset(
-    preset: str,
-    task: str,
-    vocab_size: int,
-    tgt_vocab_size: int | None = None,
-    num_labels: int = 0,
-    **overrides: Any,
-) -> ModelConfig:
+def model_config_from_preset(preset: str, task: str, vocab_size: int, tgt_vocab_size: int | None = None,
+                             num_labels: int = 0, **overrides: Any) -> ModelConfig:
     """A ModelConfig with the dims of ``preset``; sentiment gets no decoder layers.
 
     ``overrides`` replace any field (e.g. ``dropout=0.3``, ``max_len=1024``).
@@ -256,6 +253,7 @@ class TrainConfig:
     eval_samples: int = 500  # validation examples decoded for BLEU/ROUGE at each evaluation
     patience: int = 0  # stop after N evaluations without improvement (0 = never)
     max_len: int = 256  # positions per side; longer examples are truncated
+    concat: float | None = None  # share of training examples joined from 2-3 pairs; None = CONCAT_DEFAULTS
     seed: int = 1  # seed for initialisation, data order and dropout
     device: str = "auto"  # auto, cpu or cuda
     precision: str = "auto"  # auto (fp32 on CPU, bf16 on GPU), fp32, bf16 or fp16
@@ -276,15 +274,16 @@ class TrainConfig:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if self.preset not in (AUTO, *PRESETS):
             raise ValueError(f"preset must be one of {AUTO}, {', '.join(PRESETS)}, got {self.preset!r}")
-        for name in ("epochs", "max_steps", "time_budget", "eval_every", "d_model", "n_layers", "n_heads",
-                     "d_ff"):
+        for name in ("epochs", "max_steps", "time_budget", "eval_every", "d_model", "n_layers", "n_heads", "d_ff",
+                     "max_tokens", "accum", "eval_samples", "max_len", "log_every", "vocab_size", "shuffle_buffer"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
-        for name in ("max_tokens", "accum", "eval_samples", "max_len", "log_every",
-                     "vocab_size", "shuffle_buffer"):
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.concat is None:  # pretraining objectives train on texts, not pairs
+            self.concat = 0.0 if self.objective else CONCAT_DEFAULTS[self.task]
+        if not 0.0 <= self.concat <= 1.0 or (self.concat and self.task == "sentiment"):
+            raise ValueError(f"concat is a share in [0, 1] of translate or summarize examples, got {self.concat} "
+                             f"for {self.task}")
         for name in ("lr", "clip", "weight_decay", "warmup", "patience", "save_every"):
             if getattr(self, name) < 0 or (name == "lr" and self.lr == 0):
                 raise ValueError(f"{name} must be {'positive' if name == 'lr' else '>= 0'}, "

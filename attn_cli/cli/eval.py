@@ -197,7 +197,7 @@ def info(run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_def
              "baseline) into this PNG (needs the plot extra); as RUN_DIR/curves.png the model card "
              "links it."))] = None) -> None:
     """Show what a run directory holds: task, size, vocabulary, data, training, best metric."""
-    from attn_cli.data.rundata import describe_valid
+    from attn_cli.data.rundata import describe_valid, joined_note
     from attn_cli.data.tokenizer import Tokenizers
     from attn_cli.infer.runs import read_meta
     from attn_cli.rundir import LAST_DIR, find_dir
@@ -234,7 +234,7 @@ def info(run_dir: Annotated[Path, typer.Argument(help="Run directory.", show_def
                       " (options of attn translate/summarize change it)")
     d = meta.get("data", {})
     table.add_row("training data", f"{d.get('train')} ({d.get('train_examples', 0):,} examples), "
-                  f"validation {describe_valid(d)}")
+                  f"validation {describe_valid(d)}" + joined_note(d))
     if meta.get("init_from"):
         p = meta.get("pretrained")
         seen = (f"; pretrained ({p['objective']}) on {p['data']}: {p['texts']:,} texts, {p['steps']:,} steps, "

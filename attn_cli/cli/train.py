@@ -118,6 +118,8 @@ def resolve_config(task: str, options: dict, toml: dict, saved: dict | None):
     from attn_cli.config import TrainConfig
 
     merged = dict(saved or {"task": task})
+    if saved is not None:
+        merged.setdefault("concat", 0.0)  # runs saved before --concat trained on single pairs
     for removed, off in REMOVED_OPTIONS.items():  # runs saved by earlier versions
         if merged.get(removed, off) not in (off, 0, None):
             raise AttnError(f"the run to resume was trained with {removed}={merged[removed]!r}, an option "
@@ -192,6 +194,12 @@ def train(
                                                        show_default=str(TrainConfig.shuffle_buffer), help=(
         "--stream: rows read, shuffled and length-bucketed together; more mixes better and "
         "costs memory."))] = None,
+    concat: Annotated[float | None, typer.Option("--concat", rich_help_panel="Data", min=0.0, max=1.0,
+                                                 metavar="<share>", show_default="0.5 translate, 0 summarize", help=(
+        "Share of training examples made of 2-3 pairs joined end to end (source to source, target "
+        "to target), so the model also learns inputs longer than single sentences; 0 = off. "
+        "Drawn anew each epoch; every pair is still seen once an epoch; never longer than "
+        "--max-len; validation is never joined. Not for sentiment."))] = None,
     config: ConfigOpt = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
@@ -274,7 +282,8 @@ def train(
                    save_every=parse_duration(save_every),
                    log_every=log_every, device=device, precision=precision, compile=compile,
                    tensorboard=True if tensorboard or tensorboard_dir else None, tensorboard_dir=tensorboard_dir,
-                   vocab_size=vocab_size, lowercase=lowercase, stream=stream, shuffle_buffer=shuffle_buffer)
+                   vocab_size=vocab_size, lowercase=lowercase, stream=stream, shuffle_buffer=shuffle_buffer,
+                   concat=concat)
     saved, fields = None, make_fields(src, tgt, src_field, tgt_field, text_field, label_field)
     if num_labels is not None:
         if task != "sentiment":

@@ -95,6 +95,16 @@ def describe_valid(data: dict) -> str:
     return f"held out ({n})"
 
 
+def joined_note(data: dict) -> str:
+    """What --concat did to the training examples (config.json's data), for `attn info` and the
+    model card; empty for runs without the record (sentiment, pretraining, older runs)."""
+    share = data.get("concat")
+    if share is None:
+        return ""
+    return (f"; about {share:.0%} of training examples joined from 2-3 pairs (--concat {share:g})" if share
+            else "; pairs trained one at a time (--concat 0)")
+
+
 def holdout_rows(n: int, seed: int, task: str) -> tuple[np.ndarray, np.ndarray]:
     """(train rows, held-out rows) of n rows: the task's share (tasks.holdout_size) drawn with ``seed``."""
     k = holdout_size(n, task)
@@ -360,6 +370,7 @@ def load_stream_data(req: DataRequest, toks: Tokenizers | None, cfg, note: Note)
     names = valid_store.meta.get("label_names")
     stream = StreamSource(source=source, task=req.task, fields=req.fields, toks=toks, max_len=req.max_len,
                           max_tokens=cfg.max_tokens, buffer=cfg.shuffle_buffer, seed=cfg.seed,
+                          concat=cfg.concat,
                           label_names=names, text_only=req.text_only)
     notes.append(f"streaming {source.describe()}: shuffled and length-bucketed "
                  f"{cfg.shuffle_buffer:,} rows at a time (--shuffle-buffer)")

@@ -217,6 +217,15 @@ class TokenStore:
         rows = self._row_ids(positions).astype(np.int32 if self.size < (1 << 31) else np.int64)
         return TokenStore(self.directory, self.meta, rows, self.lengths[positions], self._labels)
 
+    def side_lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        """(source, target) ids per selected row, (N,) each, from the offset files (seq2seq)."""
+        sides = []
+        for c in self.columns:
+            offsets = np.load(self.directory / f"{c}.idx.npy", mmap_mode="r")  # (all rows + 1,)
+            per_row = np.diff(offsets).astype(np.int32)
+            sides.append(per_row if self.rows is None else per_row[self.rows])
+        return sides[0], sides[1]
+
     def labels(self) -> np.ndarray:
         """Class ids of the selected rows (sentiment)."""
         return np.asarray(self._labels[self._row_ids(np.arange(len(self)))])
@@ -251,6 +260,11 @@ class InMemoryExamples:
 
     def gather(self, indices: Sequence[int]) -> list[tuple]:
         return [self.examples[int(i)] for i in indices]
+
+    def side_lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        """(source, target) ids per example, (N,) each (seq2seq)."""
+        return (np.asarray([len(s) for s, _ in self.examples], dtype=np.int32),
+                np.asarray([len(t) for _, t in self.examples], dtype=np.int32))
 
     def __getitem__(self, i: int) -> tuple:
         return self.examples[i]

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from attn_cli.data.batching import example_lengths, plan_batches
+from attn_cli.data.joining import join_rows, plan_joins
 from attn_cli.data.spec import (
     BUILDERS,
     Fields,
@@ -185,6 +186,7 @@ class StreamSource:
     label_names: list[str] | None = None  # sentiment: names from the validation data
     text_only: bool = False  # pretraining: each example is one text's ids (list[int]), cut as
     # the cache cuts them (:func:`text.text_limit`)
+    concat: float = 0.0  # --concat: share of a buffer's examples joined from 2-3 pairs (seq2seq)
 
     @property
     def seq2seq(self) -> bool:
@@ -227,12 +229,22 @@ class StreamSource:
             return [(s[:self.max_len], t[:self.max_len - 1]) for s, t in zip(src, tgt, strict=True)]
         return [(s[:self.max_len], y) for s, y in zip(src, second, strict=True)]
 
+    def _join(self, examples: list[tuple], start: int, epoch: int) -> list[tuple]:
+        """The buffer's examples with about ``concat`` of them joined (:mod:`data.joining`),
+        drawn from the seed, the epoch and the buffer's place in the stream."""
+        if not examples or self.concat <= 0 or not self.seq2seq:
+            return examples
+        src, tgt = (np.asarray([len(x[side]) for x in examples], dtype=np.int32) for side in (0, 1))
+        joins = plan_joins(src, tgt, self.concat, self.max_len, seed=self.seed * 1_000_003 + start, epoch=epoch)
+        flat, spans = joins.expand(range(len(joins)))
+        return join_rows([examples[i] for i in flat], spans)
+
     def batches(self, epoch: int, consumed: int = 0, position: int = 0
                 ) -> Iterator[tuple[int, int, list[tuple]]]:
         """``(consumed, position after, examples)`` for every global batch of ``epoch`` from
         the stream position ``(consumed, position)`` on."""
         for start, pairs in self._buffers(consumed):
-            examples = self._encode(pairs)
+            examples = self._join(self._encode(pairs), start, epoch)
             if examples:
                 lengths = (np.asarray([len(x) for x in examples]) + text_cost(self.task) if self.text_only
                            else np.asarray(example_lengths(examples, self.seq2seq)))  # (n,)

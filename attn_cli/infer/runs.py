@@ -32,7 +32,7 @@ _NUM = (int, float, type(None))
 META_VALUES = {"label_names": str, "languages": _STR, "fields": {"num_labels": int, "*": _STR},
                "auto": {"why": str, "*": _NUM}, "data": {
     "train": _STR, "valid": _STR, "subset": _STR, "train_examples": int, "valid_examples": int,
-    "valid_reused": bool, "valid_majority": (float, int)}}
+    "valid_reused": bool, "valid_majority": (float, int), "concat": (float, int)}}
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 from attn_cli import __version__
 from attn_cli import rundir as ckpt
 from attn_cli.config import TrainConfig
-from attn_cli.data.rundata import RunData, describe_valid
+from attn_cli.data.rundata import RunData, describe_valid, joined_note
 from attn_cli.errors import RunFailure
 from attn_cli.eval.baselines import card_section
 from attn_cli.eval.metrics import PRETRAIN_METRIC, PRIMARY_METRIC
@@ -106,7 +106,7 @@ def write_card(out: Path, cfg: TrainConfig, data: RunData, params: int, state: d
             f"{params:,} parameters\n"
             f"- training data: `{d['train']}` "
             f"({'streamed' if cfg.stream else format(d['train_examples'], ',') + ' examples'}); "
-            f"validation: {describe_valid(d)}\n"
+            f"validation: {describe_valid(d)}{joined_note(d)}\n"
             f"- trained {state['step']:,} steps, {state['train_seconds'] / 60:.1f} min on {device}, "
             f"{state['tokens']:,} {'examples' if cfg.task == 'sentiment' else 'target tokens'}\n"
             f"{origin}"

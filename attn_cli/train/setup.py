@@ -137,7 +137,8 @@ def run_meta(req: RunRequest, cfg: TrainConfig, mcfg: ModelConfig, data: RunData
             "fields": {k: v for k, v in req.fields.__dict__.items() if v is not None},
             "data": {"train": req.data, "valid": req.valid, "subset": req.subset,
                      "train_examples": 0 if cfg.stream else len(data.train),
-                     "valid_examples": len(data.valid), **valid_meta(data)},
+                     "valid_examples": len(data.valid), **valid_meta(data),
+                     **({"concat": cfg.concat} if cfg.task != "sentiment" and not cfg.objective else {})},
             **({"auto": req.auto} if req.auto is not None else {}),
             **({"init_from": str(req.init_from)} if req.init_from is not None else {}),
             **({"pretrained": seen} if req.init_from is not None and (seen := pretrained_summary(req.init_from))
