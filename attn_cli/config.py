@@ -281,9 +281,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {value}")
         if self.concat is None:  # pretraining objectives train on texts, not pairs
             self.concat = 0.0 if self.objective else CONCAT_DEFAULTS[self.task]
-        if not 0.0 <= self.concat <= 1.0 or (self.concat and self.task == "sentiment"):
-            raise ValueError(f"concat is a share in [0, 1] of translate or summarize examples, got {self.concat} "
-                             f"for {self.task}")
+        if not 0.0 <= self.concat <= 1.0:
+            raise ValueError(f"concat must be in [0, 1] (a share of the training examples), got {self.concat}")
+        if self.concat and self.task == "sentiment":
+            raise ValueError("concat joins translate and summarize pairs; sentiment examples are not joined")
         for name in ("lr", "clip", "weight_decay", "warmup", "patience", "save_every"):
             if getattr(self, name) < 0 or (name == "lr" and self.lr == 0):
                 raise ValueError(f"{name} must be {'positive' if name == 'lr' else '>= 0'}, "

@@ -194,7 +194,7 @@ def train(
                                                        show_default=str(TrainConfig.shuffle_buffer), help=(
         "--stream: rows read, shuffled and length-bucketed together; more mixes better and "
         "costs memory."))] = None,
-    concat: Annotated[float | None, typer.Option("--concat", rich_help_panel="Data", min=0.0, max=1.0,
+    concat: Annotated[float | None, typer.Option("--concat", rich_help_panel="Data",
                                                  metavar="<share>", show_default="0.5 translate, 0 summarize", help=(
         "Share of training examples made of 2-3 pairs joined end to end (source to source, target "
         "to target), so the model also learns inputs longer than single sentences; 0 = off. "
