@@ -35,7 +35,8 @@ from attn_cli.infer.engine import DEFAULT_THREADS
 
 TR, SU = DECODE_DEFAULTS["translate"], DECODE_DEFAULTS["summarize"]
 
-def _generate(task, model, texts, input_file, output, as_json, dcfg, eng_opts, max_tokens, show, plot):
+def _generate(task, model, texts, input_file, output, as_json, dcfg, eng_opts, max_tokens, show, plot,
+              split=False):
     from attn_cli.infer.api import Model
 
     check_max_tokens(max_tokens)
@@ -45,23 +46,31 @@ def _generate(task, model, texts, input_file, output, as_json, dcfg, eng_opts, m
     run = open_engine(model, task, *eng_opts)
     api = Model(run)  # the Python API's model: the same batching and engine calls as attn_cli.load
     inputs = read_inputs(texts, input_file, paragraphs=task == "summarize")
-    ids, cut = api.encode(inputs)
-    if cut:
-        ui.warn(f"{cut} input(s) longer than the model's {run.model_cfg.max_len} positions were truncated")
+    plan = api.plan(inputs, split)  # sentences (translate) or whole texts, over-long ones cut
+    if plan.note():
+        ui.note(plan.note())
     with ui.progress() as bar:
         job = bar.add_task(f"{task} ({'beam ' + str(dcfg.beam) if dcfg.beam > 1 else 'greedy'})",
-                           total=len(inputs), info="")
-        results = api.generate_ids(ids, dcfg, max_tokens, on_batch=lambda n: bar.advance(job, n))
-    outs = [run.toks.tgt.decode(o) for o, _ in results]
+                           total=len(plan.ids), info="")
+        results = api.generate_ids(plan.ids, dcfg, max_tokens, on_batch=lambda n: bar.advance(job, n))
+    outs = api.finish(plan, results)
     if as_json:
-        lines = [json.dumps({"input": i, "output": o, "score": round(s, 5), "engine": run.name},
-                            ensure_ascii=False)
-                 for i, o, (_, s) in zip(inputs, outs, results, strict=True)]
-    else:
-        lines = [o.replace("\n", " ") for o in outs]
+        lines = [json.dumps(_json_row(i, o, run.name), ensure_ascii=False) for i, o in zip(inputs, outs, strict=True)]
+    else:  # a split text keeps its own line breaks (a TEXT with paragraphs); a whole one is one line
+        lines = [o.text if split else o.text.replace("\n", " ") for o in outs]
     write_outputs(lines, output)
     if show or plot:
-        _show_attention(run, ids, results, show, plot)
+        _show_attention(run, plan.ids, results, show, plot)
+
+
+def _json_row(text: str, out, engine: str) -> dict:
+    row = {"input": text, "output": out.text, "score": round(out.score, 5), "engine": engine}
+    if out.segments is not None:
+        row["segments"] = [{"source": s.source, "translation": s.text, **({"windows": s.windows} if s.windows > 1
+                                                                         else {})} for s in out.segments]
+    if out.notes:
+        row["notes"] = list(out.notes)
+    return row
 
 
 def check_plot_dependency() -> None:
@@ -102,7 +111,8 @@ def _show_attention(engine, ids, results, show: bool, plot: Path | None) -> None
 @command
 def translate(
     model: ModelOpt, texts: TextsArg = None, input_file: InOpt = None, output: OutOpt = None,
-    as_json: JsonOpt = False,
+    as_json: Annotated[bool, flag("--json", help="JSON lines with input, output, score and the sentence "
+                                  "segments (source and translation of each).")] = False,
     beam: Annotated[int, typer.Option("--beam", rich_help_panel=DEC, help="Beam size; 1 = greedy.")] = TR.beam,
     length_penalty: Annotated[float, typer.Option("--length-penalty", rich_help_panel=DEC,
                                                   help="GNMT length penalty alpha.")] = TR.length_penalty,
@@ -113,10 +123,15 @@ def translate(
     no_repeat_ngram: Annotated[int, typer.Option(
         "--no-repeat-ngram", rich_help_panel=DEC,
         help="Never repeat n-grams of this size; 0 = off.")] = TR.no_repeat_ngram,
+    split_sentences: Annotated[bool, flag("--split-sentences/--no-split-sentences", help=(
+        "Translate each input sentence by sentence (sentencex, in the run's source language) and join "
+        "the translations with the input's own spacing and line breaks; a sentence over the model's "
+        "positions goes in token windows. --no-split-sentences: each input whole, cut to the model's "
+        "positions."))] = True,
     show_attention: Annotated[bool, flag("--show-attention", help=(
-        "Print the source/output cross-attention as a heatmap (first 5 inputs, on stderr)."))] = False,
+        "Print the source/output cross-attention as a heatmap (first 5 sentences, on stderr)."))] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help=(
-        "Save the first input's attention heatmap as a PNG (needs matplotlib)."))] = None,
+        "Save the first sentence's attention heatmap as a PNG (needs matplotlib)."))] = None,
     device: DeviceOpt = "auto", max_tokens: MaxTokOpt = 6000,
     engine: EngineOpt = "auto", compute_type: ComputeOpt = "auto", threads: ThreadsOpt = DEFAULT_THREADS,
 ) -> None:
@@ -124,7 +139,7 @@ def translate(
     dcfg = decode_cfg("translate", beam=beam, length_penalty=length_penalty, max_len_a=max_len_a,
                       max_len_b=max_len_b, min_len=min_len, no_repeat_ngram=no_repeat_ngram)
     _generate("translate", model, texts, input_file, output, as_json, dcfg,
-              (engine, compute_type, threads, device), max_tokens, show_attention, plot)
+              (engine, compute_type, threads, device), max_tokens, show_attention, plot, split_sentences)
 
 
 @app.command(cls=AttnCommand, epilog="Examples:  attn summarize -m runs/dialogsum -i dialogues.jsonl  ·  "

@@ -5,12 +5,20 @@
     model.task, model.info                           # "translate", config.json's metadata
     model.translate(["Ho fame."], beam=5)            # [Translation(text=..., score=..., ...)]
     model.translate(["Ho fame."], attention=True)    # + pieces and the cross-attention (numpy)
+    model.translate(["Ciao. Come stai?"]).segments   # the sentences translated, one by one
     model.summarize([...]); model.sentiment([...])   # [Translation], [Sentiment]
 
 The engines, batching, decoding defaults and errors are the command line's (`attn translate`
 calls the same engine with the same options). Errors are :class:`~attn_cli.errors.AttnError`
 with the CLI's one-line message. A Model is safe to call from several threads: calls are
 serialized by a lock (the engines keep per-call state); run one Model per worker for parallelism.
+
+``translate`` splits each text into sentences (``split_sentences=True``, the default;
+``attn_cli.infer.segment``): all sentences of a call are generated as one batch and each text is
+put back with its own spacing and line breaks. A sentence longer than the model's positions is
+translated in token windows, and a document (summarize, or translate without splitting) is cut
+to its head; either way the output's ``notes`` say so. With ``attention=True`` a split text's
+attention is block-diagonal: each sentence's output pieces over its own source pieces.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +37,26 @@ from attn_cli.errors import AttnError
 from attn_cli.infer.engine import Engine, EngineOptions, OnBatch
 from attn_cli.infer.engines import open_engine, torch_run_for
 from attn_cli.infer.runs import encode_inputs
+from attn_cli.infer.segment import (
+    WORD_START,
+    Plan,
+    join_attention,
+    plan_inputs,
+    source_language,
+    split_text,
+    whole_text,
+)
 
 MAX_TOKENS = {"generate": 6000, "classify": 16000}  # the CLI's --max-tokens defaults
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One sentence of a text translated with ``split_sentences``."""
+
+    source: str  # the sentence as it stands in the input
+    text: str  # its translation
+    windows: int = 1  # token windows it was translated in (over 1: longer than the model's positions)
 
 
 @dataclass(frozen=True)
@@ -41,6 +68,8 @@ class Translation:
     source_pieces: list[str] | None = None  # with attention=True: the input's pieces ...
     pieces: list[str] | None = None  # ... the output's pieces (ending with </s>) ...
     attention: np.ndarray | None = None  # ... and the cross-attention (len(pieces), len(source_pieces))
+    segments: list[Segment] | None = None  # with split_sentences: the sentences and their translations
+    notes: tuple[str, ...] = ()  # one line each: what was cut (sentences in windows, a document's tail)
 
 
 Summary = Translation  # a summary has the same fields
@@ -93,13 +122,14 @@ class Model:
                             f"use model.{self.task}(...) or load a {task} run")
 
     def translate(self, texts: list[str], *, beam: int | None = None, length_penalty: float | None = None,
-                  max_tokens: int = MAX_TOKENS["generate"], attention: bool = False, **decoding
-                  ) -> list[Translation]:
-        """Translate ``texts`` (a list; a single string is one text). ``decoding``: any other
-        DecodeConfig field (max_len_a, no_repeat_ngram, sample, ...); defaults as `attn translate`."""
+                  max_tokens: int = MAX_TOKENS["generate"], attention: bool = False, split_sentences: bool = True,
+                  **decoding) -> list[Translation]:
+        """Translate ``texts`` (a list; a single string is one text), sentence by sentence unless
+        ``split_sentences=False`` (then each text whole, cut to the model's positions). ``decoding``:
+        any other DecodeConfig field (max_len_a, no_repeat_ngram, sample, ...); defaults as `attn translate`."""
         self._need("translate")
         return self._generate(texts, dict(beam=beam, length_penalty=length_penalty, **decoding), max_tokens,
-                              attention)
+                              attention, split_sentences)
 
     def summarize(self, texts: list[str], *, beam: int | None = None, length_penalty: float | None = None,
                   max_tokens: int = MAX_TOKENS["generate"], attention: bool = False, **decoding) -> list[Summary]:
@@ -119,20 +149,53 @@ class Model:
             out.append(Sentiment(names[best], float(p[best]), {n: float(x) for n, x in zip(names, p, strict=True)}))
         return out
 
-    def _generate(self, texts, changes: dict, max_tokens: int, attention: bool) -> list[Translation]:
+    def _generate(self, texts, changes: dict, max_tokens: int, attention: bool,
+                  split_sentences: bool = False) -> list[Translation]:
         texts = _as_list(texts)
         try:
             cfg = task_decode_config(self.task, **changes)
         except (TypeError, ValueError) as e:
             raise AttnError(f"bad decoding option: {e}", f"see DecodeConfig; defaults: {DECODE_DEFAULTS[self.task]}"
                             ) from None
-        ids, _ = self.encode(texts)
-        results = self.generate_ids(ids, cfg, max_tokens)
-        outs = [Translation(self._engine.toks.tgt.decode(o), float(s)) for o, s in results]
+        plan = self.plan(texts, split_sentences)
+        return self.finish(plan, self.generate_ids(plan.ids, cfg, max_tokens), attention)
+
+    def plan(self, texts: list[str], split_sentences: bool, size: int | None = None) -> Plan:
+        """The token ids of a translate/summarize call: each text's sentences (``split_sentences``,
+        translate only; over ``size`` tokens, default the model's positions: token windows) or each
+        text whole (over ``size``: cut to its head)."""
+        size = size or self._engine.model_cfg.max_len
+        encode = self._engine.toks.src.encode_batch
+        if split_sentences and self.task == "translate":
+            lang = source_language(self._engine.meta)
+            piece = self._engine.toks.src.id_to_piece
+            return plan_inputs([split_text(t, lang) for t in texts], encode, size, "windows",
+                               lambda i: piece(i).startswith(WORD_START))
+        return plan_inputs([whole_text(t) for t in texts], encode, size, "head",
+                           unit="document" if self.task == "summarize" else "input")
+
+    def finish(self, plan: Plan, results: list[tuple[list[int], float]], attention: bool = False
+               ) -> list[Translation]:
+        """The outputs of ``plan``'s texts from ``generate_ids(plan.ids)``: each text put back
+        together (score: the mean of its sentences' scores), with its segments and notes."""
+        outs = [self._engine.toks.tgt.decode(o) for o, _ in results]
+        joined, per_sentence, groups = plan.join(outs), plan.outputs(outs), plan.groups()
+        counts = Counter(plan.owner)  # (text, sentence) -> its windows
+        done = []
+        for t, seg in enumerate(plan.texts):
+            scores = [float(results[k][1]) for k in groups[t]]
+            windows = [counts[(t, s)] for s in range(len(seg.sentences))]
+            segments = ([Segment(src, out, w) for src, out, w in zip(seg.sentences, per_sentence[t], windows,
+                                                                     strict=True)]
+                        if plan.mode == "windows" else None)
+            note = plan.note(t)
+            done.append(Translation(joined[t], sum(scores) / len(scores) if scores else 0.0, segments=segments,
+                                    notes=(note,) if note else ()))
         if attention:
             with self._lock:
-                outs = [self._with_attention(out, x, o) for out, x, (o, _) in zip(outs, ids, results, strict=True)]
-        return outs
+                done = [self._with_attention(out, [(plan.ids[k], results[k][0]) for k in ks])
+                        for out, ks in zip(done, groups, strict=True)]
+        return done
 
     # the steps behind translate/summarize/sentiment, for callers that work on token ids (the
     # attn commands: progress bars, attention pictures)
@@ -153,21 +216,31 @@ class Model:
         with self._lock:
             return self._engine.classify(ids, max_tokens, on_batch=on_batch)
 
-    def _with_attention(self, out: Translation, src: list[int], ids: list[int]) -> Translation:
-        """``out`` with its pieces and cross-attention (from the torch model, on these outputs)."""
+    def _with_attention(self, out: Translation, windows: list[tuple[list[int], list[int]]]) -> Translation:
+        """``out`` with its pieces and cross-attention (from the torch model, on these outputs):
+        one block per (source ids, output ids) window, block-diagonal when there are several."""
         import torch
 
         from attn_cli.data.tokenizer import EOS_ID
         from attn_cli.infer.explain import cross_alignment
 
-        if not src:
+        windows = [(src, ids) for src, ids in windows if src]
+        if not windows:
             return out
         run = torch_run_for(self._engine)
-        full = list(ids) + [EOS_ID]
-        matrix = cross_alignment(run.model, torch.tensor([src], device=run.device),
-                                 torch.tensor([full], device=run.device)).cpu().numpy()  # (T, S)
-        return dataclasses.replace(out, source_pieces=[run.toks.src.id_to_piece(t) for t in src],
-                                   pieces=[run.toks.tgt.id_to_piece(t) for t in full], attention=matrix)
+        parts = []
+        for src, ids in windows:
+            full = list(ids) + [EOS_ID]
+            matrix = cross_alignment(run.model, torch.tensor([src], device=run.device),
+                                     torch.tensor([full], device=run.device)).cpu().numpy()  # (T, S)
+            parts.append(([run.toks.src.id_to_piece(t) for t in src], [run.toks.tgt.id_to_piece(t) for t in full],
+                          matrix))
+        if len(parts) == 1:
+            src_p, out_p, matrix = parts[0]
+        else:
+            src_p, out_p, rows = join_attention(parts)
+            matrix = np.asarray(rows, dtype=parts[0][2].dtype)
+        return dataclasses.replace(out, source_pieces=src_p, pieces=out_p, attention=matrix)
 
 
 def _as_list(texts) -> list[str]:
