@@ -123,11 +123,12 @@ def translate(
     no_repeat_ngram: Annotated[int, typer.Option(
         "--no-repeat-ngram", rich_help_panel=DEC,
         help="Never repeat n-grams of this size; 0 = off.")] = TR.no_repeat_ngram,
-    split_sentences: Annotated[bool, flag("--split-sentences/--no-split-sentences", help=(
-        "Translate each input sentence by sentence (sentencex, in the run's source language) and join "
-        "the translations with the input's own spacing and line breaks; a sentence over the model's "
-        "positions goes in token windows. --no-split-sentences: each input whole, cut to the model's "
-        "positions."))] = True,
+    split_sentences: Annotated[bool, flag("--split-sentences", help=(
+        "Translate each input sentence by sentence (the default; sentencex, in the run's source "
+        "language) and join the translations with the input's own spacing and line breaks; a sentence "
+        "over the model's positions goes in token windows."))] = False,
+    no_split_sentences: Annotated[bool, flag("--no-split-sentences", help=(
+        "Translate each input whole (over the model's positions: cut to its head)."))] = False,
     show_attention: Annotated[bool, flag("--show-attention", help=(
         "Print the source/output cross-attention as a heatmap (first 5 sentences, on stderr)."))] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help=(
@@ -136,10 +137,12 @@ def translate(
     engine: EngineOpt = "auto", compute_type: ComputeOpt = "auto", threads: ThreadsOpt = DEFAULT_THREADS,
 ) -> None:
     """Translate text with a trained translation model."""
+    if split_sentences and no_split_sentences:
+        raise AttnError("--split-sentences and --no-split-sentences contradict each other", "pass one of them")
     dcfg = decode_cfg("translate", beam=beam, length_penalty=length_penalty, max_len_a=max_len_a,
                       max_len_b=max_len_b, min_len=min_len, no_repeat_ngram=no_repeat_ngram)
     _generate("translate", model, texts, input_file, output, as_json, dcfg,
-              (engine, compute_type, threads, device), max_tokens, show_attention, plot, split_sentences)
+              (engine, compute_type, threads, device), max_tokens, show_attention, plot, not no_split_sentences)
 
 
 @app.command(cls=AttnCommand, epilog="Examples:  attn summarize -m runs/dialogsum -i dialogues.jsonl  ·  "

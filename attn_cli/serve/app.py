@@ -174,7 +174,8 @@ async def _run(runners: dict[str, ModelRunner], cfg: ServeConfig, task: str, req
     runner = _pick(runners, task, req.model)
     texts = check_texts(req.text, cfg)
     dcfg = decode_config(task, req, cfg) if task != "sentiment" else None
-    ids = runner.encode(texts)
+    plan = runner.plan(texts, getattr(req, "split_sentences", False)) if task != "sentiment" else None
+    ids = runner.encode(texts) if plan is None else plan.ids
     try:
         future = runner.submit(ids, Payload(dcfg, req.attention))
     except QueueFull:
@@ -189,7 +190,7 @@ async def _run(runners: dict[str, ModelRunner], cfg: ServeConfig, task: str, req
         raise ApiError(504, f"the request took over {cfg.timeout:g} s", ("--timeout", cfg.timeout)) from None
     except Closed:
         raise ApiError(503, "the server is shutting down") from None
-    return runner, outputs
+    return runner, outputs if plan is None else runner.assemble(plan, outputs)
 
 
 def _inference_routes(app: FastAPI, runners: dict[str, ModelRunner], cfg: ServeConfig) -> None:

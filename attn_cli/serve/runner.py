@@ -18,6 +18,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from attn_cli.infer.segment import Plan, join_attention
 from attn_cli.serve.batcher import Batcher, Job
 from attn_cli.serve.config import ModelSpec, ServeConfig
 from attn_cli.serve.schemas import ApiError
@@ -134,6 +135,45 @@ class ModelRunner:
                 raise ApiError(422, f"text {i} has {len(x):,} tokens; a batch holds at most {budget:,}",
                                ("--max-batch-tokens", budget))
         return ids
+
+    def plan(self, texts: list[str], split: bool) -> Plan:
+        """The ids of a translate or summarize request: sentences (``split``, translate; one over
+        the model's positions or the batch budget goes in token windows) or whole texts (a
+        summarize document over the positions is cut to its head, with a note; a translate text
+        over them is a 422, as is a text over the batch budget)."""
+        limit, budget = self.engine.model_cfg.max_len, self.cfg.max_batch_tokens
+        split = split and self.task == "translate"
+        plan = self.model.plan(texts, split, min(limit, budget) if split else None)
+        if self.task == "translate" and not split and any(plan.over):
+            i = next(i for i, n in enumerate(plan.over) if n)
+            n = len(self.engine.toks.src.encode(texts[i]))
+            raise ApiError(422, f"text {i} has {n:,} tokens; the model takes at most {limit:,}",
+                           ("model max_tokens", limit))
+        for (i, _), x in zip(plan.owner, plan.ids, strict=True):
+            if len(x) > budget:
+                raise ApiError(422, f"text {i} has {len(x):,} tokens; a batch holds at most {budget:,}",
+                               ("--max-batch-tokens", budget))
+        return plan
+
+    def assemble(self, plan: Plan, items: list[dict]) -> list[dict]:
+        """One output per text of ``plan`` from the outputs of its sentences (``run``'s dicts): the
+        text in the input's layout, the mean score, the attention block-diagonal, the notes."""
+        texts = plan.join([it["text"] for it in items])
+        out = []
+        for t, ks in enumerate(plan.groups()):
+            scores = [items[k]["score"] for k in ks]
+            done: dict[str, Any] = {"text": texts[t], "score": round(sum(scores) / len(scores), ROUND) if scores
+                                    else 0.0}
+            atts = [items[k]["attention"] for k in ks if "attention" in items[k]]
+            if len(atts) == 1:
+                done["attention"] = atts[0]
+            elif atts:
+                src, outp, m = join_attention([(a["source_pieces"], a["output_pieces"], a["matrix"]) for a in atts])
+                done["attention"] = {"source_pieces": src, "output_pieces": outp, "matrix": m}
+            if plan.note(t):
+                done["notes"] = [plan.note(t)]
+            out.append(done)
+        return out
 
     def submit(self, ids: list[list[int]], payload: Payload):
         """Queue the texts; the future's result is one output dict per text."""

@@ -48,11 +48,9 @@ class SentimentRequest(_Strict):
                             "to every output.")
 
 
-class TranslateRequest(SentimentRequest):
-    """POST /v1/translate. Options left out take attn translate's defaults."""
+class _Seq2SeqRequest(SentimentRequest):
+    """The options translate and summarize share."""
 
-    text: str | list[str] = Field(description="One text, or a list of texts (answered in the same order).",
-                                  examples=["Ein Hund läuft über die Wiese."])
     attention: bool = Field(False, description="Add the source and output pieces and the "
                             "cross-attention matrix (output x source) to every output.")
     beam: int | None = Field(None, ge=1, description="Beam size; 1 = greedy.")
@@ -64,7 +62,18 @@ class TranslateRequest(SentimentRequest):
                                         "this size; 0 = off.")
 
 
-class SummarizeRequest(TranslateRequest):
+class TranslateRequest(_Seq2SeqRequest):
+    """POST /v1/translate. Options left out take attn translate's defaults."""
+
+    text: str | list[str] = Field(description="One text, or a list of texts (answered in the same order).",
+                                  examples=["Ein Hund läuft über die Wiese."])
+    split_sentences: bool = Field(True, description="Translate each text sentence by sentence and join the "
+                                  "translations with the text's own spacing and line breaks (a sentence over "
+                                  "the model's positions goes in token windows, with a note); false: each text "
+                                  "whole (over the model's positions: 422).")
+
+
+class SummarizeRequest(_Seq2SeqRequest):
     """POST /v1/summarize. Options left out take attn summarize's defaults."""
 
     text: str | list[str] = Field(description="One document, or a list of documents.",
@@ -80,7 +89,11 @@ class Seq2SeqOutput(BaseModel):
     text: str = Field(description="The translation or summary.")
     score: float = Field(description="log P(output) / GNMT length penalty.")
     attention: dict | None = Field(None, description="With attention: source_pieces, output_pieces "
-                                   "(ending with </s>) and matrix, one row per output piece.")
+                                   "(ending with </s>) and matrix, one row per output piece; a text translated "
+                                   "sentence by sentence has each sentence's pieces in turn and a "
+                                   "block-diagonal matrix.")
+    notes: list[str] | None = Field(None, description="Only when something was cut: a sentence translated in "
+                                    "token windows, or a document cut to the model's positions.")
 
 
 class SentimentOutput(BaseModel):
@@ -131,7 +144,7 @@ def check_texts(text: str | list[str], cfg: ServeConfig) -> list[str]:
     return texts
 
 
-def decode_config(task: str, req: TranslateRequest, cfg: ServeConfig):
+def decode_config(task: str, req: _Seq2SeqRequest, cfg: ServeConfig):
     """The DecodeConfig of a seq2seq request: its options over the task's defaults
     (``attn_cli.config.DECODE_DEFAULTS``, those of attn translate / summarize)."""
     from attn_cli.config import DECODE_DEFAULTS, task_decode_config

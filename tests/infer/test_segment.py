@@ -9,12 +9,12 @@ import json
 import time
 
 import pytest
-from conftest import cli, train_tiny_runs
+from conftest import cli, one_line_error, train_tiny_runs
+from segment_helpers import PARAGRAPHS, Echo
 
 import attn_cli
-from attn_cli.data.tokenizer import Tokenizers
 from attn_cli.infer.api import Model
-from attn_cli.infer.engine import Engine, EngineOptions
+from attn_cli.infer.engine import EngineOptions
 from attn_cli.infer.engines import open_engine
 from attn_cli.infer.segment import (
     CHUNK,
@@ -30,7 +30,6 @@ LAYOUTS = ["", " ", "\n", "\n\n\n", "Ciao.", "  Ciao.  ", "\tHo fame.\tDov'è la
            "Ho fame.\nDov'è la stazione?\n", "Ho fame.\r\nGrazie.\r\n\r\nCiao.\r\n",
            "Uno. Due.\n\n   \n\t\nTre.   Quattro!\n\n", "\n\n  Ciao.\n \n", "Una riga\rsolo CR.\r",
            "Ciao.\u2028Grazie.\u00a0Prego.\u3000Sì.", "a" * (3 * CHUNK + 7), ("parola " * 900).strip() + ". Fine."]
-PARAGRAPHS = "Ho fame. Dov'è la stazione?\n\nSabato partirò per Londra. Grazie!\n\nBuona notte."
 
 
 # ------------------------------------------------------------------ the splitter
@@ -151,26 +150,6 @@ def test_join_attention_is_block_diagonal():
 # ------------------------------------------------------------------ translate and summarize
 
 
-class Echo(Engine):
-    """The tiny run's files with a "model" that returns its input: source pieces decoded as the
-    output, so a translated text must come back exactly as it went in. ``calls``: what it got."""
-
-    def __init__(self, base: Engine) -> None:
-        src = base.toks.src
-        super().__init__("torch", base.path, base.meta, base.model_cfg, Tokenizers(src, src, base.toks.config))
-        self.calls: list[list[list[int]]] = []
-
-    @property
-    def on_cpu(self) -> bool:
-        return True
-
-    def generate(self, ids, cfg, max_tokens=6000, on_batch=None):
-        self.calls.append([list(x) for x in ids])
-        if on_batch:
-            on_batch(len(ids))
-        return [(list(x), -1.0) for x in ids]
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     return train_tiny_runs(tmp_path_factory.mktemp("segruns"))
@@ -279,3 +258,8 @@ def test_cli_summarize_of_an_over_long_document_notes_the_cut(runs):
     assert r.exit_code == 0, r.output
     assert len(r.stdout.splitlines()) == 1
     assert "1 document(s) longer than the model's" in r.stderr and "Error" not in r.stderr
+
+
+def test_cli_split_and_no_split_together_is_a_one_line_error(runs):
+    r = cli("translate", "-m", runs / "translate", "--split-sentences", "--no-split-sentences", "Ciao.")
+    one_line_error(r, "contradict")

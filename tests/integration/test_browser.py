@@ -105,6 +105,17 @@ def test_translation_and_its_heatmap(page, server):
     assert any("--w: 1" in (t.get_attribute("style") or "") for t in shaded)  # the row's strongest source piece
 
 
+def test_translation_keeps_paragraphs(page, server):
+    text = "Ho fame. Dov'è la stazione?\n\nSabato partirò per Londra.\n\nGrazie."
+    run_text(page, "it-en", text)  # send_keys types the line breaks as Enter (a new line, not a submit)
+    status, api = server.call("/v1/translate", {"text": text, "model": "it-en", "attention": True}, key=KEY)
+    assert status == 200 and api["outputs"][0]["text"].count("\n\n") == 2
+    shown = wait(page, lambda d: d.execute_script(
+        "const t = document.querySelector('#output .text'); return t && t.textContent.includes('\\n') "
+        "? t.textContent : null"))
+    assert shown == api["outputs"][0]["text"]  # the answer's line breaks, as the input had them
+
+
 def test_sentiment_shading(page, server):
     text = "a gorgeous, witty film"
     run_text(page, "sst", text)

@@ -143,6 +143,7 @@ function showSeq2Seq(task, out) {
   box.textContent = "";
   box.appendChild(el("span", "text", out.text));
   box.appendChild(el("span", "score", `score ${out.score.toFixed(3)} (log-probability per length penalty)`));
+  for (const note of out.notes || []) box.appendChild(el("span", "score", note));  // what was cut
   $("probs").textContent = "";
   $("result-card").hidden = false;
   const att = out.attention;
