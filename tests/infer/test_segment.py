@@ -6,7 +6,6 @@ its input shows the layout exactly; the tiny real model shows nothing crashes)."
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from conftest import cli, one_line_error, train_tiny_runs
@@ -80,23 +79,33 @@ def test_other_scripts_split_without_error():
     assert seg.join(seg.sentences) == "Привет. Как дела? 你好。我很好！" and len(seg.sentences) >= 2
 
 
-def test_a_200000_character_line_without_boundary_is_quick():
+@pytest.fixture
+def sentencex_inputs(monkeypatch):
+    """The length of every text attn gives sentencex (whose time grows with the square of it)."""
+    import sentencex
+
+    seen, real = [], sentencex.get_sentence_boundaries
+    monkeypatch.setattr(sentencex, "get_sentence_boundaries", lambda lang, text: seen.append(len(text)) or
+                        real(lang, text))
+    return seen
+
+
+def test_a_200000_character_line_without_boundary_goes_to_sentencex_in_pieces(sentencex_inputs):
     for line in ("parola " * 28_572, "a" * 200_000):
-        start = time.perf_counter()
+        sentencex_inputs.clear()
         seg = split_text(line, "it")
-        assert time.perf_counter() - start < 2.0
         assert seg.join(seg.sentences) == line
         assert all(len(s) <= CHUNK for s in seg.sentences)  # pieces of at most CHUNK characters
+        assert max(sentencex_inputs) <= CHUNK and sum(sentencex_inputs) <= len(line) + CHUNK  # linear work
 
 
-def test_long_lines_of_sentences_are_linear_and_match_sentencex():
+def test_long_lines_of_sentences_are_split_in_pieces_and_match_sentencex(sentencex_inputs):
     import sentencex
 
     line = "Ciao. Come stai? Bene, grazie. " * 6_500  # 201,500 characters, 19,500 sentences
-    start = time.perf_counter()
     seg = split_text(line, "it")
-    assert time.perf_counter() - start < 6.0  # sentencex on the whole line: 12 s on this machine
     assert len(seg.sentences) == 19_500 and seg.join(seg.sentences) == line
+    assert max(sentencex_inputs) <= CHUNK and sum(sentencex_inputs) <= 2 * len(line)  # sentencex whole: 12 s
     head = line[:20_000]
     direct = [s.strip() for s in sentencex.segment("it", head) if s.strip()]
     assert split_text(head, "it").sentences == direct  # chunking changes no boundary
@@ -178,10 +187,8 @@ def test_api_without_splitting_feeds_each_text_whole(echo):
 def test_api_long_sentence_goes_in_windows_with_a_note(echo):
     model = Model(echo)
     line = "parola " * 28_572 + "fine"  # 200,008 characters, no sentence boundary
-    start = time.perf_counter()
     plan = model.plan([line], True)
     out = model.finish(plan, model.generate_ids(plan.ids, None))[0]
-    assert time.perf_counter() - start < 30
     size = echo.model_cfg.max_len
     assert all(0 < len(x) <= size for x in plan.ids) and len(plan.ids) > 100
     assert out.text.split() == line.split()  # every window's output, in order
@@ -246,10 +253,9 @@ def test_cli_real_model_on_other_scripts_and_a_200000_character_line(runs, tmp_p
     assert len(r.stdout.split("\n")) == 6  # 2 lines, then the third input's 2 paragraphs and the blank between
     src = tmp_path / "long.txt"
     src.write_text("parola " * 28_572 + "\n", encoding="utf-8")
-    start = time.perf_counter()
     r = cli("translate", "-m", m, "--beam", "1", "--max-len-a", "0", "--max-len-b", "1", "-i", src)
     assert r.exit_code == 0, r.output
-    assert time.perf_counter() - start < 120 and len(r.stdout.splitlines()) == 1
+    assert len(r.stdout.splitlines()) == 1
     assert "windows of at most" in r.stderr and r.stderr.count("\n") == 1  # one note line, no error
 
 
