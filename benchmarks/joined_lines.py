@@ -37,7 +37,7 @@ def translate(run: Path, inputs: list[str], extra: list[str], work: Path, beam: 
     """`attn translate` of ``inputs`` (one a line): the outputs and the wall seconds."""
     src, out = work / "in.txt", work / "out.txt"
     src.write_text("\n".join(inputs) + "\n", encoding="utf-8")
-    cmd = [sys.executable, "-m", "attn_cli", "translate", "--model", str(run), "-i", str(src), "-o", str(out),
+    cmd = [sys.executable, "-m", "attn_cli", "translate", "--model", str(run.resolve()), "-i", str(src), "-o", str(out),
            *(["--beam", str(beam)] if beam else []), *extra]
     start = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT)
