@@ -5,7 +5,9 @@ stop. This joins a line-aligned test set's lines ``--group`` at a time (sources 
 references with a space; a short tail is left out) and translates three ways with `attn
 translate`: the original lines, the joined lines whole (``--no-split-sentences``), and the
 joined lines split into sentences (the default). Scores are sacreBLEU BLEU and chrF against the
-matching references, with the output/reference length ratio.
+matching references, with the output/reference length ratio. The original lines' outputs are
+also scored joined like the inputs ("lines, scored joined"): BLEU counts n-grams across the
+joins (". A man"), so that row, not the lines' own score, is what the joined inputs compare to.
 
     python benchmarks/joined_lines.py --run RUN --src ../shared/data/translation/multi30k/test_2016_flickr.de \\
         --ref ../shared/data/translation/multi30k/test_2016_flickr.en --group 3 --json results/joined_lines.jsonl
@@ -75,10 +77,15 @@ def main() -> int:
             row = {"run": args.run.name, "test": args.src.name, "input": name, "inputs": len(inputs),
                    **score(hyps, refs), "seconds": round(seconds, 1), "date": time.strftime("%Y-%m-%d")}
             rows.append(row)
-            print(json.dumps(row), flush=True)
-            if args.json:
-                with open(args.json, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(row) + "\n")
+            if name == "lines":  # the same outputs scored in threes: what joining alone does to BLEU
+                rows.append({**row, "input": f"lines, scored joined x{args.group}",
+                             "inputs": len(joined(src, args.group)),
+                             **score(joined(hyps, args.group), joined(ref, args.group))})
+            for r in rows[-2 if name == "lines" else -1:]:
+                print(json.dumps(r), flush=True)
+                if args.json:
+                    with open(args.json, "a", encoding="utf-8") as fh:
+                        fh.write(json.dumps(r) + "\n")
     print("\n| input | inputs | BLEU | chrF | length ratio |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['input']} | {r['inputs']} | {r['bleu']} | {r['chrf']} | {r['length_ratio']} |")
