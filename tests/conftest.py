@@ -71,8 +71,7 @@ def train_tiny_runs(root):
              "sentiment": ("sentiment.jsonl", Fields()), "summarize": ("summarize.jsonl", Fields())}
     for task, (name, fields) in specs.items():
         cfg = TrainConfig(task=task, preset="tiny", max_steps=30, eval_every=1000, eval_samples=2,
-                          vocab_size=500, max_tokens=1000, warmup=10, lr=3e-3, concat=0.0)  # 30 steps on
-        # single pairs say something; with --concat's longer examples they still end at once (empty outputs)
+                          vocab_size=500, max_tokens=1000, warmup=10, lr=3e-3)
         train_run(RunRequest(data=f"{DATA_DIR}/{name}", out=root / task, fields=fields), cfg, Quiet())
     return root
 

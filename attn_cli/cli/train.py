@@ -195,7 +195,7 @@ def train(
         "--stream: rows read, shuffled and length-bucketed together; more mixes better and "
         "costs memory."))] = None,
     concat: Annotated[float | None, typer.Option("--concat", rich_help_panel="Data",
-                                                 metavar="<share>", show_default="0.5 translate, 0 summarize", help=(
+                                                 metavar="<share>", show_default="0 = off", help=(
         "Share of training examples made of 2-3 pairs joined end to end (source to source, target "
         "to target), so the model also learns inputs longer than single sentences; 0 = off. "
         "Drawn anew each epoch; every pair is still seen once an epoch; never longer than "

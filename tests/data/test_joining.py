@@ -178,16 +178,21 @@ def test_bad_concat_is_a_one_line_error(tmp_path, args, fragment):
     assert not (tmp_path / "r").exists()
 
 
-def test_defaults_by_task_and_old_runs_resume_without_joining():
+def test_defaults_by_task_and_old_runs_resume_without_joining(monkeypatch):
+    import attn_cli.config as config_mod
     from attn_cli.cli.train import resolve_config
 
-    assert TrainConfig(task="translate").concat == 0.5
+    assert TrainConfig(task="translate").concat == 0.0  # off: measured (docs/benchmarks-quality.md)
+    assert TrainConfig(task="translate", concat=0.3).concat == 0.3
     assert TrainConfig(task="summarize").concat == 0.0
     assert TrainConfig(task="sentiment").concat == 0.0
-    assert TrainConfig(task="translate", objective="denoise").concat == 0.0
-    saved = TrainConfig(task="translate").to_dict()
-    del saved["concat"]  # a run directory written before --concat existed
+    monkeypatch.setitem(config_mod.CONCAT_DEFAULTS, "translate", 0.5)  # were the default on ...
+    assert TrainConfig(task="translate").concat == 0.5
+    assert TrainConfig(task="translate", objective="denoise").concat == 0.0  # ... pretraining joins nothing
+    saved = TrainConfig(task="translate", concat=0.4).to_dict()
+    del saved["concat"]  # ... and a run directory written before --concat existed resumes without it
     assert resolve_config("translate", {}, {}, saved).concat == 0.0
+    assert resolve_config("translate", {}, {}, None).concat == 0.5
 
 
 def test_stream_joins_inside_each_shuffle_buffer_and_resumes_exactly(tmp_path):
