@@ -202,7 +202,7 @@ def test_streamed_text_rows(tmp_path, toks):
     (tmp_path / "v.txt").write_text("\n".join(sentences(4, 1)) + "\n", encoding="utf-8")
 
     class Cfg:
-        max_tokens, shuffle_buffer, seed, epochs = 200, 16, 1, None
+        max_tokens, shuffle_buffer, seed, epochs, concat = 200, 16, 1, None, 0.0
 
     req = DataRequest(spec=str(path), task="translate", cache=tmp_path / "c", text_only=True,
                       valid_spec=str(tmp_path / "v.txt"), max_len=6)
