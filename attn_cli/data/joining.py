@@ -48,9 +48,9 @@ class Joins:
     def expand(self, items: Sequence[int]) -> tuple[list[int], list[int]]:
         """(the example indices of ``items``, back to back; how many each item has)."""
         idx = np.asarray(items, dtype=np.int64)
-        lo, hi = self.starts[idx], self.starts[idx + 1]  # (n,) each
-        flat = [int(i) for a, b in zip(lo.tolist(), hi.tolist(), strict=True) for i in self.members[a:b]]
-        return flat, (hi - lo).tolist()
+        lo, spans = self.starts[idx], self.starts[idx + 1] - self.starts[idx]  # (n,) each
+        within = np.arange(spans.sum()) - np.repeat(np.cumsum(spans) - spans, spans)  # 0.. in each item
+        return self.members[np.repeat(lo, spans) + within].tolist(), spans.tolist()
 
 
 def joined_pairs(n: int, share: float) -> int:
@@ -78,9 +78,8 @@ def plan_joins(src_lens: np.ndarray, tgt_lens: np.ndarray, share: float, max_len
     group = np.searchsorted(ends, np.arange(used), side="right")  # (used,) each member's group
     first = np.r_[0, ends[:-1]] if len(ends) else ends[:0]  # (G,) where each group starts
     members = perm[:used]
-    cum_src = np.cumsum(src[members]) - np.r_[0, np.cumsum(src[members])][first][group]  # (used,) within group
-    cum_tgt = np.cumsum(tgt[members]) - np.r_[0, np.cumsum(tgt[members])][first][group]
-    fits = (cum_src <= max_len) & (cum_tgt <= max_len - 1)  # a prefix of each group (lengths >= 0)
+    fits = (_group_cumsum(src[members], first, group) <= max_len) & (
+        _group_cumsum(tgt[members], first, group) <= max_len - 1)  # a prefix of each group (lengths >= 0)
     fits[first] = True  # a group's first example alone is as long as the data allows
     kept, kept_group = members[fits], group[fits]
     alone = np.concatenate([members[~fits], perm[used:]])  # examples trained on their own
@@ -92,6 +91,13 @@ def plan_joins(src_lens: np.ndarray, tgt_lens: np.ndarray, share: float, max_len
     joined_src = np.add.reduceat(src[order], heads) if n else src[:0]  # (n_items,)
     joined_tgt = np.add.reduceat(tgt[order], heads) if n else tgt[:0]
     return Joins(order, starts, np.maximum(joined_src, joined_tgt + 1).astype(np.int32))
+
+
+def _group_cumsum(values: np.ndarray, first: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Running sums of ``values`` restarting at each group (groups back to back: ``first`` their
+    starts, ``group`` each value's group)."""
+    running = np.r_[0, np.cumsum(values)]  # (n + 1,)
+    return running[1:] - running[first][group]
 
 
 def join_rows(rows: Sequence[tuple], spans: Sequence[int]) -> list[tuple[list[int], list[int]]]:

@@ -32,7 +32,7 @@ class BatchFeed:
         self.lengths = None if self.stream else train.lengths  # (N,) int32: all that planning reads
         self.cfg, self.unit, self.dist, self.device = cfg, unit, dist, device
         self.sides = None  # (source, target) lengths, (N,) each, when --concat joins examples
-        if self.stream is None and seq2seq and cfg.concat > 0 and not getattr(train, "text_only", False):
+        if self.stream is None and seq2seq and cfg.concat > 0 and not train.text_only:
             self.sides = train.side_lengths()
 
     def joins(self, epoch: int) -> Joins | None:
