@@ -180,16 +180,16 @@ class Model:
         together (score: the mean of its sentences' scores), with its segments and notes."""
         outs = [self._engine.toks.tgt.decode(o) for o, _ in results]
         joined, per_sentence, groups = plan.join(outs), plan.outputs(outs), plan.groups()
+        scores = plan.mean_scores([float(s) for _, s in results])
         counts = Counter(plan.owner)  # (text, sentence) -> its windows
         done = []
         for t, seg in enumerate(plan.texts):
-            scores = [float(results[k][1]) for k in groups[t]]
             windows = [counts[(t, s)] for s in range(len(seg.sentences))]
             segments = ([Segment(src, out, w) for src, out, w in zip(seg.sentences, per_sentence[t], windows,
                                                                      strict=True)]
                         if plan.mode == "windows" else None)
             note = plan.note(t)
-            done.append(Translation(joined[t], sum(scores) / len(scores) if scores else 0.0, segments=segments,
+            done.append(Translation(joined[t], scores[t], segments=segments,
                                     notes=(note,) if note else ()))
         if attention:
             with self._lock:

@@ -183,6 +183,10 @@ class Plan:
             out[t].append(k)
         return out
 
+    def mean_scores(self, scores: Sequence[float]) -> list[float]:
+        """Per text: the mean score of its windows (``scores`` in ``ids`` order); 0.0 for an empty text."""
+        return [sum(scores[k] for k in ks) / len(ks) if ks else 0.0 for ks in self.groups()]
+
     def note(self, text: int | None = None) -> str | None:
         """One line on the sentences over the model's positions (of one text, or of all), or None."""
         over = sum(self.over) if text is None else self.over[text]

@@ -159,11 +159,10 @@ class ModelRunner:
         """One output per text of ``plan`` from the outputs of its sentences (``run``'s dicts): the
         text in the input's layout, the mean score, the attention block-diagonal, the notes."""
         texts = plan.join([it["text"] for it in items])
+        scores = plan.mean_scores([it["score"] for it in items])
         out = []
         for t, ks in enumerate(plan.groups()):
-            scores = [items[k]["score"] for k in ks]
-            done: dict[str, Any] = {"text": texts[t], "score": round(sum(scores) / len(scores), ROUND) if scores
-                                    else 0.0}
+            done: dict[str, Any] = {"text": texts[t], "score": round(scores[t], ROUND)}
             atts = [items[k]["attention"] for k in ks if "attention" in items[k]]
             if len(atts) == 1:
                 done["attention"] = atts[0]
