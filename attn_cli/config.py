@@ -187,7 +187,7 @@ OBJECTIVES: dict[str, tuple[str, ...]] = {
 
 AUTO = "auto"  # the preset sized to the data and the budget (attn_cli.train.sizing)
 SCHEDULES = ("auto", "linear", "cosine", "inverse_sqrt")
-# --concat by task (attn_cli.data.joining): off, as measured: 0.1 and 0.5 cost 2-6 BLEU on Tatoeba and
+# --concat by task (attn_cli.data.joining): off, as measured: 0.1 and 0.5 cost 2-7 BLEU on Tatoeba and
 # Multi30k single sentences at CPU budgets (docs/benchmarks-quality.md, "Longer inputs"); summarize keeps
 # whole dialogues (not measured); sentiment has no pairs to join
 CONCAT_DEFAULTS = {"translate": 0.0, "summarize": 0.0, "sentiment": 0.0}
